@@ -1,0 +1,77 @@
+# pynetmon — the two commands: `make run` (main job on a fresh Debian 12) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+CLANG ?= clang
+LLVM_STRIP ?= llvm-strip
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-function \
+              -Ibpf -Ibpf/include -I$(ARCH_INCLUDE)
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(BPF_SRC))
+BPF_HDR := $(wildcard bpf/*.h bpf/include/*.h)
+APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 \
+                gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin
+STAMP_APT := $(VENV)/.apt-stamp
+STAMP_PY := $(VENV)/.py-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all bpf build deps run test bench lint clean
+
+all: build
+
+bpf: $(BPF_OBJ) pynetmon/data/include/.stamp
+
+pynetmon/data/%.bpf.o: bpf/%.bpf.c $(BPF_HDR) pynetmon/data/vmlinux.h
+	@mkdir -p pynetmon/data
+	$(CLANG) $(BPF_CFLAGS) -Ipynetmon/data -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
+# vmlinux.h for the tracing monitors (CO-RE): generated from the build machine's BTF, never shipped to
+# run time. Packet programs only use UAPI headers.
+pynetmon/data/vmlinux.h:
+	@mkdir -p pynetmon/data
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+# Headers that run-time compiled code (Dynmon injections, translated filters) may include.
+pynetmon/data/include/.stamp: $(wildcard bpf/include/*.h bpf/include/*/*.h bpf/include/*/*/*.h)
+	@mkdir -p pynetmon/data/include
+	cp -r bpf/include/. pynetmon/data/include/
+	touch $@
+
+$(STAMP_APT):
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP_PY): $(STAMP_APT) requirements.txt
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+deps: $(STAMP_PY)
+
+build: deps bpf
+	$(PY) setup.py -q build_ext --inplace
+
+run: build
+	$(PY) -m pynetmon demo
+
+test: build
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || true
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: build
+	$(PY) -m pytest -q -s benchmarks $(PYTEST_ARGS)
+
+lint: deps
+	$(PY) -m ruff check pynetmon tests benchmarks
+
+clean:
+	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/include pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c

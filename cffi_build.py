@@ -1,0 +1,43 @@
+"""Build the API-mode cffi extensions against the system libraries.
+
+- `pynetmon._libbpf`: libbpf (bpf.h, libbpf.h, btf.h) plus the raw syscalls libbpf 1.1 lacks.
+- `pynetmon._libpcap`: libpcap's filter compiler and interpreter. It is a separate module because
+  pcap's classic `struct bpf_insn`/`struct bpf_program` clash with libbpf's names of the same spelling.
+
+Declarations live in pynetmon/_cffi_src/, one file per C header (INCLUDES, TYPES, FUNCTIONS,
+CUSTOMIZATIONS); this script only lists them in order.
+"""
+import importlib.util
+from pathlib import Path
+
+from cffi import FFI
+
+SRC = Path(__file__).resolve().parent / "pynetmon" / "_cffi_src"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_cffi_src_{name}", SRC / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _builder(module_name, headers, libraries):
+    modules = [_load(name) for name in headers]
+    ffi = FFI()
+    ffi.cdef("\n".join(m.TYPES + "\n" + m.FUNCTIONS for m in modules))
+    ffi.set_source(
+        module_name,
+        "\n".join(m.INCLUDES for m in modules) + "\n" + "\n".join(m.CUSTOMIZATIONS for m in modules),
+        libraries=libraries,
+        extra_compile_args=["-O2", "-Wno-deprecated-declarations"],
+    )
+    return ffi
+
+
+ffibuilder = _builder("pynetmon._libbpf", ["bpf", "libbpf", "btf", "syscall"], ["bpf", "elf", "z"])
+pcap_ffibuilder = _builder("pynetmon._libpcap", ["pcap"], ["pcap"])
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=".", verbose=False)
+    pcap_ffibuilder.compile(tmpdir=".", verbose=False)

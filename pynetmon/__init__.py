@@ -1,0 +1,21 @@
+"""pynetmon: eBPF network monitoring and packet capture for Linux.
+
+>>> import pynetmon
+>>> with pynetmon.BPFObject.from_package("counter") as obj:
+...     obj.load()
+...     with pynetmon.attach_tc(obj.programs["count_ingress"], "eth0", "ingress"):
+...         ...
+...     obj.maps["counters"].items()
+"""
+from .errors import (BPFError, CompileError, ConfigError, Error, FilterError, InterfaceNotFoundError, LoadError,
+                     MapFullError, MapKeyError, NotSupportedError, PermissionDeniedError, VerifierError)
+from .maps import Map
+from .object import BPFObject
+from .program import Program, TestRun
+
+__all__ = [
+    "BPFError", "BPFObject", "CompileError", "ConfigError", "Error", "FilterError", "InterfaceNotFoundError",
+    "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError", "PermissionDeniedError", "Program",
+    "TestRun", "VerifierError",
+]
+__version__ = "0.1.0"

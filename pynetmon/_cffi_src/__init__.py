@@ -1,0 +1,1 @@
+"""cffi declarations, one module per C header; listed in order by ../../cffi_build.py."""

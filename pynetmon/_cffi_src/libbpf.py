@@ -1,0 +1,264 @@
+"""<bpf/libbpf.h>: objects, programs, maps, TC/XDP attach, ring and perf buffers, and the log hook."""
+
+INCLUDES = """
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <bpf/libbpf.h>
+"""
+
+TYPES = """
+struct bpf_object;
+struct bpf_program;
+struct bpf_map;
+struct bpf_link;
+struct btf;
+struct ring_buffer;
+struct perf_buffer;
+
+enum libbpf_print_level { LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG };
+
+struct bpf_object_open_opts {
+    size_t sz;
+    const char *object_name;
+    bool relaxed_maps;
+    const char *pin_root_path;
+    const char *kconfig;
+    const char *btf_custom_path;
+    char *kernel_log_buf;
+    size_t kernel_log_size;
+    __u32 kernel_log_level;
+    ...;
+};
+
+enum bpf_tc_attach_point { BPF_TC_INGRESS, BPF_TC_EGRESS, BPF_TC_CUSTOM };
+enum bpf_tc_flags { BPF_TC_F_REPLACE };
+
+struct bpf_tc_hook {
+    size_t sz;
+    int ifindex;
+    enum bpf_tc_attach_point attach_point;
+    __u32 parent;
+    ...;
+};
+
+struct bpf_tc_opts {
+    size_t sz;
+    int prog_fd;
+    __u32 flags;
+    __u32 prog_id;
+    __u32 handle;
+    __u32 priority;
+    ...;
+};
+
+struct bpf_xdp_attach_opts {
+    size_t sz;
+    int old_prog_fd;
+    ...;
+};
+
+struct bpf_xdp_query_opts {
+    size_t sz;
+    __u32 prog_id;
+    __u32 drv_prog_id;
+    __u32 hw_prog_id;
+    __u32 skb_prog_id;
+    __u8 attach_mode;
+    ...;
+};
+
+/* A growable byte sink that ring/perf buffer callbacks (written in C below) append records to, so
+ * that Python handles a whole batch per poll instead of one callback per sample. Each record is
+ * a native-endian u32 length followed by the sample bytes, padded to 8 bytes. */
+struct pynetmon_sink {
+    uint8_t *buf;
+    size_t cap;
+    size_t used;
+    uint64_t records;
+    uint64_t lost;
+    int oom;
+};
+"""
+
+FUNCTIONS = """
+int libbpf_major_version(void);
+int libbpf_minor_version(void);
+int libbpf_num_possible_cpus(void);
+int libbpf_strerror(int err, char *buf, size_t size);
+int libbpf_probe_bpf_prog_type(enum bpf_prog_type prog_type, const void *opts);
+int libbpf_probe_bpf_map_type(enum bpf_map_type map_type, const void *opts);
+int libbpf_probe_bpf_helper(enum bpf_prog_type prog_type, int helper_id, const void *opts);
+
+struct bpf_object *bpf_object__open_file(const char *path, const struct bpf_object_open_opts *opts);
+struct bpf_object *bpf_object__open_mem(const void *obj_buf, size_t obj_buf_sz,
+                                        const struct bpf_object_open_opts *opts);
+int bpf_object__load(struct bpf_object *obj);
+void bpf_object__close(struct bpf_object *obj);
+const char *bpf_object__name(const struct bpf_object *obj);
+struct btf *bpf_object__btf(const struct bpf_object *obj);
+struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct bpf_map *map);
+struct bpf_program *bpf_object__next_program(const struct bpf_object *obj, struct bpf_program *prog);
+struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
+struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj, const char *name);
+
+const char *bpf_program__name(const struct bpf_program *prog);
+const char *bpf_program__section_name(const struct bpf_program *prog);
+int bpf_program__fd(const struct bpf_program *prog);
+enum bpf_prog_type bpf_program__type(const struct bpf_program *prog);
+int bpf_program__set_type(struct bpf_program *prog, enum bpf_prog_type type);
+enum bpf_attach_type bpf_program__expected_attach_type(const struct bpf_program *prog);
+int bpf_program__set_expected_attach_type(struct bpf_program *prog, enum bpf_attach_type type);
+bool bpf_program__autoload(const struct bpf_program *prog);
+int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
+int bpf_program__set_log_level(struct bpf_program *prog, __u32 log_level);
+int bpf_program__set_log_buf(struct bpf_program *prog, char *log_buf, size_t log_size);
+struct bpf_link *bpf_program__attach(const struct bpf_program *prog);
+struct bpf_link *bpf_program__attach_xdp(const struct bpf_program *prog, int ifindex);
+struct bpf_link *bpf_program__attach_tracepoint(const struct bpf_program *prog,
+                                                const char *tp_category, const char *tp_name);
+
+int bpf_link__fd(const struct bpf_link *link);
+int bpf_link__detach(struct bpf_link *link);
+int bpf_link__destroy(struct bpf_link *link);
+void bpf_link__disconnect(struct bpf_link *link);
+
+const char *bpf_map__name(const struct bpf_map *map);
+enum bpf_map_type bpf_map__type(const struct bpf_map *map);
+int bpf_map__set_type(struct bpf_map *map, enum bpf_map_type type);
+__u32 bpf_map__key_size(const struct bpf_map *map);
+__u32 bpf_map__value_size(const struct bpf_map *map);
+int bpf_map__set_value_size(struct bpf_map *map, __u32 size);
+__u32 bpf_map__max_entries(const struct bpf_map *map);
+int bpf_map__set_max_entries(struct bpf_map *map, __u32 max_entries);
+__u32 bpf_map__map_flags(const struct bpf_map *map);
+int bpf_map__set_map_flags(struct bpf_map *map, __u32 flags);
+int bpf_map__fd(const struct bpf_map *map);
+int bpf_map__reuse_fd(struct bpf_map *map, int fd);
+bool bpf_map__is_internal(const struct bpf_map *map);
+__u32 bpf_map__btf_key_type_id(const struct bpf_map *map);
+__u32 bpf_map__btf_value_type_id(const struct bpf_map *map);
+int bpf_map__set_pin_path(struct bpf_map *map, const char *path);
+int bpf_map__set_inner_map_fd(struct bpf_map *map, int fd);
+void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
+int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
+bool bpf_map__autocreate(const struct bpf_map *map);
+int bpf_map__set_autocreate(struct bpf_map *map, bool autocreate);
+
+int bpf_xdp_attach(int ifindex, int prog_fd, __u32 flags, const struct bpf_xdp_attach_opts *opts);
+int bpf_xdp_detach(int ifindex, __u32 flags, const struct bpf_xdp_attach_opts *opts);
+int bpf_xdp_query(int ifindex, int flags, struct bpf_xdp_query_opts *opts);
+int bpf_tc_hook_create(struct bpf_tc_hook *hook);
+int bpf_tc_hook_destroy(struct bpf_tc_hook *hook);
+int bpf_tc_attach(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+int bpf_tc_detach(const struct bpf_tc_hook *hook, const struct bpf_tc_opts *opts);
+int bpf_tc_query(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+
+void ring_buffer__free(struct ring_buffer *rb);
+int ring_buffer__poll(struct ring_buffer *rb, int timeout_ms);
+int ring_buffer__consume(struct ring_buffer *rb);
+int ring_buffer__epoll_fd(const struct ring_buffer *rb);
+void perf_buffer__free(struct perf_buffer *pb);
+int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms);
+int perf_buffer__consume(struct perf_buffer *pb);
+int perf_buffer__epoll_fd(const struct perf_buffer *pb);
+
+/* pynetmon helpers (CUSTOMIZATIONS) */
+extern "Python" void _pynetmon_libbpf_log(int level, const char *msg);
+void pynetmon_install_print(void);
+struct ring_buffer *pynetmon_ring_buffer_new(int map_fd, struct pynetmon_sink *sink);
+int pynetmon_ring_buffer_add(struct ring_buffer *rb, int map_fd, struct pynetmon_sink *sink);
+struct perf_buffer *pynetmon_perf_buffer_new(int map_fd, size_t page_cnt, struct pynetmon_sink *sink);
+void pynetmon_sink_free(struct pynetmon_sink *sink);
+"""
+
+CUSTOMIZATIONS = """
+struct pynetmon_sink {
+    uint8_t *buf;
+    size_t cap;
+    size_t used;
+    uint64_t records;
+    uint64_t lost;
+    int oom;
+};
+
+static void _pynetmon_libbpf_log(int level, const char *msg);
+
+static int pynetmon_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, args) < 0 || msg == NULL)
+        return 0;
+    _pynetmon_libbpf_log((int)level, msg);
+    free(msg);
+    return 0;
+}
+
+static void pynetmon_install_print(void)
+{
+    libbpf_set_print(pynetmon_print);
+}
+
+static int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, uint32_t size)
+{
+    size_t need = (4 + (size_t)size + 7) & ~(size_t)7;
+    if (sink->used + need > sink->cap) {
+        size_t cap = sink->cap ? sink->cap : 1 << 16;
+        while (cap < sink->used + need)
+            cap *= 2;
+        uint8_t *grown = realloc(sink->buf, cap);
+        if (!grown) {
+            sink->oom++;
+            return 0;   /* drop this record rather than stop the ring: counted in oom */
+        }
+        sink->buf = grown;
+        sink->cap = cap;
+    }
+    memcpy(sink->buf + sink->used, &size, 4);
+    memcpy(sink->buf + sink->used + 4, data, size);
+    sink->used += need;
+    sink->records++;
+    return 0;
+}
+
+static int pynetmon_ring_sample(void *ctx, void *data, size_t size)
+{
+    return pynetmon_sink_append((struct pynetmon_sink *)ctx, data, (uint32_t)size);
+}
+
+static struct ring_buffer *pynetmon_ring_buffer_new(int map_fd, struct pynetmon_sink *sink)
+{
+    return ring_buffer__new(map_fd, pynetmon_ring_sample, sink, NULL);
+}
+
+static int pynetmon_ring_buffer_add(struct ring_buffer *rb, int map_fd, struct pynetmon_sink *sink)
+{
+    return ring_buffer__add(rb, map_fd, pynetmon_ring_sample, sink);
+}
+
+static void pynetmon_perf_sample(void *ctx, int cpu, void *data, __u32 size)
+{
+    (void)cpu;
+    pynetmon_sink_append((struct pynetmon_sink *)ctx, data, size);
+}
+
+static void pynetmon_perf_lost(void *ctx, int cpu, __u64 cnt)
+{
+    (void)cpu;
+    ((struct pynetmon_sink *)ctx)->lost += cnt;
+}
+
+static struct perf_buffer *pynetmon_perf_buffer_new(int map_fd, size_t page_cnt, struct pynetmon_sink *sink)
+{
+    return perf_buffer__new(map_fd, page_cnt, pynetmon_perf_sample, pynetmon_perf_lost, sink, NULL);
+}
+
+static void pynetmon_sink_free(struct pynetmon_sink *sink)
+{
+    free(sink->buf);
+    sink->buf = NULL;
+    sink->cap = sink->used = 0;
+}
+"""

@@ -1,0 +1,343 @@
+"""Codecs between the bytes of map keys/values and Python shapes, built from the object's BTF.
+
+C integers and enums → `int` (big-endian typedefs such as `__be16`/`__be32` are shown in host order),
+floats → `float`, structs → `dict` by field name (nested), arrays → `list` (char arrays → `bytes`),
+anything without a meaningful shape (unions, unknown types) → `bytes`. Encoding accepts the same shapes
+back, and always accepts `bytes` of the right size.
+
+Each codec compiles to one `struct` format plus a small builder, so a whole batch buffer is decoded
+with `struct.iter_unpack` instead of byte-by-byte Python code.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable, Iterator
+
+from ._binding import ffi, lib
+
+_INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+_BIG_ENDIAN_TYPEDEFS = {"__be16", "__be32", "__be64", "__be64"}
+
+
+def _swap(value: int, size: int) -> int:
+    return int.from_bytes(value.to_bytes(size, "little"), "big")
+
+
+class Codec:
+    """Decode/encode one C type. `fmt` is a `struct` format (native order, no implicit padding)."""
+
+    size: int
+    fmt: str
+    # Number of values the format produces; the builder consumes exactly that many from an iterator.
+    def build(self, it: Iterator[Any]) -> Any:
+        raise NotImplementedError
+
+    def flatten(self, obj: Any, out: list) -> None:
+        raise NotImplementedError
+
+    @property
+    def _struct(self) -> struct.Struct:
+        s = self.__dict__.get("_compiled")
+        if s is None:
+            s = self.__dict__["_compiled"] = struct.Struct("=" + self.fmt)
+        return s
+
+    def decode(self, data) -> Any:
+        return self.build(iter(self._struct.unpack_from(data)))
+
+    def decode_many(self, data, count: int, stride: int | None = None) -> list:
+        """Decode `count` consecutive values (each `stride` bytes apart, default `size`)."""
+        s = self._struct
+        stride = stride or self.size
+        view = memoryview(data)[: count * stride]
+        if stride == s.size:
+            rows = s.iter_unpack(view)
+        else:
+            rows = (s.unpack_from(view, i * stride) for i in range(count))
+        return self._build_rows(rows)
+
+    def _build_rows(self, rows) -> list:
+        build = self.build
+        return [build(iter(row)) for row in rows]
+
+    def encode(self, obj: Any) -> bytes:
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            raw = bytes(obj)
+            if len(raw) != self.size:
+                raise ValueError(f"expected {self.size} bytes for {self.describe()}, got {len(raw)}")
+            return raw
+        out: list = []
+        self.flatten(obj, out)
+        try:
+            return self._struct.pack(*out)
+        except struct.error as exc:
+            raise ValueError(f"cannot encode {obj!r} as {self.describe()}: {exc}") from None
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class IntCodec(Codec):
+    def __init__(self, size: int, signed: bool = False, big_endian: bool = False, is_bool: bool = False):
+        self.size = size
+        self.signed = signed
+        self.big_endian = big_endian and size > 1
+        self.is_bool = is_bool
+        if size in _INT_FORMATS:
+            f = _INT_FORMATS[size]
+            self.fmt = f.lower() if signed else f
+        else:  # 128-bit integers and other odd sizes: raw bytes, converted in the builder
+            self.fmt = f"{size}s"
+
+    def build(self, it):
+        v = next(it)
+        if isinstance(v, bytes):
+            return int.from_bytes(v, "big" if self.big_endian else "little", signed=self.signed)
+        if self.big_endian:
+            v = _swap(v, self.size) if not self.signed else int.from_bytes(
+                v.to_bytes(self.size, "little", signed=True), "big", signed=True)
+        return bool(v) if self.is_bool else v
+
+    def _build_rows(self, rows) -> list:
+        if self.fmt in "BHIQbhiq" and not self.big_endian and not self.is_bool:
+            return [row[0] for row in rows]
+        return super()._build_rows(rows)
+
+    def flatten(self, obj, out):
+        if not isinstance(obj, (int, bool)):
+            raise ValueError(f"expected an integer for {self.describe()}, got {obj!r}")
+        v = int(obj)
+        if self.fmt.endswith("s"):
+            out.append(v.to_bytes(self.size, "big" if self.big_endian else "little", signed=self.signed))
+            return
+        if self.big_endian:
+            v = int.from_bytes(v.to_bytes(self.size, "big", signed=self.signed), "little", signed=self.signed)
+        out.append(v)
+
+    def describe(self):
+        return f"{'' if self.signed else 'u'}int{self.size * 8}{' (big-endian)' if self.big_endian else ''}"
+
+
+class FloatCodec(Codec):
+    def __init__(self, size: int):
+        self.size = size
+        self.fmt = {4: "f", 8: "d"}.get(size, f"{size}s")
+
+    def build(self, it):
+        return next(it)
+
+    def flatten(self, obj, out):
+        out.append(float(obj) if not self.fmt.endswith("s") else bytes(obj))
+
+
+class BytesCodec(Codec):
+    """Opaque bytes: unions, unknown types, maps without BTF, and char arrays."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.fmt = f"{size}s" if size else ""
+
+    def build(self, it):
+        return next(it) if self.size else b""
+
+    def _build_rows(self, rows) -> list:
+        return [row[0] for row in rows] if self.size else [b"" for _ in rows]
+
+    def flatten(self, obj, out):
+        raw = bytes(obj) if not isinstance(obj, str) else obj.encode()
+        if len(raw) > self.size:
+            raise ValueError(f"{len(raw)} bytes do not fit in {self.size}")
+        if self.size:
+            out.append(raw)  # struct's "Ns" pads with zeros
+
+    def describe(self):
+        return f"bytes[{self.size}]"
+
+
+class ArrayCodec(Codec):
+    def __init__(self, elem: Codec, count: int):
+        self.elem = elem
+        self.count = count
+        self.size = elem.size * count
+        self.fmt = elem.fmt * count if count else ""
+
+    def build(self, it):
+        b = self.elem.build
+        return [b(it) for _ in range(self.count)]
+
+    def flatten(self, obj, out):
+        items = list(obj)
+        if len(items) != self.count:
+            raise ValueError(f"expected a list of {self.count} items, got {len(items)}")
+        for item in items:
+            self.elem.flatten(item, out)
+
+    def describe(self):
+        return f"{self.elem.describe()}[{self.count}]"
+
+
+class StructCodec(Codec):
+    """A C struct as a dict. Padding is explicit in the format; bitfields are decoded from their storage."""
+
+    def __init__(self, name: str, size: int, fields: list[tuple[str, int, Codec]],
+                 bitfields: list[tuple[str, int, int]] | None = None):
+        self.name = name
+        self.size = size
+        self.fields = fields  # (name, byte offset, codec), sorted by offset, non-overlapping
+        self.bitfields = bitfields or []  # (name, bit offset, bit size)
+        if self.bitfields:
+            # Struct with bitfields: decode from the raw bytes (rare in maps; correctness over speed).
+            self.fmt = f"{size}s"
+            return
+        fmt, pos = [], 0
+        for _, off, codec in fields:
+            if off > pos:
+                fmt.append(f"{off - pos}x")
+            fmt.append(codec.fmt)
+            pos = off + codec.size
+        if size > pos:
+            fmt.append(f"{size - pos}x")
+        self.fmt = "".join(fmt)
+        self._names = [n for n, _, _ in fields]
+        self._flat = all(isinstance(c, IntCodec) and c.fmt in "BHIQbhiq" and not c.big_endian and not c.is_bool
+                         for _, _, c in fields)
+
+    def build(self, it):
+        if self.bitfields:
+            return self._decode_raw(next(it))
+        return {name: codec.build(it) for name, _, codec in self.fields}
+
+    def _build_rows(self, rows) -> list:
+        if not self.bitfields and self._flat:
+            names = self._names
+            return [dict(zip(names, row)) for row in rows]
+        return super()._build_rows(rows)
+
+    def _decode_raw(self, raw: bytes) -> dict:
+        result = {name: codec.decode(raw[off:off + codec.size]) for name, off, codec in self.fields}
+        whole = int.from_bytes(raw, "little")
+        for name, bit_off, bits in self.bitfields:
+            result[name] = (whole >> bit_off) & ((1 << bits) - 1)
+        return result
+
+    def flatten(self, obj, out):
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a dict for struct {self.name or '(anonymous)'}, got {obj!r}")
+        known = {n for n, _, _ in self.fields} | {n for n, _, _ in self.bitfields}
+        unknown = set(obj) - known
+        if unknown:
+            raise ValueError(f"struct {self.name or '(anonymous)'} has no field(s) {sorted(unknown)}; "
+                             f"fields are {sorted(known)}")
+        if self.bitfields:
+            raw = bytearray(self.size)
+            for name, off, codec in self.fields:
+                raw[off:off + codec.size] = codec.encode(obj.get(name, _zero(codec)))
+            whole = int.from_bytes(raw, "little")
+            for name, bit_off, bits in self.bitfields:
+                v = int(obj.get(name, 0)) & ((1 << bits) - 1)
+                whole = (whole & ~(((1 << bits) - 1) << bit_off)) | (v << bit_off)
+            out.append(whole.to_bytes(self.size, "little"))
+            return
+        for name, _, codec in self.fields:
+            codec.flatten(obj.get(name, _zero(codec)), out)
+
+    def describe(self):
+        return f"struct {self.name}" if self.name else "struct"
+
+
+def _zero(codec: Codec):
+    """The Python value of an all-zero C object: missing struct fields encode as zero."""
+    return codec.decode(bytes(codec.size))
+
+
+class BTFTypes:
+    """Resolves BTF type ids of one `struct btf *` into codecs (cached per id)."""
+
+    def __init__(self, btf):
+        self.btf = btf
+        self._cache: dict[int, Codec] = {}
+
+    def name(self, type_id: int) -> str:
+        t = lib.btf__type_by_id(self.btf, type_id)
+        return ffi.string(lib.btf__name_by_offset(self.btf, t.name_off)).decode() if t.name_off else ""
+
+    def codec(self, type_id: int) -> Codec:
+        c = self._cache.get(type_id)
+        if c is None:
+            c = self._cache[type_id] = self._build(type_id, big_endian=False)
+        return c
+
+    def _build(self, type_id: int, big_endian: bool) -> Codec:
+        btf = self.btf
+        t = lib.btf__type_by_id(btf, type_id)
+        if t == ffi.NULL:
+            raise ValueError(f"BTF type id {type_id} does not exist")
+        kind = lib.btf_kind(t)
+        if kind == lib.BTF_KIND_TYPEDEF:
+            return self._build(t.type, big_endian or self.name(type_id) in _BIG_ENDIAN_TYPEDEFS)
+        if kind in (lib.BTF_KIND_VOLATILE, lib.BTF_KIND_CONST, lib.BTF_KIND_RESTRICT, lib.BTF_KIND_TYPE_TAG):
+            return self._build(t.type, big_endian)
+        if kind == lib.BTF_KIND_INT:
+            enc = lib.btf_int_encoding(t)
+            size = t.size
+            if lib.btf_int_offset(t) or lib.btf_int_bits(t) != size * 8:
+                return BytesCodec(size)
+            return IntCodec(size, bool(enc & lib.BTF_INT_SIGNED), big_endian, bool(enc & lib.BTF_INT_BOOL))
+        if kind in (lib.BTF_KIND_ENUM, lib.BTF_KIND_ENUM64):
+            return IntCodec(t.size, bool(lib.btf_kflag(t)), big_endian)
+        if kind == lib.BTF_KIND_PTR:
+            return IntCodec(8)
+        if kind == lib.BTF_KIND_FLOAT:
+            return FloatCodec(t.size)
+        if kind == lib.BTF_KIND_ARRAY:
+            arr = lib.btf_array(t)
+            elem = self._build(arr.type, big_endian)
+            if isinstance(elem, IntCodec) and elem.size == 1 and self._is_char(arr.type):
+                return BytesCodec(arr.nelems)
+            return ArrayCodec(elem, arr.nelems)
+        if kind == lib.BTF_KIND_STRUCT:
+            return self._struct(type_id, t)
+        size = lib.btf__resolve_size(btf, type_id)
+        return BytesCodec(max(int(size), 0))
+
+    def _is_char(self, type_id: int) -> bool:
+        t = lib.btf__type_by_id(self.btf, lib.btf__resolve_type(self.btf, type_id))
+        if lib.btf_kind(t) != lib.BTF_KIND_INT:
+            return False
+        name = ffi.string(lib.btf__name_by_offset(self.btf, t.name_off)).decode()
+        return bool(lib.btf_int_encoding(t) & lib.BTF_INT_CHAR) or name in ("char", "signed char", "unsigned char")
+
+    def _struct(self, type_id: int, t) -> Codec:
+        members = lib.btf_members(t)
+        fields: list[tuple[str, int, Codec]] = []
+        bitfields: list[tuple[str, int, int]] = []
+        for i in range(lib.btf_vlen(t)):
+            m = members[i]
+            name = ffi.string(lib.btf__name_by_offset(self.btf, m.name_off)).decode() if m.name_off else f"_{i}"
+            bit_off = lib.btf_member_bit_offset(t, i)
+            bits = lib.btf_member_bitfield_size(t, i)
+            if bits or bit_off % 8:
+                bitfields.append((name, bit_off, bits))
+                continue
+            codec = self._build(m.type, False)
+            if not m.name_off and isinstance(codec, StructCodec):  # anonymous struct member: inline its fields
+                fields.extend((n, bit_off // 8 + off, c) for n, off, c in codec.fields)
+                continue
+            fields.append((name, bit_off // 8, codec))
+        fields.sort(key=lambda f: f[1])
+        # Overlapping members can only come from anonymous unions: keep the first, the rest as-is in bytes.
+        cleaned, end = [], 0
+        for name, off, codec in fields:
+            if off < end:
+                continue
+            cleaned.append((name, off, codec))
+            end = off + codec.size
+        return StructCodec(self.name(type_id), t.size, cleaned, bitfields)
+
+
+def per_cpu_stride(value_size: int) -> int:
+    """Per-CPU map values are laid out one per possible CPU, each rounded up to 8 bytes."""
+    return (value_size + 7) & ~7
+
+
+Decoder = Callable[[bytes], Any]

@@ -1,0 +1,113 @@
+"""pynetmon's exception tree, rooted in `Error`.
+
+Every error that comes from the kernel or libbpf keeps the errno and the kernel's own words.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os
+
+
+class Error(Exception):
+    """Base class of every error pynetmon raises."""
+
+
+class NotSupportedError(Error):
+    """The running kernel, libbpf or libpcap lacks a feature this call needs."""
+
+
+class BPFError(Error, OSError):
+    """A bpf() system call or libbpf function failed; `.errno` is the kernel's errno."""
+
+    def __init__(self, err: int, what: str, detail: str | None = None):
+        err = abs(err)
+        text = f"{what}: {os.strerror(err)} (errno {err})"
+        if detail:
+            text += f": {detail}"
+        OSError.__init__(self, err, text)
+        self.what = what
+
+    def __str__(self) -> str:  # OSError would prefix "[Errno n]"; our text already carries it
+        return self.strerror
+
+
+class PermissionDeniedError(BPFError, PermissionError):
+    """Missing privileges. The message names the capabilities needed."""
+
+    CAPABILITIES = "CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)"
+
+    def __init__(self, err: int, what: str, detail: str | None = None):
+        hint = f"needs {self.CAPABILITIES}"
+        super().__init__(err, what, f"{detail}; {hint}" if detail else hint)
+
+
+class MapKeyError(Error, KeyError):
+    """A map has no entry for the key; `.errno` is ENOENT."""
+
+    def __init__(self, key, map_name: str = ""):
+        KeyError.__init__(self, key)
+        self.key = key
+        self.map_name = map_name
+        self.errno = _errno.ENOENT
+
+    def __str__(self) -> str:
+        where = f" in map {self.map_name!r}" if self.map_name else ""
+        return f"no entry for key {self.key!r}{where}"
+
+
+class MapFullError(BPFError):
+    """The map is full (E2BIG) and cannot take another key."""
+
+
+class LoadError(BPFError):
+    """An object failed to open or load for a reason other than the verifier."""
+
+
+class VerifierError(LoadError):
+    """The verifier rejected a program. `.log` is the whole verifier log; the message ends with its last lines."""
+
+    def __init__(self, err: int, program: str, log: str):
+        self.program = program
+        self.log = log
+        tail = "\n".join(line for line in log.rstrip().splitlines()[-12:])
+        super().__init__(err, f"verifier rejected program {program!r}", "\n" + tail if tail else None)
+
+
+class CompileError(Error):
+    """clang failed to compile C code; `.diagnostics` is clang's output, mapped to the user's lines."""
+
+    def __init__(self, message: str, diagnostics: str = ""):
+        super().__init__(message + ("\n" + diagnostics if diagnostics else ""))
+        self.diagnostics = diagnostics
+
+
+class InterfaceNotFoundError(Error, LookupError):
+    """No network interface of that name exists (in this network namespace)."""
+
+    def __init__(self, ifname: str):
+        super().__init__(f"no network interface named {ifname!r}")
+        self.ifname = ifname
+
+
+class FilterError(Error, ValueError):
+    """A packet filter expression or a classic BPF program is invalid."""
+
+
+class ConfigError(Error, ValueError):
+    """A configuration is invalid. `.problems` lists (json_path, reason) pairs; the message shows them all."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{path}: {reason}" if path else reason for path, reason in self.problems))
+
+
+def error_from_errno(err: int, what: str, detail: str | None = None) -> BPFError:
+    """The exception class for a failed kernel call, chosen by errno."""
+    err = abs(err)
+    if err in (_errno.EPERM, _errno.EACCES):
+        return PermissionDeniedError(err, what, detail)
+    if err == _errno.E2BIG:
+        return MapFullError(err, what, detail)
+    if err in (_errno.EOPNOTSUPP, _errno.ENOTSUP if hasattr(_errno, "ENOTSUP") else _errno.EOPNOTSUPP):
+        return BPFError(err, what, detail)
+    return BPFError(err, what, detail)

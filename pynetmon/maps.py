@@ -1,0 +1,412 @@
+"""Typed access to kernel maps: lookup/update/delete, iteration, batch reads and queue/stack operations.
+
+Whole-map reads use BPF_MAP_LOOKUP_BATCH (and LOOKUP_AND_DELETE_BATCH for `pop_items`) where the map
+type supports it, and fall back to key-by-key iteration elsewhere. A map that other CPUs modify while it
+is read never makes a read raise or loop: ENOSPC (a hash bucket larger than the batch) grows the batch,
+and keys that vanish between "next key" and "lookup" are skipped.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Iterable, Iterator
+
+from ._binding import check, ffi, lib
+from .btf_codec import BytesCodec, Codec, per_cpu_stride
+from .errors import MapKeyError, NotSupportedError, error_from_errno
+
+MAP_TYPE_NAMES = {getattr(lib, n): n[len("BPF_MAP_TYPE_"):].lower() for n in dir(lib) if n.startswith("BPF_MAP_TYPE_")}
+PER_CPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
+BATCH_TYPES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "array", "percpu_array"}
+DELETABLE_BATCH_TYPES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"}
+ARRAY_TYPES = {"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array", "array_of_maps"}
+KEYLESS_TYPES = {"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"}
+DEFAULT_BATCH = 4096
+
+
+def possible_cpus() -> int:
+    return lib.libbpf_num_possible_cpus()
+
+
+class Map:
+    """A live kernel map. Created by `BPFObject.load()` or `Map.from_fd()`.
+
+    >>> counts = obj.maps["counts"]
+    >>> counts[0] += 1            # int keys/values decoded from BTF
+    >>> dict(counts.items())      # one batch syscall per few thousand entries
+    """
+
+    def __init__(self, fd: int, name: str, type_id: int, key_size: int, value_size: int, max_entries: int,
+                 key_codec: Codec | None = None, value_codec: Codec | None = None, *, flags: int = 0,
+                 owned_fd: bool = False):
+        self._fd = fd
+        self.name = name
+        self.type_id = type_id
+        self.type = MAP_TYPE_NAMES.get(type_id, f"type_{type_id}")
+        self.key_size = key_size
+        self.value_size = value_size
+        self.max_entries = max_entries
+        self.flags = flags
+        self.key_codec = key_codec or BytesCodec(key_size)
+        self.value_codec = value_codec or BytesCodec(value_size)
+        self.per_cpu = self.type in PER_CPU_TYPES
+        self.ncpus = possible_cpus() if self.per_cpu else 1
+        self._stride = per_cpu_stride(value_size) if self.per_cpu else value_size
+        self._value_bytes = self._stride * self.ncpus
+        self._owned_fd = owned_fd
+        self._batch_ok: bool | None = None if self.type in BATCH_TYPES else False
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def from_fd(cls, fd: int, key_codec: Codec | None = None, value_codec: Codec | None = None,
+                *, owned: bool = False) -> "Map":
+        """Wrap an existing map file descriptor (its properties are read from the kernel)."""
+        info = ffi.new("struct bpf_map_info *")
+        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_map_info"))
+        check(lib.bpf_obj_get_info_by_fd(fd, info, size), "BPF_OBJ_GET_INFO_BY_FD on map")
+        return cls(fd, ffi.string(info.name).decode(), info.type, info.key_size, info.value_size,
+                   info.max_entries, key_codec, value_codec, flags=info.map_flags, owned_fd=owned)
+
+    @classmethod
+    def create(cls, type: str, key_size: int, value_size: int, max_entries: int, name: str = "",
+               key_codec: Codec | None = None, value_codec: Codec | None = None) -> "Map":
+        """Create a new map owned by this process (freed when closed or garbage collected)."""
+        type_id = {v: k for k, v in MAP_TYPE_NAMES.items()}.get(type)
+        if type_id is None:
+            raise ValueError(f"unknown map type {type!r}; known: {sorted(MAP_TYPE_NAMES.values())}")
+        fd = check(lib.bpf_map_create(type_id, name.encode()[:15] or ffi.NULL, key_size, value_size,
+                                      max_entries, ffi.NULL), f"creating {type} map {name!r}")
+        return cls(fd, name, type_id, key_size, value_size, max_entries, key_codec, value_codec, owned_fd=True)
+
+    @property
+    def fd(self) -> int:
+        if self._fd < 0:
+            raise ValueError(f"map {self.name!r} is closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._owned_fd and self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
+
+    def __del__(self):
+        if getattr(self, "_owned_fd", False):
+            try:
+                self.close()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        return (f"<Map {self.name!r} {self.type} key={self.key_size}B value={self.value_size}B "
+                f"max_entries={self.max_entries}>")
+
+    # ---- encoding -------------------------------------------------------------------------------
+    def _key(self, key: Any):
+        if self.type in KEYLESS_TYPES:
+            return ffi.NULL
+        return ffi.from_buffer(self.key_codec.encode(key))
+
+    def _value_out(self):
+        return ffi.new("uint8_t[]", max(self._value_bytes, 1))
+
+    def _decode_value(self, buf) -> Any:
+        if not self.per_cpu:
+            return self.value_codec.decode(ffi.buffer(buf, self.value_size))
+        return self.value_codec.decode_many(ffi.buffer(buf, self._value_bytes), self.ncpus, self._stride)
+
+    def _encode_value(self, value: Any) -> bytes:
+        if not self.per_cpu:
+            return self.value_codec.encode(value)
+        if isinstance(value, (bytes, bytearray)) and len(value) == self._value_bytes:
+            return bytes(value)
+        if not isinstance(value, (list, tuple)):
+            value = [value] * self.ncpus  # one value for every CPU
+        if len(value) != self.ncpus:
+            raise ValueError(f"per-CPU map {self.name!r} needs {self.ncpus} values (one per possible CPU)")
+        pad = bytes(self._stride - self.value_size)
+        return b"".join(self.value_codec.encode(v) + pad for v in value)
+
+    # ---- single elements ------------------------------------------------------------------------
+    def lookup(self, key: Any) -> Any:
+        """The value for `key`; raises MapKeyError (a KeyError with `.errno`) when there is none."""
+        out = self._value_out()
+        ret = lib.bpf_map_lookup_elem(self.fd, self._key(key), out)
+        if ret < 0:
+            if -ret == errno.ENOENT:
+                raise MapKeyError(key, self.name)
+            check(ret, f"lookup in map {self.name!r}")
+        return self._decode_value(out)
+
+    __getitem__ = lookup
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            return self.lookup(key)
+        except MapKeyError:
+            return default
+
+    def update(self, key: Any, value: Any, flags: int = 0) -> None:
+        """Set `key` to `value` (flags: BPF_ANY, BPF_NOEXIST, BPF_EXIST)."""
+        check(lib.bpf_map_update_elem(self.fd, self._key(key), ffi.from_buffer(self._encode_value(value)), flags),
+              f"update in map {self.name!r}")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.update(key, value)
+
+    def delete(self, key: Any) -> None:
+        ret = lib.bpf_map_delete_elem(self.fd, self._key(key))
+        if ret < 0:
+            if -ret == errno.ENOENT:
+                raise MapKeyError(key, self.name)
+            check(ret, f"delete from map {self.name!r}")
+
+    __delitem__ = delete
+
+    def __contains__(self, key: Any) -> bool:
+        ret = lib.bpf_map_lookup_elem(self.fd, self._key(key), self._value_out())
+        if ret < 0 and -ret != errno.ENOENT:
+            check(ret, f"lookup in map {self.name!r}")
+        return ret == 0
+
+    # ---- queue / stack --------------------------------------------------------------------------
+    def push(self, value: Any, flags: int = 0) -> None:
+        """Queue/stack: add a value (flags=BPF_EXIST makes a full queue drop its oldest element)."""
+        check(lib.bpf_map_update_elem(self.fd, ffi.NULL, ffi.from_buffer(self._encode_value(value)), flags),
+              f"push to map {self.name!r}")
+
+    def pop(self) -> Any:
+        """Queue/stack: remove and return the next value; MapKeyError when empty."""
+        out = self._value_out()
+        ret = lib.bpf_map_lookup_and_delete_elem(self.fd, ffi.NULL, out)
+        if ret < 0:
+            if -ret == errno.ENOENT:
+                raise MapKeyError(None, self.name)
+            check(ret, f"pop from map {self.name!r}")
+        return self._decode_value(out)
+
+    def peek(self) -> Any:
+        out = self._value_out()
+        ret = lib.bpf_map_lookup_elem(self.fd, ffi.NULL, out)
+        if ret < 0:
+            if -ret == errno.ENOENT:
+                raise MapKeyError(None, self.name)
+            check(ret, f"peek at map {self.name!r}")
+        return self._decode_value(out)
+
+    # ---- whole-map operations -------------------------------------------------------------------
+    def keys(self) -> list:
+        if self.type in ARRAY_TYPES:
+            return list(range(self.max_entries)) if self.key_codec.__class__.__name__ == "IntCodec" else \
+                [k for k, _ in self.items()]
+        if self.type in KEYLESS_TYPES:
+            raise NotSupportedError(f"map {self.name!r} ({self.type}) has no keys")
+        return [self.key_codec.decode(ffi.buffer(k, self.key_size)) for k in self._iter_raw_keys()]
+
+    def __iter__(self) -> Iterator:
+        return iter(self.keys())
+
+    def values(self) -> list:
+        if self.type in ("queue", "stack"):
+            raise NotSupportedError(f"values of a {self.type} map are read by pop(); use pop_items()")
+        return [v for _, v in self.items()]
+
+    def items(self) -> list[tuple[Any, Any]]:
+        """Every (key, value) pair, read with batch lookups where the kernel has them."""
+        keys, values, count = self.read_raw()
+        return self._decode_pairs(keys, values, count)
+
+    def __len__(self) -> int:
+        if self.type in ARRAY_TYPES:
+            return self.max_entries
+        if self.type in ("queue", "stack"):
+            raise NotSupportedError(f"the kernel does not report the length of a {self.type} map")
+        return sum(1 for _ in self._iter_raw_keys())
+
+    def _decode_pairs(self, keys: bytes, values: bytes, count: int) -> list[tuple[Any, Any]]:
+        ks = self.key_codec.decode_many(keys, count)
+        if self.per_cpu:
+            vs_flat = self.value_codec.decode_many(values, count * self.ncpus, self._stride)
+            n = self.ncpus
+            vs = [vs_flat[i * n:(i + 1) * n] for i in range(count)]
+        else:
+            vs = self.value_codec.decode_many(values, count)
+        return list(zip(ks, vs))
+
+    def read_raw(self, delete: bool = False) -> tuple[bytes, bytes, int]:
+        """Every entry as (packed keys, packed values, count): the fastest whole-map read.
+
+        With `delete=True`, entries are read and removed in one kernel operation per batch
+        (BPF_MAP_LOOKUP_AND_DELETE_BATCH), so an increment can never fall between read and delete.
+        """
+        if self._batch_ok is not False and (not delete or self.type in DELETABLE_BATCH_TYPES):
+            result = self._read_batch(delete)
+            if result is not None:
+                return result
+        return self._read_iterating(delete)
+
+    def _read_batch(self, delete: bool):
+        fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
+        batch = min(max(self.max_entries, 1), DEFAULT_BATCH)
+        token_size = max(self.key_size, 8)
+        in_tok = ffi.new("uint8_t[]", token_size)
+        out_tok = ffi.new("uint8_t[]", token_size)
+        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
+        count = ffi.new("__u32 *")
+        key_chunks, value_chunks, total = [], [], 0
+        first = True
+        kbuf = ffi.new("uint8_t[]", batch * self.key_size)
+        vbuf = ffi.new("uint8_t[]", batch * self._value_bytes)
+        while True:
+            count[0] = batch
+            ret = fn(self.fd, ffi.NULL if first else in_tok, out_tok, kbuf, vbuf, count, opts)
+            err = -ret if ret < 0 else 0
+            if err == errno.ENOSPC and count[0] == 0:
+                batch *= 2  # one hash bucket holds more entries than the batch: grow and retry
+                kbuf = ffi.new("uint8_t[]", batch * self.key_size)
+                vbuf = ffi.new("uint8_t[]", batch * self._value_bytes)
+                continue
+            if err in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524) \
+                    and first and total == 0:
+                self._batch_ok = False
+                return None
+            if err and err not in (errno.ENOENT, errno.ENOSPC):
+                check(ret, f"batch {'lookup-and-delete' if delete else 'lookup'} on map {self.name!r}")
+            n = count[0]
+            if n:
+                key_chunks.append(ffi.buffer(kbuf, n * self.key_size)[:])
+                value_chunks.append(ffi.buffer(vbuf, n * self._value_bytes)[:])
+                total += n
+            if err == errno.ENOENT:
+                break
+            if err == errno.ENOSPC:
+                batch *= 2
+                kbuf = ffi.new("uint8_t[]", batch * self.key_size)
+                vbuf = ffi.new("uint8_t[]", batch * self._value_bytes)
+            ffi.memmove(in_tok, out_tok, token_size)
+            first = False
+        self._batch_ok = True
+        return b"".join(key_chunks), b"".join(value_chunks), total
+
+    def _iter_raw_keys(self) -> Iterator:
+        """Keys via BPF_MAP_GET_NEXT_KEY. If the current key is deleted concurrently, the kernel restarts
+        from the first key; a seen-set and an iteration bound keep that from looping or repeating."""
+        cur = ffi.new("uint8_t[]", self.key_size)
+        nxt = ffi.new("uint8_t[]", self.key_size)
+        seen: set[bytes] = set()
+        prev = ffi.NULL
+        limit = 2 * self.max_entries + 16
+        steps = 0
+        while steps < limit:
+            steps += 1
+            ret = lib.bpf_map_get_next_key(self.fd, prev, nxt)
+            if ret < 0:
+                if -ret == errno.ENOENT:
+                    return
+                check(ret, f"iterating map {self.name!r}")
+            raw = ffi.buffer(nxt, self.key_size)[:]
+            ffi.memmove(cur, nxt, self.key_size)
+            prev = cur
+            if raw in seen:
+                continue
+            seen.add(raw)
+            yield cur
+
+    def _read_iterating(self, delete: bool) -> tuple[bytes, bytes, int]:
+        if self.type in ("queue", "stack"):
+            return self._drain_queue(delete)
+        keys, values = [], []
+        out = self._value_out()
+        all_keys = [ffi.buffer(k, self.key_size)[:] for k in self._iter_raw_keys()]
+        for raw in all_keys:
+            kp = ffi.from_buffer(raw)
+            ret = (lib.bpf_map_lookup_and_delete_elem(self.fd, kp, out) if delete and self.type not in ARRAY_TYPES
+                   else lib.bpf_map_lookup_elem(self.fd, kp, out))
+            if ret < 0:
+                if -ret == errno.ENOENT:
+                    continue  # deleted since we saw it
+                if delete and -ret in (errno.EINVAL, errno.EOPNOTSUPP, 524):
+                    ret = lib.bpf_map_lookup_elem(self.fd, kp, out)
+                    if ret == 0:
+                        lib.bpf_map_delete_elem(self.fd, kp)
+                if ret < 0:
+                    check(ret, f"reading map {self.name!r}")
+            keys.append(raw)
+            values.append(ffi.buffer(out, self._value_bytes)[:])
+        return b"".join(keys), b"".join(values), len(keys)
+
+    def _drain_queue(self, delete: bool) -> tuple[bytes, bytes, int]:
+        if not delete:
+            raise NotSupportedError(f"a {self.type} map cannot be read without popping; use pop_items()")
+        values = []
+        out = self._value_out()
+        for _ in range(self.max_entries):
+            ret = lib.bpf_map_lookup_and_delete_elem(self.fd, ffi.NULL, out)
+            if ret < 0:
+                if -ret == errno.ENOENT:
+                    break
+                check(ret, f"pop from map {self.name!r}")
+            values.append(ffi.buffer(out, self._value_bytes)[:])
+        return b"", b"".join(values), len(values)
+
+    def pop_items(self) -> list:
+        """Read and remove every entry.
+
+        Hash maps: BPF_MAP_LOOKUP_AND_DELETE_BATCH, atomic per entry. Queue/stack: values in pop order
+        (a list of values, not pairs). Arrays cannot delete: their elements are read and then reset to
+        zero, so an increment that lands between the read and the reset of an element is lost.
+        """
+        if self.type in ("queue", "stack"):
+            _, values, count = self._drain_queue(True)
+            if self.per_cpu:
+                raise NotSupportedError("per-CPU queues do not exist")
+            return self.value_codec.decode_many(values, count)
+        if self.type in ARRAY_TYPES:
+            keys, values, count = self.read_raw()
+            zero = bytes(self._value_bytes) * count
+            self._update_batch_raw(keys, zero, count)
+            return self._decode_pairs(keys, values, count)
+        keys, values, count = self.read_raw(delete=True)
+        return self._decode_pairs(keys, values, count)
+
+    def clear(self) -> None:
+        """Remove every entry (arrays: reset every element to zero; queues/stacks: pop everything)."""
+        if self.type in ("queue", "stack"):
+            self._drain_queue(True)
+        elif self.type in ARRAY_TYPES:
+            keys, _, count = self.read_raw()
+            self._update_batch_raw(keys, bytes(self._value_bytes) * count, count)
+        else:
+            self.read_raw(delete=True)
+
+    def update_batch(self, pairs: Iterable[tuple[Any, Any]], flags: int = 0) -> None:
+        """Set many entries with BPF_MAP_UPDATE_BATCH (falling back to one update per entry)."""
+        keys, values, n = bytearray(), bytearray(), 0
+        for k, v in pairs:
+            keys += self.key_codec.encode(k)
+            values += self._encode_value(v)
+            n += 1
+        self._update_batch_raw(bytes(keys), bytes(values), n, flags)
+
+    def _update_batch_raw(self, keys: bytes, values: bytes, count: int, flags: int = 0) -> None:
+        if not count:
+            return
+        if self._batch_ok is not False:
+            opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts"),
+                                                           "elem_flags": flags})
+            done = 0
+            while done < count:
+                n = ffi.new("__u32 *", count - done)
+                ret = lib.bpf_map_update_batch(self.fd, ffi.from_buffer(keys[done * self.key_size:]),
+                                               ffi.from_buffer(values[done * self._value_bytes:]), n, opts)
+                done += n[0]
+                if ret < 0:
+                    if -ret in (errno.EINVAL, errno.EOPNOTSUPP, 524) and done == 0:
+                        break
+                    raise error_from_errno(-ret, f"batch update on map {self.name!r}",
+                                           f"{done} of {count} entries written")
+            else:
+                return
+        for i in range(count):
+            check(lib.bpf_map_update_elem(self.fd, ffi.from_buffer(keys[i * self.key_size:(i + 1) * self.key_size]),
+                                          ffi.from_buffer(values[i * self._value_bytes:(i + 1) * self._value_bytes]),
+                                          flags), f"update in map {self.name!r}")

@@ -1,0 +1,223 @@
+"""BPF ELF objects: open (parse), adjust, load (CO-RE relocation + verifier), and release.
+
+`BPFObject` follows the spec/live split of cilium/ebpf loosely: between open and load, `.maps` and
+`.programs` describe what will be created and can be adjusted (`MapSpec.set_max_entries`,
+`MapSpec.reuse`, `ProgramSpec.set_type`); after load they are live `Map`/`Program` objects.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from pathlib import Path
+from typing import Mapping
+
+from ._binding import captured_libbpf_output, check, check_ptr, ffi, lib
+from .btf_codec import BTFTypes
+from .errors import LoadError, PermissionDeniedError, VerifierError, error_from_errno
+from .maps import MAP_TYPE_NAMES, Map
+from .program import PROG_TYPE_NAMES, Program
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+_LOG_BLOCK = re.compile(r"prog '([^']+)': -- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", re.S)
+_FAILED_PROG = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load)")
+
+
+class MapSpec:
+    """A map of an opened, not yet loaded object."""
+
+    def __init__(self, obj: "BPFObject", ptr):
+        self._obj = obj
+        self._ptr = ptr
+        self.name = ffi.string(lib.bpf_map__name(ptr)).decode()
+
+    type = property(lambda s: MAP_TYPE_NAMES.get(lib.bpf_map__type(s._ptr), "unknown"))
+    key_size = property(lambda s: lib.bpf_map__key_size(s._ptr))
+    value_size = property(lambda s: lib.bpf_map__value_size(s._ptr))
+    max_entries = property(lambda s: lib.bpf_map__max_entries(s._ptr))
+    internal = property(lambda s: bool(lib.bpf_map__is_internal(s._ptr)))
+
+    def set_max_entries(self, n: int) -> None:
+        check(lib.bpf_map__set_max_entries(self._ptr, n), f"set max_entries of map {self.name!r}")
+
+    def reuse(self, other: "Map | int") -> None:
+        """Use an existing kernel map instead of creating one (libbpf map reuse): the two objects share it."""
+        fd = other if isinstance(other, int) else other.fd
+        check(lib.bpf_map__reuse_fd(self._ptr, fd), f"reuse map fd for {self.name!r}",
+              "the existing map must have the same type, key size, value size and max_entries")
+
+    def initial_value(self) -> bytes | None:
+        size = ffi.new("size_t *")
+        p = lib.bpf_map__initial_value(self._ptr, size)
+        return None if p == ffi.NULL else ffi.buffer(p, size[0])[:]
+
+    def set_initial_value(self, data: bytes) -> None:
+        check(lib.bpf_map__set_initial_value(self._ptr, ffi.from_buffer(data), len(data)),
+              f"set initial value of {self.name!r}")
+
+    def __repr__(self):
+        return f"<MapSpec {self.name!r} {self.type}>"
+
+
+class ProgramSpec:
+    """A program of an opened, not yet loaded object."""
+
+    def __init__(self, obj: "BPFObject", ptr):
+        self._obj = obj
+        self._ptr = ptr
+        self.name = ffi.string(lib.bpf_program__name(ptr)).decode()
+        self.section = ffi.string(lib.bpf_program__section_name(ptr)).decode()
+
+    type = property(lambda s: PROG_TYPE_NAMES.get(lib.bpf_program__type(s._ptr), "unknown"))
+
+    def set_type(self, type_name: str) -> None:
+        ids = {v: k for k, v in PROG_TYPE_NAMES.items()}
+        check(lib.bpf_program__set_type(self._ptr, ids[type_name]), f"set type of {self.name!r}")
+
+    def set_autoload(self, autoload: bool) -> None:
+        check(lib.bpf_program__set_autoload(self._ptr, autoload), f"set autoload of {self.name!r}")
+
+    def __repr__(self):
+        return f"<ProgramSpec {self.name!r} {self.section}>"
+
+
+class BPFObject:
+    """An eBPF ELF object: its programs and maps.
+
+    >>> with BPFObject.from_package("counter") as obj:
+    ...     obj.load()
+    ...     obj.programs["count_packets"].test_run(bytes(64))
+    """
+
+    def __init__(self, source: str | os.PathLike | bytes, *, name: str | None = None):
+        self._ptr = ffi.NULL
+        self._buf = None
+        self.loaded = False
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+        keep = []
+        if name:
+            keep.append(ffi.new("char[]", name.encode()))
+            opts.object_name = keep[-1]
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self._buf = bytes(source)
+            what = name or "object in memory"
+            with captured_libbpf_output() as lines:
+                ptr = lib.bpf_object__open_mem(ffi.from_buffer(self._buf), len(self._buf), opts)
+        else:
+            path = os.fspath(source)
+            what = path
+            if not os.path.exists(path):
+                raise LoadError(errno.ENOENT, f"opening BPF object {path!r}")
+            with captured_libbpf_output() as lines:
+                ptr = lib.bpf_object__open_file(path.encode(), opts)
+        if ptr == ffi.NULL:
+            err = ffi.errno or errno.EINVAL
+            raise LoadError(err, f"opening BPF object {what!r}", _last_lines(lines) or "not a valid BPF ELF object")
+        self._ptr = ffi.gc(ptr, lib.bpf_object__close)
+        self.name = ffi.string(lib.bpf_object__name(ptr)).decode()
+        self.maps: Mapping[str, MapSpec | Map] = {s.name: s for s in self._iter_maps()}
+        self.programs: Mapping[str, ProgramSpec | Program] = {s.name: s for s in self._iter_programs()}
+
+    @classmethod
+    def from_package(cls, name: str) -> "BPFObject":
+        """Open one of the objects shipped inside pynetmon (pynetmon/data/NAME.bpf.o)."""
+        path = DATA_DIR / f"{name}.bpf.o"
+        if not path.exists():
+            shipped = sorted(p.name[:-len(".bpf.o")] for p in DATA_DIR.glob("*.bpf.o"))
+            raise LoadError(errno.ENOENT, f"no shipped BPF object named {name!r}", f"shipped: {', '.join(shipped)}")
+        return cls(path)
+
+    def _iter_maps(self):
+        m = lib.bpf_object__next_map(self._ptr, ffi.NULL)
+        while m != ffi.NULL:
+            yield MapSpec(self, m)
+            m = lib.bpf_object__next_map(self._ptr, m)
+
+    def _iter_programs(self):
+        p = lib.bpf_object__next_program(self._ptr, ffi.NULL)
+        while p != ffi.NULL:
+            yield ProgramSpec(self, p)
+            p = lib.bpf_object__next_program(self._ptr, p)
+
+    @property
+    def btf(self):
+        return lib.bpf_object__btf(self._ptr)
+
+    def load(self) -> "BPFObject":
+        """CO-RE relocation against the running kernel's BTF, then create maps and load programs.
+
+        Raises VerifierError (with the whole log) when the verifier rejects a program.
+        """
+        if self.loaded:
+            return self
+        if self._ptr == ffi.NULL:
+            raise LoadError(errno.EBADF, "loading a closed BPF object")
+        with captured_libbpf_output() as lines:
+            ret = lib.bpf_object__load(self._ptr)
+        if ret < 0:
+            raise _load_error(-ret, self.name, "".join(lines))
+        self.loaded = True
+        types = BTFTypes(self.btf) if self.btf != ffi.NULL else None
+        live_maps = {}
+        for spec in self.maps.values():
+            ptr = spec._ptr
+            fd = lib.bpf_map__fd(ptr)
+            if fd < 0:  # not created (autocreate off)
+                continue
+            kid, vid = lib.bpf_map__btf_key_type_id(ptr), lib.bpf_map__btf_value_type_id(ptr)
+            kc = types.codec(kid) if types and kid else None
+            vc = types.codec(vid) if types and vid else None
+            live_maps[spec.name] = Map(fd, spec.name, lib.bpf_map__type(ptr), lib.bpf_map__key_size(ptr),
+                                       lib.bpf_map__value_size(ptr), lib.bpf_map__max_entries(ptr), kc, vc,
+                                       flags=lib.bpf_map__map_flags(ptr))
+        self.maps = live_maps
+        self.programs = {
+            s.name: Program(lib.bpf_program__fd(s._ptr), s.name, lib.bpf_program__type(s._ptr), s.section)
+            for s in self.programs.values() if lib.bpf_program__fd(s._ptr) >= 0
+        }
+        return self
+
+    def close(self) -> None:
+        """Release every map and program descriptor of the object (attached links keep programs alive)."""
+        if self._ptr != ffi.NULL:
+            for m in self.maps.values():
+                if isinstance(m, Map):
+                    m._fd = -1
+            for p in self.programs.values():
+                if isinstance(p, Program):
+                    p._fd = -1
+            ffi.release(self._ptr)
+            self._ptr = ffi.NULL
+
+    def __enter__(self) -> "BPFObject":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else "opened"
+        return f"<BPFObject {self.name!r} {state}: programs={list(self.programs)} maps={list(self.maps)}>"
+
+
+def _last_lines(lines: list[str], n: int = 6) -> str:
+    text = "".join(lines).strip().splitlines()
+    return "; ".join(line.removeprefix("libbpf: ").strip() for line in text[-n:])
+
+
+def _load_error(err: int, obj_name: str, output: str) -> Exception:
+    blocks = _LOG_BLOCK.findall(output)
+    if blocks:
+        prog, log = blocks[-1]
+        return VerifierError(err, prog, log)
+    failed = _FAILED_PROG.findall(output)
+    detail = _last_lines(output.splitlines(keepends=True))
+    if err == errno.EPERM:
+        return PermissionDeniedError(err, f"loading BPF object {obj_name!r}", detail)
+    if failed:
+        return VerifierError(err, failed[-1], output)
+    exc = error_from_errno(err, f"loading BPF object {obj_name!r}", detail)
+    if not isinstance(exc, PermissionDeniedError):
+        exc = LoadError(err, f"loading BPF object {obj_name!r}", detail)
+    return exc
