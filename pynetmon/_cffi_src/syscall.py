@@ -1,7 +1,11 @@
 """Raw system calls libbpf 1.1 has no wrapper for: bpf() itself (tcx links, BPF_PROG_QUERY on tcx
-hooks) and membarrier() (the RCU grace-period fallback of swap-on-read)."""
+hooks), setns() (Python 3.11 has no os.setns) and membarrier() (the RCU grace-period fallback of swap-on-read)."""
 
 INCLUDES = """
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <sched.h>
 #include <errno.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -9,6 +13,7 @@ INCLUDES = """
 """
 
 TYPES = """
+#define CLONE_NEWNET ...
 #define MEMBARRIER_CMD_GLOBAL ...
 #define MEMBARRIER_CMD_QUERY ...
 /* Attach types newer than Debian 12's UAPI headers (6.1); values from the kernel's include/uapi/linux/bpf.h. */
@@ -21,6 +26,7 @@ static const int PYNETMON_BPF_PROG_QUERY;
 FUNCTIONS = """
 int pynetmon_bpf_syscall(int cmd, void *attr, unsigned int size);
 int pynetmon_membarrier(int cmd, unsigned int flags);
+int setns(int fd, int nstype);
 """
 
 CUSTOMIZATIONS = """

@@ -1,0 +1,151 @@
+"""Filter text → classic BPF, with libpcap's own compiler, and libpcap's reference interpreter.
+
+The first stage of the filter pipeline: `compile_cbpf` runs `pcap_compile` on a dead handle of the
+requested link type and returns libpcap's optimised program as plain tuples. `interpret` runs a cBPF
+program with libpcap's `bpf_filter`, the reference every translated filter must agree with.
+
+Opcode fields come from <pcap/bpf.h> through the cffi module (API mode), never hand-copied.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from typing import NamedTuple
+
+from .._libpcap import ffi, lib
+from ..errors import FilterError
+
+__all__ = ["Insn", "OPCODES", "compile_cbpf", "interpret", "libpcap_version", "disassemble"]
+
+# Instruction classes and fields (<pcap/bpf.h>).
+LD, LDX, ST, STX, ALU, JMP, RET, MISC = (lib.BPF_LD, lib.BPF_LDX, lib.BPF_ST, lib.BPF_STX,
+                                         lib.BPF_ALU, lib.BPF_JMP, lib.BPF_RET, lib.BPF_MISC)
+W, H, B = lib.BPF_W, lib.BPF_H, lib.BPF_B
+IMM, ABS, IND, MEM, LEN, MSH = lib.BPF_IMM, lib.BPF_ABS, lib.BPF_IND, lib.BPF_MEM, lib.BPF_LEN, lib.BPF_MSH
+ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR = (
+    lib.BPF_ADD, lib.BPF_SUB, lib.BPF_MUL, lib.BPF_DIV, lib.BPF_OR, lib.BPF_AND, lib.BPF_LSH,
+    lib.BPF_RSH, lib.BPF_NEG, lib.BPF_MOD, lib.BPF_XOR)
+JA, JEQ, JGT, JGE, JSET = lib.BPF_JA, lib.BPF_JEQ, lib.BPF_JGT, lib.BPF_JGE, lib.BPF_JSET
+K, X, A = lib.BPF_K, lib.BPF_X, lib.BPF_A
+TAX, TXA = lib.BPF_TAX, lib.BPF_TXA
+MEMWORDS = lib.BPF_MEMWORDS
+
+DLT_EN10MB = lib.DLT_EN10MB
+DEFAULT_SNAPLEN = 262144
+
+# pcap_compile keeps its parser state in globals in libpcaps before 1.8 and is not documented as
+# thread-safe on any platform: serialise every call.
+_compile_lock = threading.Lock()
+
+
+class Insn(NamedTuple):
+    """One classic BPF instruction, as in `struct bpf_insn`: (code, jt, jf, k)."""
+
+    code: int
+    jt: int
+    jf: int
+    k: int
+
+
+def libpcap_version() -> str:
+    """The version string of the libpcap in use, e.g. 'libpcap version 1.10.3 (with TPACKET_V3)'."""
+    return ffi.string(lib.pcap_lib_version()).decode()
+
+
+def compile_cbpf(expr: str, snaplen: int = DEFAULT_SNAPLEN, linktype: int = DLT_EN10MB) -> list[Insn]:
+    """Compile a pcap-filter(7) expression into libpcap's optimised classic BPF program.
+
+    The expression "all" selects every packet (libpcap's program for an empty filter); an empty or
+    blank expression is rejected, as it is more often a mistake than a wish to capture everything.
+    A bad expression raises `FilterError` carrying libpcap's own message.
+
+    >>> compile_cbpf("ip")
+    [Insn(code=40, jt=0, jf=0, k=12), Insn(code=21, jt=0, jf=1, k=2048), \
+Insn(code=6, jt=0, jf=0, k=262144), Insn(code=6, jt=0, jf=0, k=0)]
+    """
+    if not isinstance(expr, str):
+        raise TypeError(f"filter expression must be a str, not {type(expr).__name__}")
+    if not expr.strip():
+        raise FilterError("empty filter expression; write 'all' to select every packet")
+    if not 0 < snaplen <= 0x7FFFFFFF:
+        raise FilterError(f"snaplen must be between 1 and 2147483647, not {snaplen}")
+    text = "" if expr.strip().lower() == "all" else expr
+    return list(_compile(text, snaplen, linktype))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(text: str, snaplen: int, linktype: int) -> tuple[Insn, ...]:
+    if "\0" in text:
+        raise FilterError("filter expression contains a NUL character")
+    with _compile_lock:
+        handle = lib.pcap_open_dead(linktype, snaplen)
+        if handle == ffi.NULL:
+            raise FilterError(f"libpcap cannot open a handle of link type {linktype}")
+        try:
+            program = ffi.new("struct bpf_program *")
+            if lib.pcap_compile(handle, program, text.encode(), 1, lib.PCAP_NETMASK_UNKNOWN) != 0:
+                raise FilterError(ffi.string(lib.pcap_geterr(handle)).decode(errors="replace"))
+            try:
+                return tuple(Insn(i.code, i.jt, i.jf, i.k)
+                             for i in (program.bf_insns[n] for n in range(program.bf_len)))
+            finally:
+                lib.pcap_freecode(program)
+        finally:
+            lib.pcap_close(handle)
+
+
+def interpret(insns, packet: bytes, wirelen: int | None = None) -> int:
+    """Run a classic BPF program with libpcap's interpreter, as `pcap_offline_filter` does.
+
+    `packet` is the captured bytes (caplen = len(packet)); `wirelen` defaults to the same.
+    Returns the program's return value: 0 for no match, else the number of bytes to capture.
+    """
+    insns = list(insns)
+    if not insns:
+        raise FilterError("empty cBPF program")
+    program = ffi.new("struct bpf_insn[]", len(insns))
+    for slot, (code, jt, jf, k) in zip(program, insns):
+        slot.code, slot.jt, slot.jf, slot.k = code, jt, jf, k
+    data = ffi.from_buffer(packet)
+    return lib.bpf_filter(program, data, len(packet) if wirelen is None else wirelen, len(packet))
+
+
+def _opcode_table() -> dict[int, str]:
+    """Every opcode the Linux classic BPF checker accepts, with its `tcpdump -d` syntax."""
+    table = {}
+    for size, suffix in ((W, ""), (H, "h"), (B, "b")):
+        table[LD | size | ABS] = f"ld{suffix} [{{k}}]"
+        table[LD | size | IND] = f"ld{suffix} [x + {{k}}]"
+    table.update({
+        LD | W | LEN: "ld #pktlen", LD | IMM: "ld #{kx}", LD | MEM: "ld M[{k}]",
+        LDX | W | LEN: "ldx #pktlen", LDX | IMM: "ldx #{kx}", LDX | MEM: "ldx M[{k}]",
+        LDX | B | MSH: "ldxb 4*([{k}]&0xf)",
+        ST: "st M[{k}]", STX: "stx M[{k}]",
+        ALU | NEG: "neg",
+        JMP | JA: "ja {ja}",
+        RET | K: "ret #{k}", RET | A: "ret a",
+        MISC | TAX: "tax", MISC | TXA: "txa",
+    })
+    for op, name in ((ADD, "add"), (SUB, "sub"), (MUL, "mul"), (DIV, "div"), (MOD, "mod"), (AND, "and"),
+                     (OR, "or"), (XOR, "xor"), (LSH, "lsh"), (RSH, "rsh")):
+        table[ALU | op | K] = f"{name} #{{kx}}"
+        table[ALU | op | X] = f"{name} x"
+    for op, name in ((JEQ, "jeq"), (JGT, "jgt"), (JGE, "jge"), (JSET, "jset")):
+        table[JMP | op | K] = f"{name} #{{kx}} jt {{jt}} jf {{jf}}"
+        table[JMP | op | X] = f"{name} x jt {{jt}} jf {{jf}}"
+    return table
+
+
+OPCODES: dict[int, str] = _opcode_table()
+
+
+def disassemble(insn, pc: int = 0) -> str:
+    """One instruction in the syntax of `tcpdump -d`, e.g. 'ldh [12]'; jump targets are absolute from `pc`.
+
+    An opcode the kernel does not know shows as '.word 0x..'.
+    """
+    code, jt, jf, k = insn
+    template = OPCODES.get(code)
+    if template is None:
+        return f".word {code:#x}"
+    return template.format(k=k, kx=hex(k), jt=pc + 1 + jt, jf=pc + 1 + jf, ja=pc + 1 + k)

@@ -1,0 +1,59 @@
+"""The common shape of every attachment."""
+from __future__ import annotations
+
+import os
+
+
+class Link:
+    """Something pynetmon attached. `detach()` is idempotent; a Link is also a context manager."""
+
+    kind = "link"
+
+    def __init__(self, ifname: str | int, ifindex: int, direction: str, prog_id: int, netns: str | None):
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.direction = direction
+        self.prog_id = prog_id
+        self.netns = netns
+        self.attached = True
+
+    def detach(self) -> None:
+        if self.attached:
+            self.attached = False
+            self._detach()
+
+    def _detach(self) -> None:
+        raise NotImplementedError
+
+    def update(self, program) -> None:
+        """Replace the attached program atomically (no moment without a program)."""
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.detach()
+
+    def __repr__(self):
+        state = "attached" if self.attached else "detached"
+        where = f" in {self.netns}" if self.netns else ""
+        return f"<{type(self).__name__} prog {self.prog_id} on {self.ifname}{where} {self.direction} {state}>"
+
+
+class FdLink(Link):
+    """A kernel bpf_link: closing the last descriptor detaches (also when the process dies)."""
+
+    def __init__(self, fd: int, *args):
+        super().__init__(*args)
+        self.fd = fd
+
+    def _detach(self) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+    def __del__(self):
+        try:
+            self.detach()
+        except Exception:
+            pass

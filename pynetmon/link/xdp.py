@@ -1,0 +1,41 @@
+"""XDP through a kernel bpf_link (BPF_LINK_CREATE, attach type BPF_XDP): detached when the process dies."""
+from __future__ import annotations
+
+import struct
+
+from .. import netns as _netns
+from .._binding import check, ffi, lib
+from ..program import Program
+from .base import FdLink
+from .tcx import bpf_syscall
+
+_LINK_CREATE = struct.Struct("=IIII")  # prog_fd, target_ifindex, attach_type, flags
+XDP_MODES = {"auto": 0, "skb": "XDP_FLAGS_SKB_MODE", "native": "XDP_FLAGS_DRV_MODE", "drv": "XDP_FLAGS_DRV_MODE",
+             "hw": "XDP_FLAGS_HW_MODE"}
+
+
+class XdpLink(FdLink):
+    kind = "xdp"
+
+    def __init__(self, fd, mode, *args):
+        super().__init__(fd, *args)
+        self.mode = mode
+
+    def update(self, program: Program | int) -> None:
+        fd = program if isinstance(program, int) else program.fd
+        check(lib.bpf_link_update(self.fd, fd, ffi.NULL), f"updating XDP link on {self.ifname}")
+        self.prog_id = Program.from_fd(fd).id
+
+
+def attach_xdp(program: Program | int, ifname: str | int, mode: str = "auto", *, netns: str | None = None) -> XdpLink:
+    """Attach an XDP program. `mode`: "auto" (driver mode where the driver has it, else generic),
+    "skb" (generic XDP), "native" (driver mode; fails where the driver has no XDP support)."""
+    if mode not in XDP_MODES:
+        raise ValueError(f"XDP mode must be one of {sorted(XDP_MODES)}, not {mode!r}")
+    flags = getattr(lib, XDP_MODES[mode]) if XDP_MODES[mode] else 0
+    prog = program if isinstance(program, Program) else Program.from_fd(program)
+    with _netns.enter(netns):
+        ifindex = _netns.ifindex(ifname)
+        fd = bpf_syscall(lib.PYNETMON_BPF_LINK_CREATE, _LINK_CREATE.pack(prog.fd, ifindex, lib.BPF_XDP, flags),
+                         f"attaching {prog.name!r} to {ifname} (XDP, {mode} mode)")
+    return XdpLink(fd, mode, ifname, ifindex, "ingress", prog.id, netns)
