@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from ..errors import FilterError
 from .cbpf import (ABS, ADD, ALU, AND, DIV, IMM, IND, JA, JEQ, JGE, JGT, JMP, JSET, LD, LDX, LEN, LSH,
                    MEM, MEMWORDS, MISC, MOD, MSH, MUL, NEG, OPCODES, OR, RET, RSH, ST, STX, SUB, TAX,
-                   TXA, XOR, B, H, Insn, K, W, X, disassemble)
+                   TXA, XOR, A, B, H, Insn, K, W, X, disassemble)
 
 __all__ = ["check_cbpf", "cbpf_to_c", "MAX_INSNS", "MAX_CAPLEN"]
 

@@ -1,0 +1,64 @@
+"""Shared fixtures. Tests that need BPF use `bpf` (or the `hosts` fixture, which implies it).
+
+Outside CI a test that needs BPF is skipped when the kernel or privileges are missing; in CI
+(CI=true) it fails instead, so a broken environment can never look green.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@functools.cache
+def bpf_unavailable_reason() -> str | None:
+    """Why BPF cannot be used here, or None when a real program loads and runs."""
+    try:
+        import pynetmon
+        with pynetmon.BPFObject.from_package("counter") as obj:
+            obj.load()
+            obj.programs["count_ingress"].test_run(bytes(64))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no BPF here"
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def require_bpf() -> None:
+    reason = bpf_unavailable_reason()
+    if reason:
+        if IN_CI:
+            pytest.fail(f"BPF is required in CI but unavailable: {reason}")
+        pytest.skip(f"BPF unavailable: {reason}")
+
+
+@pytest.fixture
+def bpf():
+    """Marks a test as needing BPF (fails in CI, skips elsewhere, when it is missing)."""
+    require_bpf()
+
+
+@pytest.fixture
+def hosts(bpf):
+    """Two fresh test hosts (netns + veth, eth0 each, a /30 from 198.18.0.0/15); removed afterwards."""
+    from pynetmon.testhosts import TestHosts
+    with TestHosts() as pair:
+        yield pair
+
+
+@pytest.fixture
+def counter_object(bpf):
+    import pynetmon
+    with pynetmon.BPFObject.from_package("counter") as obj:
+        obj.load()
+        yield obj
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    assert TESTDATA.is_dir(), f"shared test data missing at {TESTDATA}"
+    return TESTDATA
