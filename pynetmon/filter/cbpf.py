@@ -15,7 +15,7 @@ from typing import NamedTuple
 from .._libpcap import ffi, lib
 from ..errors import FilterError
 
-__all__ = ["Insn", "OPCODES", "compile_cbpf", "interpret", "libpcap_version", "disassemble"]
+__all__ = ["OPCODES", "Insn", "compile_cbpf", "disassemble", "interpret", "libpcap_version"]
 
 # Instruction classes and fields (<pcap/bpf.h>).
 LD, LDX, ST, STX, ALU, JMP, RET, MISC = (lib.BPF_LD, lib.BPF_LDX, lib.BPF_ST, lib.BPF_STX,

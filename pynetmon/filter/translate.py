@@ -34,11 +34,52 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..errors import FilterError
-from .cbpf import (ABS, ADD, ALU, AND, DIV, IMM, IND, JA, JEQ, JGE, JGT, JMP, JSET, LD, LDX, LEN, LSH,
-                   MEM, MEMWORDS, MISC, MOD, MSH, MUL, NEG, OPCODES, OR, RET, RSH, ST, STX, SUB, TAX,
-                   TXA, XOR, A, B, H, Insn, K, W, X, disassemble)
+from .cbpf import (
+    ABS,
+    ADD,
+    ALU,
+    AND,
+    DIV,
+    IMM,
+    IND,
+    JA,
+    JEQ,
+    JGE,
+    JGT,
+    JMP,
+    JSET,
+    LD,
+    LDX,
+    LEN,
+    LSH,
+    MEM,
+    MEMWORDS,
+    MISC,
+    MOD,
+    MSH,
+    MUL,
+    NEG,
+    OPCODES,
+    OR,
+    RET,
+    RSH,
+    ST,
+    STX,
+    SUB,
+    TAX,
+    TXA,
+    XOR,
+    A,
+    B,
+    H,
+    Insn,
+    K,
+    W,
+    X,
+    disassemble,
+)
 
-__all__ = ["check_cbpf", "cbpf_to_c", "MAX_INSNS", "MAX_CAPLEN"]
+__all__ = ["MAX_CAPLEN", "MAX_INSNS", "cbpf_to_c", "check_cbpf"]
 
 MAX_INSNS = 4096  # BPF_MAXINSNS of <linux/bpf_common.h>: the kernel's limit for classic programs
 MAX_CAPLEN = 0xFFFF  # MAX_PACKET_OFF in the kernel's verifier
@@ -193,8 +234,8 @@ class _Emitter:
 
     def source(self) -> str:
         words = sorted({k for code, _, _, k in self.program if code in (LD | MEM, LDX | MEM, ST, STX)})
-        out = [f"/* {self.name}: translated by pynetmon.filter.cbpf_to_c from {len(self.program)} classic "
-               f"BPF instructions (max_caplen {self.cap}). */",
+        out = [(f"/* {self.name}: translated by pynetmon.filter.cbpf_to_c from {len(self.program)} classic "
+               f"BPF instructions (max_caplen {self.cap}). */"),
                _PRELUDE.rstrip("\n"),
                f"static __always_inline __u32 {self.name}(const __u8 *pkt, const __u8 *end, __u32 wirelen)",
                "{",
