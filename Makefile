@@ -12,7 +12,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/*.h bpf/include/*.h)
 APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 \
-                gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin
+                gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 PYTEST_ARGS ?=
