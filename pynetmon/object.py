@@ -153,6 +153,10 @@ class BPFObject:
             return self
         if self._ptr == ffi.NULL:
             raise LoadError(errno.EBADF, "loading a closed BPF object")
+        # libbpf zeroes the BTF type ids of maps the kernel takes no BTF for (queue, stack, ...) while
+        # creating them; read them first so that those maps still get typed codecs.
+        btf_ids = {name: (lib.bpf_map__btf_key_type_id(spec._ptr), lib.bpf_map__btf_value_type_id(spec._ptr))
+                   for name, spec in self.maps.items()}
         with captured_libbpf_output() as lines:
             ret = lib.bpf_object__load(self._ptr)
         if ret < 0:
@@ -165,7 +169,7 @@ class BPFObject:
             fd = lib.bpf_map__fd(ptr)
             if fd < 0:  # not created (autocreate off)
                 continue
-            kid, vid = lib.bpf_map__btf_key_type_id(ptr), lib.bpf_map__btf_value_type_id(ptr)
+            kid, vid = btf_ids[spec.name]
             kc = types.codec(kid) if types and kid else None
             vc = types.codec(vid) if types and vid else None
             live_maps[spec.name] = Map(fd, spec.name, lib.bpf_map__type(ptr), lib.bpf_map__key_size(ptr),
