@@ -231,10 +231,12 @@ class StructCodec(Codec):
         if self.bitfields:
             raw = bytearray(self.size)
             for name, off, codec in self.fields:
-                raw[off:off + codec.size] = codec.encode(obj.get(name, _zero(codec)))
+                raw[off:off + codec.size] = _pack(codec, obj.get(name, _zero(codec)))
             whole = int.from_bytes(raw, "little")
             for name, bit_off, bits in self.bitfields:
-                v = int(obj.get(name, 0)) & ((1 << bits) - 1)
+                v = int(obj.get(name, 0))
+                if not 0 <= v < (1 << bits):
+                    raise ValueError(f"bitfield {name!r} of {self.describe()} holds {bits} bits; {v} does not fit")
                 whole = (whole & ~(((1 << bits) - 1) << bit_off)) | (v << bit_off)
             out.append(whole.to_bytes(self.size, "little"))
             return
@@ -243,6 +245,17 @@ class StructCodec(Codec):
 
     def describe(self):
         return f"struct {self.name}" if self.name else "struct"
+
+
+def _pack(codec: Codec, obj: Any) -> bytes:
+    """Pack one struct member the way `flatten` takes it (a short char array is zero-padded, like in a
+    struct without bitfields), rather than `encode`'s exact-size rule for whole raw values."""
+    out: list = []
+    codec.flatten(obj, out)
+    try:
+        return codec._struct.pack(*out)
+    except struct.error as exc:
+        raise ValueError(f"cannot encode {obj!r} as {codec.describe()}: {exc}") from None
 
 
 def _zero(codec: Codec):
@@ -284,7 +297,7 @@ class BTFTypes:
                 return BytesCodec(size)
             return IntCodec(size, bool(enc & lib.BTF_INT_SIGNED), big_endian, bool(enc & lib.BTF_INT_BOOL))
         if kind in (lib.BTF_KIND_ENUM, lib.BTF_KIND_ENUM64):
-            return IntCodec(t.size, bool(lib.btf_kflag(t)), big_endian)
+            return IntCodec(t.size, bool(lib.btf_kflag(t)) or self._has_negative_enumerator(t), big_endian)
         if kind == lib.BTF_KIND_PTR:
             return IntCodec(8)
         if kind == lib.BTF_KIND_FLOAT:
@@ -299,6 +312,15 @@ class BTFTypes:
             return self._struct(type_id, t)
         size = lib.btf__resolve_size(btf, type_id)
         return BytesCodec(max(int(size), 0))
+
+    @staticmethod
+    def _has_negative_enumerator(t) -> bool:
+        # Compilers before BTF's signedness flag (clang < 15) leave kflag clear even for enums with
+        # negative values; such an enum is signed all the same.
+        if lib.btf_kind(t) != lib.BTF_KIND_ENUM:
+            return False
+        values = lib.btf_enum(t)
+        return any(values[i].val < 0 for i in range(lib.btf_vlen(t)))
 
     def _is_char(self, type_id: int) -> bool:
         t = lib.btf__type_by_id(self.btf, lib.btf__resolve_type(self.btf, type_id))
