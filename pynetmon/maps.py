@@ -12,7 +12,7 @@ import os
 from typing import Any, Iterable, Iterator
 
 from ._binding import check, ffi, lib
-from .btf_codec import BytesCodec, Codec, per_cpu_stride
+from .btf_codec import BytesCodec, Codec, IntCodec, per_cpu_stride
 from .errors import MapKeyError, NotSupportedError, error_from_errno
 
 MAP_TYPE_NAMES = {getattr(lib, n): n[len("BPF_MAP_TYPE_"):].lower() for n in dir(lib) if n.startswith("BPF_MAP_TYPE_")}
@@ -196,8 +196,9 @@ class Map:
     # ---- whole-map operations -------------------------------------------------------------------
     def keys(self) -> list:
         if self.type in ARRAY_TYPES:
-            return list(range(self.max_entries)) if self.key_codec.__class__.__name__ == "IntCodec" else \
-                [k for k, _ in self.items()]
+            if isinstance(self.key_codec, IntCodec):
+                return list(range(self.max_entries))
+            return [k for k, _ in self.items()]
         if self.type in KEYLESS_TYPES:
             raise NotSupportedError(f"map {self.name!r} ({self.type}) has no keys")
         return [self.key_codec.decode(ffi.buffer(k, self.key_size)) for k in self._iter_raw_keys()]
