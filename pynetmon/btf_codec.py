@@ -107,6 +107,9 @@ class IntCodec(Codec):
         if not isinstance(obj, (int, bool)):
             raise ValueError(f"expected an integer for {self.describe()}, got {obj!r}")
         v = int(obj)
+        low, high = (-(1 << (self.size * 8 - 1)), 1 << (self.size * 8 - 1)) if self.signed else (0, 1 << (self.size * 8))
+        if not low <= v < high:
+            raise ValueError(f"{v} does not fit in {self.describe()}")
         if self.fmt.endswith("s"):
             out.append(v.to_bytes(self.size, "big" if self.big_endian else "little", signed=self.signed))
             return
@@ -169,8 +172,11 @@ class ArrayCodec(Codec):
         items = list(obj)
         if len(items) != self.count:
             raise ValueError(f"expected a list of {self.count} items, got {len(items)}")
-        for item in items:
-            self.elem.flatten(item, out)
+        for i, item in enumerate(items):
+            try:
+                self.elem.flatten(item, out)
+            except ValueError as exc:
+                raise _member_error(f"[{i}]", exc) from None
 
     def describe(self):
         return f"{self.elem.describe()}[{self.count}]"
@@ -231,7 +237,10 @@ class StructCodec(Codec):
         if self.bitfields:
             raw = bytearray(self.size)
             for name, off, codec in self.fields:
-                raw[off:off + codec.size] = _pack(codec, obj.get(name, _zero(codec)))
+                try:
+                    raw[off:off + codec.size] = _pack(codec, obj.get(name, _zero(codec)))
+                except ValueError as exc:
+                    raise _member_error(name, exc) from None
             whole = int.from_bytes(raw, "little")
             for name, bit_off, bits in self.bitfields:
                 v = int(obj.get(name, 0))
@@ -241,10 +250,24 @@ class StructCodec(Codec):
             out.append(whole.to_bytes(self.size, "little"))
             return
         for name, _, codec in self.fields:
-            codec.flatten(obj.get(name, _zero(codec)), out)
+            try:
+                codec.flatten(obj.get(name, _zero(codec)), out)
+            except ValueError as exc:
+                raise _member_error(name, exc) from None
 
     def describe(self):
         return f"struct {self.name}" if self.name else "struct"
+
+
+def _member_error(member: str, exc: ValueError) -> ValueError:
+    """`exc` raised for a struct field or array element, re-raised naming the whole path ("pairs[1].b")."""
+    path = member + getattr(exc, "member_path", "")
+    if path and not path.startswith("["):
+        path = "." + path
+    reason = getattr(exc, "reason", str(exc))
+    err = ValueError(f"field {path.lstrip('.')}: {reason}")
+    err.member_path, err.reason = path, reason
+    return err
 
 
 def _pack(codec: Codec, obj: Any) -> bytes:
