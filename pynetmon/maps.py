@@ -84,6 +84,14 @@ class Map:
             raise ValueError(f"map {self.name!r} is closed")
         return self._fd
 
+    @property
+    def id(self) -> int:
+        """The kernel's id of the map (as `bpftool map show` lists it)."""
+        info = ffi.new("struct bpf_map_info *")
+        size = ffi.new("__u32 *", ffi.sizeof("struct bpf_map_info"))
+        check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"get info of map {self.name!r}")
+        return info.id
+
     def close(self) -> None:
         if self._owned_fd and self._fd >= 0:
             os.close(self._fd)
