@@ -142,7 +142,7 @@ __u32 bpf_map__btf_key_type_id(const struct bpf_map *map);
 __u32 bpf_map__btf_value_type_id(const struct bpf_map *map);
 int bpf_map__set_pin_path(struct bpf_map *map, const char *path);
 int bpf_map__set_inner_map_fd(struct bpf_map *map, int fd);
-void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
+const void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
 int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 bool bpf_map__autocreate(const struct bpf_map *map);
 int bpf_map__set_autocreate(struct bpf_map *map, bool autocreate);
