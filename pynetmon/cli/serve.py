@@ -1,0 +1,45 @@
+"""Run the pynetmon daemon: named Dynmon monitors and packet captures driven over REST
+(Polycube-compatible routes under /polycube/v1, OpenAPI at /openapi.json), metrics for Prometheus at
+/metrics. It listens on loopback unless given --token-file; on SIGTERM/SIGINT it detaches everything
+and flushes every capture file."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+NAME = "serve"
+HELP = "run the daemon (REST API + Prometheus /metrics)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--listen", default="127.0.0.1:9000", metavar="HOST:PORT",
+                        help="address to listen on (default 127.0.0.1:9000; port 0 picks a free one). "
+                             "A non-loopback address needs --token-file")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help="file with the bearer token every request but GET /metrics must carry (mode 600)")
+    parser.add_argument("--protect-metrics", action="store_true",
+                        help="require the token for GET /metrics too")
+    parser.add_argument("--state-file", metavar="PATH",
+                        help="keep cubes (configs and attachments) in this JSON file and restore them at start")
+    parser.add_argument("--netns", metavar="NAME",
+                        help="attach to interfaces of this network namespace (from /run/netns)")
+    parser.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
+                        help="largest request body accepted (default 1 MiB)")
+
+
+def run(args) -> int:
+    import os
+
+    from ..errors import Error
+    from ..service import ServiceConfig, serve
+    from ..service.config import parse_listen, read_token_file
+
+    logging.getLogger("pynetmon.service").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
+    host, port = parse_listen(args.listen)
+    if args.netns and not os.path.exists(f"/run/netns/{args.netns}"):
+        raise Error(f"--netns: no network namespace named {args.netns!r} in /run/netns")
+    config = ServiceConfig(host=host, port=port,
+                           token=read_token_file(args.token_file) if args.token_file else None,
+                           protect_metrics=args.protect_metrics, max_body=args.max_body,
+                           netns=args.netns, state_file=Path(args.state_file) if args.state_file else None)
+    return serve(config)

@@ -1,0 +1,74 @@
+"""The ASGI application: route table + guards + lifecycle (restore at start, detach everything at stop)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import openapi, operations, state_file
+from .config import ServiceConfig
+from .guards import BearerAuth, BodyLimit
+from .registry import Registry
+from .routes import endpoints
+from .routing import NormalizePath
+
+log = logging.getLogger("pynetmon.service")
+
+
+@dataclass
+class ServiceState:
+    """Everything the handlers share: settings, the cubes, and the "shutting down" flag streams watch."""
+
+    config: ServiceConfig
+    registry: Registry
+    stopping: threading.Event = field(default_factory=threading.Event)
+    started: float = field(default_factory=time.time)
+    restore_problems: list[str] = field(default_factory=list)
+
+
+def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
+    """The daemon's ASGI app. `restore=False` ignores the state file (it is still written)."""
+    state = ServiceState(config, Registry(config.netns, config.state_file))
+    table = endpoints()
+    document = openapi.build(table, token=config.token is not None)
+
+    async def openapi_json(request):
+        return JSONResponse(document)
+
+    async def http_error(request, exc: HTTPException):
+        reason = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            reason = f"no such endpoint: {request.method} {request.url.path} (see /openapi.json)"
+        elif exc.status_code == 405:
+            reason = f"{request.method} is not allowed on {request.url.path} (see /openapi.json)"
+        return JSONResponse({"error": reason, "problems": [{"path": "", "reason": reason}]},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if restore and config.state_file is not None:
+            saved = state_file.load(config.state_file)
+            if saved:
+                log.info("restoring %d cube(s) from %s", len(saved), config.state_file)
+                state.restore_problems = operations.restore(state.registry, saved)
+        yield
+        state.stopping.set()
+        log.info("shutting down: detaching %d cube(s)", len(state.registry.cubes()))
+        state.registry.close_all()
+
+    routes = [Route("/openapi.json", openapi_json, methods=["GET"])] + [e.route() for e in table]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.service = state
+    app.state.endpoints = table
+    # Outermost first: the token is checked before a byte of the body is read.
+    app.add_middleware(BodyLimit, max_body=config.max_body)
+    app.add_middleware(BearerAuth, token=config.token, protect_metrics=config.protect_metrics)
+    app.add_middleware(NormalizePath)
+    return app

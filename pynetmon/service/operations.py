@@ -1,0 +1,91 @@
+"""What the daemon does, apart from HTTP: create, configure, attach, detach and delete cubes. The routes
+and the start-up restore from the state file both go through here, so both behave the same."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .dynmon_cube import DynmonCube
+from .models import AttachBody, CubeType, DynmonBody, PacketCaptureBody, validate
+from .registry import Registry
+
+log = logging.getLogger("pynetmon.service")
+
+
+def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
+    """A new dynmon cube from a Polycube `dynmon` body; with a dataplane-config, it is loaded first,
+    and a config that fails to load leaves no cube behind."""
+    model = validate(DynmonBody, body if body is not None else {})
+    config = model.dataplane_config
+
+    def build() -> DynmonCube:
+        cube = DynmonCube(name, CubeType(model.type), registry.netns)
+        try:
+            if config is not None:
+                cube.set_config(config)
+        except BaseException:
+            cube.close()
+            raise
+        return cube
+
+    return registry.create(name, build)
+
+
+def set_dataplane_config(registry: Registry, name: str, config: Any) -> None:
+    """Replace a dynmon cube's dataplane; the running one stays on any error."""
+    cube = registry.get(name, "dynmon")
+    cube.set_config(config, path_prefix="")
+    registry.save()
+
+
+def create_capture(registry: Registry, name: str, body: Any):
+    """A new packetcapture cube from a Polycube `packetcapture` body."""
+    from .capture_cube import CaptureCube
+    model = validate(PacketCaptureBody, body if body is not None else {})
+    return registry.create(name, lambda: CaptureCube(name, model, registry.netns))
+
+
+def update_capture(registry: Registry, name: str, body: Any) -> None:
+    """Change a capture's settings at run time (only the fields given)."""
+    cube = registry.get(name, "packetcapture")
+    cube.update(validate(PacketCaptureBody, body if body is not None else {}))
+    registry.save()
+
+
+def attach(registry: Registry, body: Any) -> None:
+    """Polycube's `attach {cube, port}`: `port` is an interface name in the daemon's namespace."""
+    model = validate(AttachBody, body)
+    registry.get(model.cube).attach(model.port)
+    registry.save()
+
+
+def detach(registry: Registry, body: Any) -> None:
+    model = validate(AttachBody, body)
+    registry.get(model.cube).detach(model.port)
+    registry.save()
+
+
+def restore(registry: Registry, saved: list[dict[str, Any]]) -> list[str]:
+    """Rebuild the cubes kept in a state file. A cube that cannot be rebuilt (its interface is gone, its
+    code no longer compiles) is logged and skipped; the others still come back. Returns the problems."""
+    problems = []
+    for entry in saved:
+        name = str(entry.get("name", ""))
+        service = entry.get("service")
+        try:
+            if service == "dynmon":
+                create_dynmon(registry, name, {"type": entry.get("type", "TC"),
+                                               **({"dataplane-config": entry["dataplane-config"]}
+                                                  if entry.get("dataplane-config") else {})})
+            elif service == "packetcapture":
+                create_capture(registry, name, {k: v for k, v in entry.items()
+                                                if k not in ("service", "name", "port")})
+            else:
+                raise ValueError(f"unknown service {service!r}")
+            if entry.get("port"):
+                registry.get(name).attach(entry["port"])
+        except Exception as exc:  # noqa: BLE001 - one bad entry must not keep the daemon from starting
+            problems.append(f"{service} {name!r}: {exc}")
+            log.error("state file: cannot restore %s %r: %s", service, name, exc)
+    registry.save()
+    return problems

@@ -1,0 +1,103 @@
+"""The daemon's cubes by name. Names are unique across services, as in Polycube.
+
+Creating a cube reserves its name first and builds it outside the registry lock (building compiles and
+loads code, which takes a while), so other requests are never held up by a slow create.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import state_file
+from .cube import Cube
+from .problems import ApiError, from_exception, not_found
+
+log = logging.getLogger("pynetmon.service")
+
+_RESERVED = object()
+
+
+class Registry:
+    """Named cubes; `netns` is where they attach; `state_path` (optional) keeps them across restarts."""
+
+    def __init__(self, netns: str | None = None, state_path: Path | None = None):
+        self.netns = netns
+        self.state_path = state_path
+        self._cubes: dict[str, Any] = {}
+        self._lock = threading.RLock()
+        self._save_lock = threading.Lock()
+
+    # -- lookup ------------------------------------------------------------------------------
+    def get(self, name: str, service: str | None = None) -> Cube:
+        with self._lock:
+            cube = self._cubes.get(name)
+        if cube is None or cube is _RESERVED or (service and cube.service != service):
+            raise not_found(f"{service or 'cube'} {name!r}")
+        return cube
+
+    def cubes(self, service: str | None = None) -> list[Cube]:
+        with self._lock:
+            found = [c for c in self._cubes.values() if c is not _RESERVED]
+        return [c for c in found if service is None or c.service == service]
+
+    def __iter__(self) -> Iterator[Cube]:
+        return iter(self.cubes())
+
+    # -- changes -----------------------------------------------------------------------------
+    def create(self, name: str, build) -> Cube:
+        """Register the cube `build()` returns under `name`; 409 if the name is taken."""
+        with self._lock:
+            if name in self._cubes:
+                existing = self._cubes[name]
+                what = "being created" if existing is _RESERVED else f"a {existing.service} cube"
+                raise ApiError(409, f"there is already a cube named {name!r} ({what})",
+                               [("name", "already exists")])
+            self._cubes[name] = _RESERVED
+        try:
+            cube = build()
+        except BaseException as exc:
+            with self._lock:
+                del self._cubes[name]
+            if isinstance(exc, Exception):
+                raise from_exception(exc) from exc
+            raise
+        with self._lock:
+            self._cubes[name] = cube
+        log.info("created %s %r", cube.service, name)
+        self.save()
+        return cube
+
+    def delete(self, name: str, service: str | None = None) -> None:
+        cube = self.get(name, service)
+        with self._lock:
+            if self._cubes.get(name) is cube:
+                del self._cubes[name]
+        cube.close()
+        log.info("deleted %s %r", cube.service, name)
+        self.save()
+
+    def close_all(self) -> None:
+        """Detach and free every cube (at shutdown). The state file keeps them for the next start."""
+        with self._lock:
+            cubes = [c for c in self._cubes.values() if c is not _RESERVED]
+            self._cubes.clear()
+        for cube in cubes:
+            cube.close()
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self) -> None:
+        """Rewrite the state file (if there is one) from the cubes as they are now."""
+        if self.state_path is None:
+            return
+        with self._save_lock:
+            snapshot = []
+            for cube in sorted(self.cubes(), key=lambda c: c.name):
+                with cube.lock:
+                    snapshot.append({"service": cube.service, "name": cube.name, **cube.snapshot()})
+            try:
+                state_file.save(self.state_path, snapshot)
+            except OSError as exc:
+                log.error("cannot write the state file %s: %s", self.state_path, exc)

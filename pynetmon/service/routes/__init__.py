@@ -1,0 +1,11 @@
+"""The API's endpoints, one module per service (Polycube's URL layout), plus /metrics."""
+from __future__ import annotations
+
+from . import capture, cubes, dynmon, metrics
+
+TABLES = [cubes.table, dynmon.table, capture.table, metrics.table]
+
+
+def endpoints():
+    """Every endpoint, in documentation order."""
+    return [e for t in TABLES for e in t.endpoints]

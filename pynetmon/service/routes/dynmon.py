@@ -1,0 +1,107 @@
+"""Polycube's dynmon service: `/polycube/v1/dynmon/...`, the routes dynmon_injector.py and
+dynmon_extractor.py use, and the rest of the read side (dataplane-config, metrics by direction and name,
+open-metrics)."""
+from __future__ import annotations
+
+from starlette.responses import PlainTextResponse
+
+from ...dynmon.config import DataplaneConfig
+from .. import models, operations
+from ..models import parse_json
+from ..problems import not_found
+from ..routing import Call, RouteTable
+
+table = RouteTable("dynmon")
+BASE = "/polycube/v1/dynmon"
+KINDS = {"ingress-metrics": "ingress", "egress-metrics": "egress"}
+ANY = {}  # JSON schema: any value
+
+
+def _links(call: Call) -> list[dict]:
+    # Polycube answers carry HATEOAS links; dynmon_extractor.py deletes the key, so it must exist.
+    base = str(call.request.url.path)
+    return [{"rel": "self", "href": base}] + [{"rel": kind, "href": f"{base}/{kind}"} for kind in KINDS]
+
+
+def _kind(call: Call) -> str:
+    kind = call.params["kind"]
+    if kind not in KINDS:
+        raise not_found(f"metric list {kind!r} (use ingress-metrics or egress-metrics)")
+    return KINDS[kind]
+
+
+@table.get(BASE, "List the dynmon cubes", answer={"type": "array", "items": {"$ref": "#/components/schemas/CubeInfo"}})
+def list_dynmon(call: Call):
+    return [c.info() for c in call.registry.cubes("dynmon")]
+
+
+@table.get(BASE + "/{name}", "Show a dynmon cube (its type, interface and dataplane-config)", answer=models.CubeInfo)
+def show_dynmon(call: Call):
+    return call.registry.get(call.params["name"], "dynmon").info()
+
+
+@table.post(BASE + "/{name}", "Create a dynmon cube, optionally with its dataplane-config",
+            body=models.DynmonBody, body_required=False, status=201, answer=models.CubeInfo)
+def create_dynmon(call: Call):
+    cube = operations.create_dynmon(call.registry, call.params["name"], parse_json(call.body, allow_empty=True))
+    return cube.info()
+
+
+@table.delete(BASE + "/{name}", "Detach and delete a dynmon cube", status=204)
+def delete_dynmon(call: Call):
+    call.registry.delete(call.params["name"], "dynmon")
+
+
+@table.get(BASE + "/{name}/dataplane-config", "The running dataplane-config", answer=DataplaneConfig)
+def show_dataplane_config(call: Call):
+    return call.registry.get(call.params["name"], "dynmon").config or {}
+
+
+@table.put(BASE + "/{name}/dataplane-config",
+           "Replace the dataplane; on a bad config the running one keeps running (400 names the problem)",
+           body=DataplaneConfig, status=200, answer=models.CubeInfo)
+def replace_dataplane_config(call: Call):
+    operations.set_dataplane_config(call.registry, call.params["name"], parse_json(call.body))
+    return call.registry.get(call.params["name"], "dynmon").info()
+
+
+@table.get(BASE + "/{name}/metrics", "All metrics, ingress and egress", answer=models.Metrics)
+def all_metrics(call: Call):
+    cube = call.registry.get(call.params["name"], "dynmon")
+    out = dict(cube.metrics())
+    out["_links"] = _links(call)
+    return out
+
+
+@table.get(BASE + "/{name}/metrics/{kind}", "The metrics of one direction",
+           answer={"type": "array", "items": {"$ref": "#/components/schemas/Metric"}},
+           operation_id="get_direction_metrics")
+def direction_metrics(call: Call):
+    cube = call.registry.get(call.params["name"], "dynmon")
+    return cube.metrics(_kind(call))
+
+
+def _metric(call: Call) -> dict:
+    cube = call.registry.get(call.params["name"], "dynmon")
+    direction, wanted = _kind(call), call.params["metric"]
+    # Read only this metric: reading the others would empty the ones configured empty-on-read.
+    if wanted not in cube.metric_names(direction):
+        raise not_found(f"{direction} metric {wanted!r} of dynmon {cube.name!r}")
+    return cube.metrics(direction, wanted)
+
+
+@table.get(BASE + "/{name}/metrics/{kind}/{metric}", "One metric", answer=models.Metric)
+def one_metric(call: Call):
+    return _metric(call)
+
+
+@table.get(BASE + "/{name}/metrics/{kind}/{metric}/value", "One metric's value", answer=ANY)
+def metric_value(call: Call):
+    return _metric(call)["value"]
+
+
+@table.get(BASE + "/{name}/open-metrics", "All metrics in the OpenMetrics text format",
+           media_type="text/plain", answer={"type": "string"})
+def open_metrics(call: Call):
+    cube = call.registry.get(call.params["name"], "dynmon")
+    return PlainTextResponse(cube.open_metrics(), media_type="application/openmetrics-text; version=1.0.0")

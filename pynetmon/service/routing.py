@@ -1,0 +1,126 @@
+"""Routes as data: each endpoint is declared once (method, path, body model, answer, summary) and that one
+declaration serves both the router and the OpenAPI document, so the two cannot disagree.
+
+Handlers are plain functions `handler(call) -> answer`, run in a worker thread because they compile,
+load and read maps; an answer that is not a Response is sent as JSON.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .guards import BodyTooLarge
+from .problems import ApiError, from_exception, response
+
+
+@dataclass
+class Call:
+    """One request as a handler sees it."""
+
+    request: Request
+    params: dict[str, str]
+    body: bytes
+    state: Any  # the app's ServiceState
+
+    @property
+    def registry(self):
+        return self.state.registry
+
+
+@dataclass
+class Endpoint:
+    """One operation of the API."""
+
+    method: str
+    path: str
+    handler: Callable[[Call], Any]
+    summary: str
+    body: type[BaseModel] | dict | None = None   # request body: a model, or a JSON schema
+    answer: type[BaseModel] | dict | None = None  # 2xx body: a model, or a JSON schema
+    status: int = 200
+    media_type: str = "application/json"
+    tags: list[str] = field(default_factory=list)
+    body_required: bool = True
+    operation_id: str = ""
+
+    def route(self) -> Route:
+        return Route(self.path, self._endpoint, methods=[self.method], name=self.operation_id or None)
+
+    async def _endpoint(self, request: Request) -> Response:
+        try:
+            body = await request.body() if self.method in ("POST", "PUT", "PATCH") else b""
+            call = Call(request, dict(request.path_params), body, request.app.state.service)
+            if inspect.iscoroutinefunction(self.handler):
+                answer = await self.handler(call)
+            else:
+                answer = await run_in_threadpool(self.handler, call)
+        except BodyTooLarge as exc:
+            return response(ApiError(413, str(exc), [("", str(exc))]))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer, never a dead server
+            return response(from_exception(exc))
+        if isinstance(answer, Response):
+            return answer
+        if answer is None and self.status == 204:
+            return Response(status_code=204)
+        return JSONResponse(answer, status_code=self.status)
+
+
+class RouteTable:
+    """Collects endpoints with a decorator: `@table.get("/x", "summary")`."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self.endpoints: list[Endpoint] = []
+
+    def add(self, method: str, path: str, summary: str, **kw) -> Callable:
+        def register(handler: Callable) -> Callable:
+            op = kw.pop("operation_id", "") or f"{method.lower()}_{handler.__name__}"
+            self.endpoints.append(Endpoint(method, path, handler, summary, tags=[self.tag],
+                                           operation_id=op, **kw))
+            return handler
+        return register
+
+    def get(self, path: str, summary: str, **kw) -> Callable:
+        return self.add("GET", path, summary, **kw)
+
+    def post(self, path: str, summary: str, **kw) -> Callable:
+        return self.add("POST", path, summary, **kw)
+
+    def put(self, path: str, summary: str, **kw) -> Callable:
+        return self.add("PUT", path, summary, **kw)
+
+    def patch(self, path: str, summary: str, **kw) -> Callable:
+        return self.add("PATCH", path, summary, **kw)
+
+    def delete(self, path: str, summary: str, **kw) -> Callable:
+        return self.add("DELETE", path, summary, **kw)
+
+
+_SLASHES = re.compile(r"//+")
+
+
+class NormalizePath:
+    """ASGI middleware: '/a//b/' is '/a/b'. Polycube's tools ask for `metrics//` and `packet/`, and
+    Polycube answers them; so must we."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            path = scope["path"]
+            fixed = _SLASHES.sub("/", path)
+            if len(fixed) > 1:
+                fixed = fixed.rstrip("/") or "/"
+            if fixed != path:
+                scope = dict(scope, path=fixed, raw_path=fixed.encode())
+        await self.app(scope, receive, send)

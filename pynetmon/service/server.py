@@ -1,0 +1,62 @@
+"""Running the app: a uvicorn server on a socket we bind ourselves (so port 0 works and the real port is
+printed), whose SIGTERM/SIGINT handling also ends the open capture streams, so that shutdown is prompt:
+streams stop, then every cube is detached and every capture file flushed."""
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+
+import uvicorn
+
+from ..errors import Error
+from .app import create_app
+from .config import ServiceConfig
+
+log = logging.getLogger("pynetmon.service")
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, state):
+        super().__init__(config)
+        self._service_state = state
+
+    def handle_exit(self, sig, frame) -> None:
+        self._service_state.stopping.set()  # capture streams end, so uvicorn is not kept waiting on them
+        super().handle_exit(sig, frame)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (IPv4 or IPv6); Error naming the address if it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Error(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServiceConfig, *, announce=print) -> int:
+    """Run the daemon until SIGTERM/SIGINT. `announce` gets the "listening on URL" line."""
+    sock = bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    app = create_app(config)
+    uv_config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                               timeout_graceful_shutdown=5, server_header=False)
+    server = _Server(uv_config, app.state.service)
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    log.info("listening on %s%s%s", url, " (bearer token required)" if config.token else "",
+             f", attaching in netns {config.netns}" if config.netns else "")
+    announce(f"pynetmon serve: listening on {url}")
+    sys.stdout.flush()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    log.info("stopped")
+    return 0 if server.started else 1
