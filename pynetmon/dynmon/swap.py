@@ -1,0 +1,322 @@
+"""Swap-on-read: atomic reads of the maps a monitor's programs keep writing, through the pivot program.
+
+The user's code is loaded twice (instances A and B). Maps that are not swap-on-read are created once and
+shared by both instances (libbpf map reuse, so any number of maps declared in any style work unchanged);
+each swap-on-read map exists once per instance. The shipped pivot program (bpf/pivot.bpf.c) is what gets
+attached: it reads the active index from a one-entry array and tail-calls into slot 0 (A) or 1 (B).
+
+A read flips the index, waits until no invocation that saw the old index can still be running
+(pynetmon/quiesce.py: a hop over every CPU, or an RCU grace period), and then reads and empties the now
+idle instance's copy of *every* swap-on-read map of the path: the flip moved all of them at once, so each
+one's period is collected into `collected` (what has not been returned yet). A read of map M returns M's
+collected total; an emptying read also resets it. So every increment lands in exactly one emptying read,
+and a non-emptying read returns the whole history.
+
+Folding periods together adds numbers (fields of structs and elements of arrays and per-CPU lists one by
+one) and keeps the newest value of anything that is not a number. That is right for counters (packets,
+bytes, histogram buckets); it is wrong for gauges (a last-seen timestamp, a maximum, connection state):
+such maps should not be swap-on-read, because their state also restarts empty in every period. Leave them
+shared (not swap-on-read) and they keep their state.
+
+>>> dp = SwapDataplane(code, "handle_rx", {"pkts_by_port"})
+>>> link = attach_tc(dp.program, "eth0", "ingress")
+>>> dp.read_map("pkts_by_port", empty=True)    # [(key, value), ...] since the last emptying read
+>>> link.detach(); dp.close()
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, Iterable, Mapping
+
+from ..btf_codec import per_cpu_stride
+from ..errors import BPFError, ConfigError, NotSupportedError
+from ..maps import Map
+from ..object import BPFObject, MapSpec
+from ..program import Program
+from ..quiesce import Quiescer, default_quiescer
+
+# Map types whose contents can be read whole and emptied (hash: lookup-and-delete batch; array: zeroed).
+HASH_TYPES = frozenset({"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
+ARRAY_TYPES = frozenset({"array", "percpu_array"})
+SWAPPABLE_TYPES = HASH_TYPES | ARRAY_TYPES
+# The pivot program for each attachable program type (a program array accepts one program type only).
+PIVOT_PROGRAMS = {"sched_cls": "pivot_tc", "xdp": "pivot_xdp"}
+
+def fold(total: Any, delta: Any) -> Any:
+    """Add one period's value to the running total: numbers add, dicts and lists add member by member,
+    anything else (bytes, booleans) takes the newest value.
+
+    >>> fold({"packets": 3, "last": b"a"}, {"packets": 2, "last": b"b"})
+    {'packets': 5, 'last': b'b'}
+    """
+    if isinstance(delta, bool) or isinstance(total, bool):
+        return delta
+    if isinstance(delta, (int, float)) and isinstance(total, (int, float)):
+        return total + delta
+    if isinstance(delta, dict) and isinstance(total, dict):
+        return {k: fold(total[k], v) if k in total else v for k, v in delta.items()}
+    if isinstance(delta, list) and isinstance(total, list) and len(delta) == len(total):
+        return [fold(t, d) for t, d in zip(total, delta)]
+    return delta
+
+
+def _is_zero(value: Any) -> bool:
+    if isinstance(value, (int, float)):
+        return value == 0
+    if isinstance(value, dict):
+        return all(_is_zero(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_is_zero(v) for v in value)
+    if isinstance(value, (bytes, bytearray)):
+        return not any(value)
+    return False
+
+
+class SwapDataplane:
+    """One attach point's user program, loaded twice behind the pivot; `program` is what to attach.
+
+    `code` is a compiled object (bytes or a path) or a callable returning a freshly opened, not yet loaded
+    `BPFObject` (so that callers can adjust map sizes or types before each of the two loads). `program`
+    names the entry program (type sched_cls or xdp); `swap_maps` names the swap-on-read maps.
+
+    Raises ConfigError for a swap map that does not exist or cannot be swapped, NotSupportedError when the
+    code cannot run behind the pivot (it uses tail calls itself, or the kernel refuses it as a tail-call
+    target), and the load errors (VerifierError...) of the code itself. Nothing is attached here.
+    """
+
+    def __init__(self, code, program: str, swap_maps: Iterable[str], *, name: str | None = None,
+                 quiescer: Quiescer | None = None):
+        self.program_name = program
+        self.swap_maps = tuple(dict.fromkeys(swap_maps))
+        self.quiescer = quiescer or default_quiescer()
+        self._lock = threading.Lock()
+        self._open = _opener(code, name)
+        self._objects: list[BPFObject] = []
+        self.collected: dict[str, dict[bytes, tuple[Any, Any]]] = {m: {} for m in self.swap_maps}
+        self.flips = 0
+        try:
+            first = self._open()
+            self._objects.append(first)
+            prog_type = _check_code(first, program, self.swap_maps)
+            first.load()
+            second = self._open()
+            self._objects.append(second)
+            _share_maps(second, first, self.swap_maps)
+            second.load()
+            self._pivot = _load_pivot(prog_type)
+            self._objects.append(self._pivot)
+            self._fill_slots(second)
+        except BaseException:
+            self.close()
+            raise
+        self.instances = (first, second)
+        self.program: Program = self._pivot.programs[PIVOT_PROGRAMS[prog_type]]
+        self._active_map: Map = self._pivot.maps["pivot_active"]
+        self._active = 0
+
+    def _fill_slots(self, second: BPFObject) -> None:
+        slots = self._pivot.maps["pivot_slots"]
+        for slot, obj in enumerate((self._objects[0], second)):
+            prog = obj.programs[self.program_name]
+            try:
+                slots[slot] = prog.fd
+            except BPFError as exc:
+                raise NotSupportedError(
+                    f"program {self.program_name!r} cannot run behind the swap-on-read pivot: the kernel refused it "
+                    f"as a tail-call target of a {prog.type} program ({exc}); swap-on-read needs a plain "
+                    f"SEC(\"tc\") or SEC(\"xdp\") program") from exc
+        self._pivot.maps["pivot_active"][0] = 0
+
+    # ---- reading --------------------------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        """The instance (0 = A, 1 = B) that receives new packets."""
+        return self._active
+
+    @property
+    def maps(self) -> Mapping[str, Map]:
+        """Instance A's maps: the shared ones are the only copy; swap maps here are A's copy only."""
+        return self.instances[0].maps
+
+    def shared_map(self, name: str) -> Map:
+        """A map both instances write (not swap-on-read): read it directly, as with any single program."""
+        if name in self.collected:
+            raise ValueError(f"map {name!r} is swap-on-read: read it with read_map()")
+        return self.instances[0].maps[name]
+
+    def read_map(self, name: str, empty: bool = False) -> list[tuple[Any, Any]]:
+        """Atomic read of swap-on-read map `name`: [(key, value), ...] as `Map.items()` decodes them.
+
+        Flips every swap-on-read map of this dataplane to the other instance, waits for the dataplane to
+        stop writing the old one, and collects it. Returns everything collected for `name` since its last
+        emptying read (its whole history if it was never read with `empty=True`); `empty=True` restarts it.
+        """
+        if name not in self.collected:
+            raise ValueError(f"map {name!r} is not swap-on-read here; swap-on-read maps: {list(self.swap_maps)}")
+        with self._lock:
+            self._flip_and_collect()
+            entries = self.collected[name]
+            if empty:
+                self.collected[name] = {}
+            return list(entries.values())
+
+    def read_maps(self, names: Iterable[str] | None = None,
+                  empty: bool | Iterable[str] = False) -> dict[str, list[tuple[Any, Any]]]:
+        """Several swap-on-read maps from one flip, so they are mutually consistent (every packet that
+        reached one of them in this snapshot reached the others in the same snapshot).
+
+        `names` defaults to every swap-on-read map; `empty` is True/False for all, or the names to empty.
+        """
+        names = list(self.swap_maps if names is None else names)
+        unknown = [n for n in names if n not in self.collected]
+        if unknown:
+            raise ValueError(f"not swap-on-read here: {unknown}; swap-on-read maps: {list(self.swap_maps)}")
+        emptied = set(names) if empty is True else set() if empty is False else set(empty)
+        with self._lock:
+            self._flip_and_collect()
+            result = {}
+            for name in names:
+                result[name] = list(self.collected[name].values())
+                if name in emptied:
+                    self.collected[name] = {}
+            return result
+
+    def flip(self) -> str:
+        """Flip and collect without returning anything (returns the wait mechanism used)."""
+        with self._lock:
+            return self._flip_and_collect()
+
+    def _flip_and_collect(self) -> str:
+        idle = self._active
+        self._active_map[0] = 1 - idle
+        self._active = 1 - idle
+        how = self.quiescer.wait()
+        self.flips += 1
+        maps = self.instances[idle].maps
+        for name in self.swap_maps:
+            _collect(maps[name], self.collected[name])
+        return how
+
+    def missed(self) -> int:
+        """Packets the pivot could not hand to an instance (a failed tail call); stays 0 when healthy."""
+        return sum(sum(v) for v in self._pivot.maps["pivot_missed"].values())
+
+    @property
+    def wait_mechanism(self) -> str:
+        return self.quiescer.mechanism
+
+    # ---- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release both instances and the pivot. Detach the pivot first: once the pivot's program array is
+        released the kernel empties it, and packets then bypass the user's code."""
+        while self._objects:
+            self._objects.pop().close()
+
+    def __enter__(self) -> "SwapDataplane":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<SwapDataplane {self.program_name!r} swap={list(self.swap_maps)} active={'AB'[self._active]} "
+                f"flips={self.flips} wait={self.quiescer.mechanism}>")
+
+
+def _opener(code, name: str | None) -> Callable[[], BPFObject]:
+    if callable(code):
+        return code
+    if isinstance(code, (bytes, bytearray, memoryview)):
+        data = bytes(code)
+        return lambda: BPFObject(data, name=name)
+    path = os.fspath(code)
+    return lambda: BPFObject(path, name=name)
+
+
+def _check_code(obj: BPFObject, program: str, swap_maps: tuple[str, ...]) -> str:
+    """What must hold before loading anything; returns the program's type."""
+    if program not in obj.programs:
+        raise ConfigError([("", f"no program named {program!r} in the code; programs: {sorted(obj.programs)}")])
+    prog_type = obj.programs[program].type
+    if prog_type not in PIVOT_PROGRAMS:
+        raise NotSupportedError(f"swap-on-read needs a TC or XDP program; {program!r} is {prog_type}")
+    problems = []
+    for name in swap_maps:
+        spec = obj.maps.get(name)
+        if spec is None:
+            problems.append((name, f"swap-on-read map {name!r} is not declared in the code; maps: "
+                                   f"{sorted(n for n, m in obj.maps.items() if not m.internal)}"))
+        elif spec.type not in SWAPPABLE_TYPES:
+            problems.append((name, f"map {name!r} is a {spec.type} map; swap-on-read works on "
+                                   f"{', '.join(sorted(SWAPPABLE_TYPES))}"))
+    if problems:
+        raise ConfigError(problems)
+    tail_call_maps = sorted(n for n, m in obj.maps.items() if m.type == "prog_array")
+    if tail_call_maps:
+        # The pivot takes one level of tail call, and the code's own program array would be shared by both
+        # instances, so a tail-called program would write instance A's maps while B is active.
+        raise NotSupportedError(
+            f"the code uses tail calls (program array {', '.join(map(repr, tail_call_maps))}); it cannot run behind "
+            "the swap-on-read pivot without losing atomicity. Remove the tail calls or disable swap-on-read")
+    return prog_type
+
+
+def _share_maps(second: BPFObject, first: BPFObject, swap_maps: tuple[str, ...]) -> None:
+    """Make `second` use `first`'s maps, except the swap-on-read ones."""
+    for name, spec in second.maps.items():
+        assert isinstance(spec, MapSpec)
+        if name in swap_maps:
+            continue
+        live = first.maps.get(name)
+        if live is not None:
+            spec.reuse(live)
+
+
+def _load_pivot(prog_type: str) -> BPFObject:
+    pivot = BPFObject.from_package("pivot")
+    try:
+        for prog_name, spec in pivot.programs.items():
+            spec.set_autoload(prog_name == PIVOT_PROGRAMS[prog_type])
+        pivot.load()
+    except BaseException:
+        pivot.close()
+        raise
+    return pivot
+
+
+def _collect(m: Map, into: dict[bytes, tuple[Any, Any]]) -> None:
+    """Read every entry of an idle instance's map, empty it, and add it to `into` (raw key → (key, value))."""
+    if m.type in HASH_TYPES:
+        keys, values, count = m.read_raw(delete=True)
+    else:
+        keys, values, count = m.read_raw()
+    if not count:
+        return
+    ks = m.key_size
+    decoded_keys = m.key_codec.decode_many(keys, count)
+    if m.per_cpu:
+        n = m.ncpus
+        flat = m.value_codec.decode_many(values, count * n, per_cpu_stride(m.value_size))
+        decoded_values = [flat[i * n:(i + 1) * n] for i in range(count)]
+    else:
+        decoded_values = m.value_codec.decode_many(values, count)
+    if m.type in ARRAY_TYPES:
+        _zero_array(m, keys, decoded_values, count)
+    raw_keys = [keys[i * ks:(i + 1) * ks] for i in range(count)]
+    if not into:
+        into.update(zip(raw_keys, zip(decoded_keys, decoded_values)))
+        return
+    for raw, key, value in zip(raw_keys, decoded_keys, decoded_values):
+        old = into.get(raw)
+        into[raw] = (key, value) if old is None else (key, fold(old[1], value))
+
+
+def _zero_array(m: Map, keys: bytes, values: list, count: int) -> None:
+    """Reset the elements of an idle array that are not zero already (arrays cannot delete)."""
+    ks = m.key_size
+    dirty = [i for i in range(count) if not _is_zero(values[i])]
+    if not dirty:
+        return
+    zero = bytes(per_cpu_stride(m.value_size) * m.ncpus if m.per_cpu else m.value_size)
+    m.update_batch((keys[i * ks:(i + 1) * ks], zero) for i in dirty)

@@ -1,0 +1,216 @@
+"""Waiting out BPF program invocations: after `wait()` returns, every TC/XDP program invocation that was
+running (or had already read shared state) when `wait()` was called has finished.
+
+This is what makes a swap-on-read flip exact (pynetmon/dynmon/swap.py): the pivot program reads the active
+index once per invocation, so once every invocation that may have read the old index has finished, the
+inactive instance's maps are no longer written by anyone and can be read and emptied.
+
+Two proofs, chosen once per process (`mechanism`):
+
+* ``"cpu-hop"`` (default on non-RT kernels, tens of microseconds). TC and XDP programs run with bottom
+  halves disabled: in softirq (NAPI, backlog), under `rcu_read_lock_bh()` on transmit, and, for
+  BPF_PROG_TEST_RUN, inside `local_bh_disable()` around every single run (net/bpf/test_run.c, since 6.6;
+  the outer loop only disables migration, but each run is bracketed by bh-disable). On a kernel without
+  PREEMPT_RT a bh-disabled section cannot be preempted, so when the calling thread executes in user mode
+  on CPU c, no invocation is in progress on c and every invocation that started there earlier has
+  finished. The caller therefore runs once on every online CPU after the flip (hopping its own affinity,
+  checking with sched_getcpu() that it really got there) and restores its affinity.
+* ``"rcu"`` (fallback, one RCU grace period: ~8 ms measured here). `membarrier(MEMBARRIER_CMD_GLOBAL)`
+  is `synchronize_rcu()` in the kernel (kernel/sched/membarrier.c), and every TC/XDP/test-run invocation
+  runs inside an RCU read-side section, so this holds also where the hop does not: PREEMPT_RT kernels
+  (bh-disabled sections are preemptible there), CPUs we may not run on (cpuset), and CPU hotplug (the set
+  of online CPUs changed during the wait).
+
+A per-invocation "in flight" counter in the pivot was rejected: a tail call never returns to the pivot, so
+it cannot mark the end of an invocation, and an atomic per packet costs more than the whole pivot.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+import time
+
+from ._binding import lib
+from .errors import NotSupportedError
+
+_ONLINE = "/sys/devices/system/cpu/online"
+
+# glibc's sched_getcpu() is a vDSO read of the CPU number (RDPID/LSL on x86): about a microsecond through
+# ctypes, which the binding does not need to carry for this one caller.
+_libc = ctypes.CDLL(None, use_errno=True)
+_sched_getcpu = _libc.sched_getcpu
+_sched_getcpu.restype = ctypes.c_int
+_sched_getcpu.argtypes = []
+
+
+def sched_getcpu() -> int:
+    """The CPU the calling thread is running on right now."""
+    cpu = _sched_getcpu()
+    if cpu < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"sched_getcpu: {os.strerror(err)}")
+    return cpu
+
+
+def parse_cpu_list(text: str) -> frozenset[int]:
+    """'0-3,5,7-8' (the kernel's cpulist format) → {0, 1, 2, 3, 5, 7, 8}."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return frozenset(cpus)
+
+
+def online_cpus() -> frozenset[int]:
+    with open(_ONLINE) as f:
+        return parse_cpu_list(f.read())
+
+
+def realtime_kernel() -> bool:
+    """True on PREEMPT_RT kernels, where bh-disabled code can be preempted."""
+    try:
+        with open("/sys/kernel/realtime") as f:
+            if f.read().strip() == "1":
+                return True
+    except OSError:
+        pass
+    return "PREEMPT_RT" in os.uname().version
+
+
+def synchronize_rcu() -> None:
+    """One full RCU grace period (membarrier(MEMBARRIER_CMD_GLOBAL) = synchronize_rcu())."""
+    ret = lib.pynetmon_membarrier(lib.MEMBARRIER_CMD_GLOBAL, 0)
+    if ret < 0:
+        raise NotSupportedError(
+            f"membarrier(MEMBARRIER_CMD_GLOBAL) failed: {os.strerror(-ret)} (errno {-ret}); the kernel refuses it "
+            "with nohz_full CPUs, and without it pynetmon cannot wait for an RCU grace period")
+
+
+def _rcu_available() -> bool:
+    supported = lib.pynetmon_membarrier(lib.MEMBARRIER_CMD_QUERY, 0)
+    return supported >= 0 and bool(supported & lib.MEMBARRIER_CMD_GLOBAL)
+
+
+def _hop_unavailable_reason() -> str | None:
+    if realtime_kernel():
+        return "PREEMPT_RT kernel: bh-disabled sections are preemptible"
+    try:
+        here = sched_getcpu()
+    except OSError as exc:
+        return f"sched_getcpu unavailable ({exc})"
+    online = online_cpus()
+    allowed = os.sched_getaffinity(0)
+    if here not in online:
+        return "sched_getcpu disagrees with the online CPU list"
+    outside = sorted(online - allowed)
+    if outside:
+        # Only the cpuset (not a plain affinity mask) can forbid them; try once to be sure.
+        try:
+            os.sched_setaffinity(0, online)
+        except OSError:
+            return f"this process may not run on online CPU(s) {outside} (cpuset)"
+        finally:
+            os.sched_setaffinity(0, allowed)
+    return None
+
+
+class Quiescer:
+    """Waits until every TC/XDP invocation that started before `wait()` has finished.
+
+    >>> q = Quiescer()
+    >>> q.mechanism             # "cpu-hop" or "rcu"
+    >>> q.wait()
+
+    `mechanism="auto"` picks "cpu-hop" where its proof holds and "rcu" elsewhere; a hop that cannot
+    complete (a CPU went offline or came online, an affinity change was refused) falls back to "rcu" for
+    that wait. `stats` counts the waits done each way.
+    """
+
+    def __init__(self, mechanism: str = "auto"):
+        if mechanism not in ("auto", "cpu-hop", "rcu"):
+            raise ValueError(f"mechanism must be 'auto', 'cpu-hop' or 'rcu', not {mechanism!r}")
+        rcu_ok = _rcu_available()
+        hop_problem = _hop_unavailable_reason() if mechanism != "rcu" else "not requested"
+        if mechanism == "cpu-hop" and hop_problem:
+            raise NotSupportedError(f"the cpu-hop wait does not hold here: {hop_problem}")
+        if mechanism == "rcu" or (mechanism == "auto" and hop_problem):
+            if not rcu_ok:
+                why = f" and the cpu-hop proof does not hold ({hop_problem})" if hop_problem != "not requested" else ""
+                raise NotSupportedError("cannot wait for BPF invocations: membarrier(MEMBARRIER_CMD_GLOBAL) is "
+                                        f"unavailable{why}")
+            self.mechanism = "rcu"
+        else:
+            self.mechanism = "cpu-hop"
+        self.fallback_reason = hop_problem if self.mechanism == "rcu" else None
+        self._rcu_ok = rcu_ok
+        self._online = online_cpus()
+        self._lock = threading.Lock()
+        self.stats = {"cpu-hop": 0, "rcu": 0}
+
+    def wait(self) -> str:
+        """Block until every invocation that started before this call has finished; returns how."""
+        if self.mechanism == "cpu-hop" and self._hop():
+            used = "cpu-hop"
+        else:
+            synchronize_rcu()
+            used = "rcu"
+        with self._lock:
+            self.stats[used] += 1
+        return used
+
+    def _hop(self) -> bool:
+        """Run on every online CPU once. False (caller falls back) when that could not be proven."""
+        online = online_cpus()
+        if online != self._online:  # hotplug in progress or just done: a CPU may be missed
+            self._online = online
+            return False
+        restore = os.sched_getaffinity(0)
+        moved = False
+        try:
+            # Executing in user mode on a CPU proves that CPU is quiescent, so the one we are on counts.
+            here = sched_getcpu()
+            for cpu in sorted(online - {here}):
+                moved = True
+                os.sched_setaffinity(0, {cpu})
+                if not self._arrived(cpu):
+                    return False
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            return False
+        finally:
+            if moved:
+                os.sched_setaffinity(0, restore)
+        return online_cpus() == online
+
+    @staticmethod
+    def _arrived(cpu: int) -> bool:
+        # sched_setaffinity() on oneself returns after the migration; the check makes the proof not
+        # depend on that, and tolerates a concurrent affinity change by retrying briefly.
+        for _ in range(100):
+            if sched_getcpu() == cpu:
+                return True
+            os.sched_yield()
+        deadline = time.monotonic() + 0.05
+        while time.monotonic() < deadline:
+            if sched_getcpu() == cpu:
+                return True
+            time.sleep(0)
+        return False
+
+
+_default: Quiescer | None = None
+_default_lock = threading.Lock()
+
+
+def default_quiescer() -> Quiescer:
+    """The process-wide Quiescer (its mechanism is probed once)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Quiescer()
+        return _default
