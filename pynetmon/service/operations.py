@@ -5,11 +5,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..errors import ConfigError
 from .dynmon_cube import DynmonCube
 from .models import AttachBody, CubeType, DynmonBody, PacketCaptureBody, validate
+from .problems import from_exception
 from .registry import Registry
 
 log = logging.getLogger("pynetmon.service")
+
+
+def check_dataplane_config(config: Any, path_prefix: str) -> None:
+    """Refuse a structurally wrong dataplane-config before anything is created or compiled."""
+    from ..dynmon.config import parse_config
+    if not isinstance(config, dict):
+        raise from_exception(ConfigError([("", "must be a JSON object")]), path_prefix)
+    try:
+        parse_config(config)
+    except ConfigError as exc:
+        raise from_exception(exc, path_prefix) from None
 
 
 def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
@@ -17,6 +30,8 @@ def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
     and a config that fails to load leaves no cube behind."""
     model = validate(DynmonBody, body if body is not None else {})
     config = model.dataplane_config
+    if config is not None:
+        check_dataplane_config(config, "dataplane-config")
 
     def build() -> DynmonCube:
         cube = DynmonCube(name, CubeType(model.type), registry.netns)
@@ -34,6 +49,7 @@ def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
 def set_dataplane_config(registry: Registry, name: str, config: Any) -> None:
     """Replace a dynmon cube's dataplane; the running one stays on any error."""
     cube = registry.get(name, "dynmon")
+    check_dataplane_config(config, "")
     cube.set_config(config, path_prefix="")
     registry.save()
 

@@ -3,6 +3,7 @@ printed), whose SIGTERM/SIGINT handling also ends the open capture streams, so t
 streams stop, then every cube is detached and every capture file flushed."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -20,6 +21,15 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state):
         super().__init__(config)
         self._service_state = state
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        # uvicorn re-raises the signal after shutdown, so the process would die of it; a daemon that
+        # stopped cleanly on request should exit 0.
+        with super().capture_signals():
+            yield
+            if isinstance(getattr(self, "_captured_signals", None), list):
+                self._captured_signals.clear()
 
     def handle_exit(self, sig, frame) -> None:
         self._service_state.stopping.set()  # capture streams end, so uvicorn is not kept waiting on them
