@@ -16,7 +16,7 @@ Folding periods together adds numbers (fields of structs and elements of arrays 
 one) and keeps the newest value of anything that is not a number. That is right for counters (packets,
 bytes, histogram buckets); it is wrong for gauges (a last-seen timestamp, a maximum, connection state):
 such maps should not be swap-on-read, because their state also restarts empty in every period. Leave them
-shared (not swap-on-read) and they keep their state.
+shared (not swap-on-read) and they keep their state. Char arrays (labels) keep the newest value written.
 
 >>> dp = SwapDataplane(code, "handle_rx", {"pkts_by_port"})
 >>> link = attach_tc(dp.program, "eth0", "ingress")
@@ -45,7 +45,8 @@ PIVOT_PROGRAMS = {"sched_cls": "pivot_tc", "xdp": "pivot_xdp"}
 
 def fold(total: Any, delta: Any) -> Any:
     """Add one period's value to the running total: numbers add, dicts and lists add member by member,
-    anything else (bytes, booleans) takes the newest value.
+    anything else takes the newest value (booleans), or the newest one written (char arrays: all zero
+    bytes mean the period did not write it, as in the other CPUs' slots of a per-CPU entry).
 
     >>> fold({"packets": 3, "last": b"a"}, {"packets": 2, "last": b"b"})
     {'packets': 5, 'last': b'b'}
@@ -58,6 +59,8 @@ def fold(total: Any, delta: Any) -> Any:
         return {k: fold(total[k], v) if k in total else v for k, v in delta.items()}
     if isinstance(delta, list) and isinstance(total, list) and len(delta) == len(total):
         return [fold(t, d) for t, d in zip(total, delta)]
+    if isinstance(delta, (bytes, bytearray)) and not any(delta):
+        return total  # an all-zero char array: this period (or this CPU) did not write it
     return delta
 
 

@@ -1,0 +1,222 @@
+"""One direction's dataplane: the user's code compiled, loaded, and read.
+
+`PathDataplane` owns the loaded object of one path and exposes what the rest of dynmon needs:
+
+* `program`: the Program to attach (TC for "tc", XDP for "xdp");
+* `maps`: the user's maps by name (what the other path shares, and what metrics are checked against);
+* `read_map(name, empty)`: the decoded entries of one map (`MapEntries`), emptied if asked.
+
+Swap-on-read (pynetmon/dynmon/swap.py) provides another class with the same constructor and the same
+three members, whose `program` is the pivot and whose `read_map` flips instances. `build_path_dataplane`
+picks between the two; the helpers below (`compile_path`, `open_path_object`, `check_metric_maps`,
+`reuse_shared_maps`, `select_program`) are meant to be shared by both.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Mapping
+
+from ..btf_codec import per_cpu_stride
+from ..errors import CompileError, ConfigError
+from ..maps import Map
+from ..object import BPFObject
+from ..program import Program
+from ..toolchain import compile_c
+from .config import ELF_MAGIC, PathConfig
+from .dialect import translate
+from .entries import MapEntries, kind_of, map_address_fields
+
+log = logging.getLogger("pynetmon.dynmon")
+PROGRAM_TYPES = {"tc": "sched_cls", "xdp": "xdp"}
+
+
+def compile_path(path: PathConfig, direction: str, hook: str, *, pcn_log: bool = False) -> tuple[bytes, str | None]:
+    """The eBPF object of a path (compiled from C, cached by content, or as given) and the name of the
+    program to attach when the translation knows it (Polycube-style code: the generated wrapper)."""
+    origin = f"{direction}-path"
+    if path.object:
+        return _read_object(path.object, f"{origin}.object"), None
+    code = path.code
+    if isinstance(code, bytes):
+        return code, None
+    if isinstance(code, Path):
+        if code.suffix == ".o":
+            return _read_object(code, f"{origin}.code"), None
+        code = _read_text(code, f"{origin}.code")
+    unit = translate(code, direction=direction, hook=hook, origin=f"{origin}.code", pcn_log=pcn_log)
+    try:
+        image = compile_c(unit.source, filename=f"{origin}.bpf.c")
+    except CompileError as exc:
+        raise CompileError(f"{origin}.code does not compile ({unit.dialect} style)", exc.diagnostics) from None
+    return image, unit.program
+
+
+def _read_object(location, where: str) -> bytes:
+    try:
+        data = Path(location).read_bytes()
+    except OSError as exc:
+        raise ConfigError([(where, f"cannot read eBPF object {str(location)!r}: {exc.strerror}")]) from None
+    if not data.startswith(ELF_MAGIC):
+        raise ConfigError([(where, f"{str(location)!r} is not an ELF eBPF object")])
+    return data
+
+
+def _read_text(location: Path, where: str) -> str:
+    try:
+        return location.read_text()
+    except OSError as exc:
+        raise ConfigError([(where, f"cannot read {str(location)!r}: {exc.strerror}")]) from None
+
+
+def open_path_object(image: bytes, direction: str, instance: str = "") -> BPFObject:
+    """Open (not load) a path's object under a name that tells the direction (and instance) apart."""
+    return BPFObject(image, name=f"dynmon_{direction[:2]}{instance}")
+
+
+def user_map_names(obj: BPFObject) -> list[str]:
+    """The maps the user's code defines (not libbpf's .bss/.data/.rodata)."""
+    return [name for name, spec in obj.maps.items() if not getattr(spec, "internal", False) and "." not in name]
+
+
+def check_metric_maps(path: PathConfig, direction: str, obj: BPFObject) -> None:
+    """Every metric must name a map the code defines; all unknown names are reported together."""
+    names = user_map_names(obj)
+    problems = []
+    for i, metric in enumerate(path.metric_configs):
+        if metric.map_name not in names:
+            known = ", ".join(sorted(names)) or "(none)"
+            problems.append((f"{direction}-path.metric-configs[{i}].map-name",
+                             f"map {metric.map_name!r} is not defined by the code; maps are: {known}"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def reuse_shared_maps(obj: BPFObject, direction: str, shared: Mapping[str, Map], shared_origin: str) -> list[str]:
+    """Make same-named maps of `obj` use the existing kernel maps in `shared` (one map for both paths).
+
+    Raises ConfigError naming both definitions when they disagree. Returns the names reused.
+    """
+    reused = []
+    for name in user_map_names(obj):
+        existing = shared.get(name)
+        if existing is None:
+            continue
+        spec = obj.maps[name]
+        mine = (spec.type, spec.key_size, spec.value_size, spec.max_entries)
+        theirs = (existing.type, existing.key_size, existing.value_size, existing.max_entries)
+        if mine != theirs:
+            raise ConfigError([(f"{direction}-path.code",
+                                f"map {name!r} is defined here as {_describe(*mine)} but in {shared_origin} as "
+                                f"{_describe(*theirs)}; maps with the same name are one shared map, so both "
+                                "definitions must agree")])
+        spec.reuse(existing)
+        reused.append(name)
+    return reused
+
+
+def _describe(type_: str, key_size: int, value_size: int, max_entries: int) -> str:
+    return f"{type_} (key {key_size} B, value {value_size} B, {max_entries} entries)"
+
+
+def select_program(obj: BPFObject, direction: str, hook: str, preferred: str | None) -> str:
+    """Choose the program to attach and switch autoload off for every other one (so only it is verified)."""
+    wanted = PROGRAM_TYPES[hook]
+    if preferred is not None and preferred in obj.programs:
+        chosen = preferred
+    else:
+        candidates = [name for name, spec in obj.programs.items() if spec.type == wanted]
+        listing = ", ".join(f"{n} ({s.section})" for n, s in obj.programs.items()) or "none"
+        section = 'SEC("tc")' if hook == "tc" else 'SEC("xdp")'
+        if not candidates:
+            raise ConfigError([(f"{direction}-path.code",
+                                f"no {section} program to attach on the {hook.upper()} hook; programs: {listing}")])
+        if len(candidates) > 1:
+            raise ConfigError([(f"{direction}-path.code",
+                                f"more than one {section} program ({', '.join(candidates)}); a path attaches one")])
+        chosen = candidates[0]
+    for name, spec in obj.programs.items():
+        if name != chosen:
+            spec.set_autoload(False)
+    return chosen
+
+
+class PathDataplane:
+    """The loaded program of one path and its maps.
+
+    >>> dp = PathDataplane(config.ingress_path, "ingress", "tc")
+    >>> attach_tc(dp.program, "eth0", "ingress")
+    >>> dp.read_map("PKT_COUNTER", empty=False).values
+    [42]
+    """
+
+    def __init__(self, path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
+                 *, shared_origin: str = "the other path", pcn_log: bool = False):
+        self.path = path
+        self.direction = direction
+        self.hook = hook
+        image, preferred = compile_path(path, direction, hook, pcn_log=pcn_log)
+        self._obj = open_path_object(image, direction)
+        try:
+            check_metric_maps(path, direction, self._obj)
+            self.shared_names = reuse_shared_maps(self._obj, direction, shared or {}, shared_origin)
+            program_name = select_program(self._obj, direction, hook, preferred)
+            self._obj.load()
+            self.program: Program = self._obj.programs[program_name]
+            self.maps: dict[str, Map] = {name: self._obj.maps[name] for name in user_map_names(self._obj)
+                                         if name in self._obj.maps}
+            self._addresses = {name: map_address_fields(self._obj.btf, name) for name in self.maps}
+        except BaseException:
+            self._obj.close()
+            raise
+        log.debug("%s path loaded: program %s (id %d), maps %s", direction, program_name, self.program.id,
+                  ", ".join(self.maps))
+
+    def read_map(self, name: str, empty: bool = False) -> MapEntries:
+        """Every entry of map `name`, decoded. `empty=True` removes what was read (hash maps: batch
+        lookup-and-delete, so no update falls between read and delete; arrays: reset to zero after the
+        read; queues and stacks are always popped)."""
+        return read_entries(self.maps[name], empty, self._addresses.get(name, ({}, {})))
+
+    def close(self) -> None:
+        """Release the object (a program still attached through a link keeps running until detached)."""
+        self._obj.close()
+
+    def __repr__(self) -> str:
+        return f"<PathDataplane {self.direction} {self.hook} program={self.program.name} maps={list(self.maps)}>"
+
+
+def read_entries(m: Map, empty: bool, addresses=({}, {})) -> MapEntries:
+    """Read one map on the batch path (one syscall per few thousand entries) and decode it."""
+    kind = kind_of(m.type)
+    if kind == "queue":
+        values = m.pop_items()
+        return MapEntries(m.name, m.type, kind, [], values, False, *addresses)
+    if kind == "array" and empty:
+        values = [v for _, v in m.pop_items()]
+        return MapEntries(m.name, m.type, kind, [], values, m.per_cpu, *addresses)
+    raw_keys, raw_values, count = m.read_raw(delete=empty)
+    if m.per_cpu:
+        n = m.ncpus
+        flat = m.value_codec.decode_many(raw_values, count * n, per_cpu_stride(m.value_size))
+        values = [flat[i * n:(i + 1) * n] for i in range(count)]
+    else:
+        values = m.value_codec.decode_many(raw_values, count)
+    keys = m.key_codec.decode_many(raw_keys, count) if kind == "hash" else []
+    return MapEntries(m.name, m.type, kind, keys, values, m.per_cpu, *addresses)
+
+
+def build_path_dataplane(path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
+                         *, shared_origin: str = "the other path", pcn_log: bool = False):
+    """A PathDataplane, or the swap-on-read variant when a metric of the path asks for swap-on-read."""
+    if path.swap_on_read:
+        try:
+            from .swap import SwapPathDataplane
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__package__}.swap":
+                raise
+            where = next(i for i, m in enumerate(path.metric_configs) if m.extraction_options.swap_on_read)
+            raise ConfigError([(f"{direction}-path.metric-configs[{where}].extraction-options.swap-on-read",
+                                "swap-on-read is not available in this version of pynetmon")]) from None
+        return SwapPathDataplane(path, direction, hook, shared, shared_origin=shared_origin, pcn_log=pcn_log)
+    return PathDataplane(path, direction, hook, shared, shared_origin=shared_origin, pcn_log=pcn_log)

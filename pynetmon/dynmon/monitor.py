@@ -1,0 +1,292 @@
+"""`Dynmon`: a dynamic monitor whose dataplane is injected as Polycube-style configuration.
+
+>>> mon = Dynmon("monitor")
+>>> mon.set_dataplane_config("examples/dynmon/packet_counter.json")
+>>> mon.attach("eth0")                       # TC ingress/egress as the config says
+>>> mon.metrics("ingress", "packets_total")  # {"name": "packets_total", "value": [42], "timestamp": ...}
+>>> print(mon.open_metrics())
+>>> mon.close()
+
+Changing the configuration builds and loads the whole new dataplane first, then swaps the attached
+programs in place (no moment without a program), then releases the old one. A failure at any stage
+(invalid JSON, unknown map, compile error, verifier rejection, attach error) leaves the running
+dataplane attached and counting.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..errors import ConfigError, Error
+from .attachment import Attachment, check_mode, ingress_hook
+from .config import DIRECTIONS, DataplaneConfig, PathConfig, parse_config
+from .dataplane import build_path_dataplane
+from .metrics import metric_json
+from .openmetrics import exposition, families, shape_problem
+
+log = logging.getLogger("pynetmon.dynmon")
+
+
+class MetricNotFoundError(Error, KeyError):
+    """No metric of that name is configured on that path."""
+
+    def __init__(self, direction: str, name: str, known: list[str]):
+        msg = f"no {direction} metric named {name!r}; {direction} metrics are: {', '.join(known) or '(none)'}"
+        Error.__init__(self, msg)
+        self.direction = direction
+        self.metric = name
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class Dynmon:
+    """A dynamic monitor: user code on the ingress and/or egress path of one interface, read as metrics.
+
+    Thread safety: configuration changes are serialized; reads may run while a new configuration is
+    compiled and loaded (they wait only for the final swap, which takes microseconds).
+    """
+
+    def __init__(self, name: str, config: Any = None, *, pcn_log: bool = False):
+        """`config`: an optional first dataplane-config. `pcn_log=True` sends Polycube's pcn_log() calls to
+        the trace pipe (/sys/kernel/tracing/trace_pipe); by default they compile to nothing."""
+        self.name = name
+        self.pcn_log = pcn_log
+        self._change_lock = threading.RLock()   # one configuration change / attach / detach at a time
+        self._state_lock = threading.RLock()    # what reads see: taken by reads and by the final swap
+        self._configs: dict[str, PathConfig | None] = dict.fromkeys(DIRECTIONS)
+        self._paths: dict[str, Any] = dict.fromkeys(DIRECTIONS)
+        self._attachment: Attachment | None = None
+        self._mode = "tc"
+        self._closed = False
+        if config is not None:
+            self.set_dataplane_config(config)
+
+    # ---- configuration ------------------------------------------------------------------------------
+    @property
+    def dataplane_config(self) -> dict:
+        """The configuration that runs, in Polycube's JSON shape (empty paths as {})."""
+        with self._state_lock:
+            return {f"{d}-path": (self._configs[d].to_json() if self._configs[d] else {}) for d in DIRECTIONS}
+
+    def set_dataplane_config(self, config: Any) -> None:
+        """Inject a dataplane-config (dict, JSON text, path of a JSON file, or a DataplaneConfig).
+
+        A path missing from `config` keeps running as it is; `{}` removes a path's program. Raises
+        ConfigError (every problem with its JSON path), CompileError (clang's diagnostics at the user's
+        lines), VerifierError (the verifier's log) or an attach error; the old dataplane then still runs.
+        """
+        parsed = parse_config(config)
+        self._replace({d: parsed.path(d) for d in DIRECTIONS if parsed.path(d) is not None})
+
+    def reset_dataplane_config(self) -> None:
+        """Remove both paths' programs (the interface stays attached, with nothing running on it)."""
+        self._replace({d: PathConfig() for d in DIRECTIONS})
+
+    def _replace(self, changes: dict[str, PathConfig]) -> None:
+        with self._change_lock:
+            self._check_open()
+            effective = {d: changes.get(d, self._configs[d]) for d in DIRECTIONS}
+            _check_unique_names(effective)
+            built = self._build(changes, ingress_hook(self._mode))
+            try:
+                if self._attachment is not None:
+                    self._attachment.apply({d: built[d].program if built[d] else None for d in changes})
+            except BaseException:
+                _close_all(built.values())
+                raise
+            with self._state_lock:
+                old = [self._paths[d] for d in changes]
+                self._paths.update(built)
+                self._configs.update({d: (None if c.empty else c) for d, c in changes.items()})
+                _close_all(old)
+            log.info("dynmon %r: dataplane replaced on %s", self.name, ", ".join(changes))
+
+    def _build(self, changes: dict[str, PathConfig], hook_for_ingress: str, keep: dict | None = None) -> dict:
+        """Load the changed paths (ingress first, so egress can share its maps); all or nothing."""
+        built: dict[str, Any] = {}
+        try:
+            for direction in DIRECTIONS:
+                if direction not in changes:
+                    continue
+                cfg = changes[direction]
+                if cfg.empty:
+                    built[direction] = None
+                    continue
+                other = "egress" if direction == "ingress" else "ingress"
+                other_dp = built.get(other) if other in changes else self._paths[other]
+                shared = dict(other_dp.maps) if other_dp is not None else {}
+                if keep:
+                    shared.update(keep)
+                hook = hook_for_ingress if direction == "ingress" else "tc"
+                dp = build_path_dataplane(cfg, direction, hook, shared, shared_origin=f"the {other} path's code",
+                                          pcn_log=self.pcn_log)
+                built[direction] = dp
+                _check_shapes(cfg, direction, dp)
+        except BaseException:
+            _close_all(built.values())
+            raise
+        return built
+
+    # ---- attachment ---------------------------------------------------------------------------------
+    def attach(self, ifname: str, mode: str = "tc", *, netns: str | None = None) -> None:
+        """Attach to `ifname`: "tc" (default) runs both paths on TC; "xdp_skb"/"xdp_drv" run the ingress
+        path on XDP (generic / driver mode) and the egress path on TC egress. One interface at a time.
+
+        Code in Polycube style is recompiled for XDP when needed (its maps are kept, so counts go on);
+        libbpf-style code needs a SEC("xdp") program for the XDP modes.
+        """
+        check_mode(mode)
+        with self._change_lock:
+            self._check_open()
+            if self._attachment is not None:
+                a = self._attachment
+                raise Error(f"dynmon {self.name!r} is already attached to {a.ifname} ({a.mode}); detach() first "
+                            "(a dynmon runs on one interface at a time)")
+            rebuilt = None
+            hook = ingress_hook(mode)
+            current = self._paths["ingress"]
+            if current is not None and current.hook != hook:
+                rebuilt = self._build({"ingress": self._configs["ingress"]}, hook, keep=current.maps)["ingress"]
+            paths = dict(self._paths, **({"ingress": rebuilt} if rebuilt else {}))
+            attachment = Attachment(ifname, mode, netns)
+            try:
+                attachment.apply({d: dp.program for d, dp in paths.items() if dp is not None})
+            except BaseException:
+                _close_all([rebuilt])
+                raise
+            with self._state_lock:
+                if rebuilt is not None:
+                    self._paths["ingress"] = rebuilt
+                    _close_all([current])
+                self._attachment = attachment
+                self._mode = mode
+            log.info("dynmon %r attached to %s (%s)", self.name, ifname, mode)
+
+    def detach(self) -> None:
+        """Remove the programs from the interface (the loaded dataplane and its maps stay)."""
+        with self._change_lock:
+            if self._attachment is not None:
+                attachment, self._attachment = self._attachment, None
+                attachment.detach()
+
+    @property
+    def attachment(self) -> dict | None:
+        """Where the monitor is attached ({"ifname", "mode", "netns", "links"}), or None."""
+        return self._attachment.describe() if self._attachment else None
+
+    # ---- metrics ------------------------------------------------------------------------------------
+    def metrics(self, direction: str | None = None, name: str | None = None, *, per_cpu: bool = False) -> Any:
+        """Metrics in Polycube's JSON shape.
+
+        `metrics()` → {"ingress-metrics": [...], "egress-metrics": [...]}; `metrics("ingress")` → the
+        list of {"name", "value", "timestamp"}; `metrics("ingress", "packets_total")` → one of them.
+        Per-CPU maps are summed unless `per_cpu=True`. Reading a metric with empty-on-read empties it.
+        """
+        if direction is None:
+            return {f"{d}-metrics": self.metrics(d, per_cpu=per_cpu) for d in DIRECTIONS}
+        direction = _direction(direction)
+        with self._state_lock:
+            cfg, dp = self._configs[direction], self._paths[direction]
+            metrics = cfg.metric_configs if cfg else []
+            if name is not None:
+                chosen = [m for m in metrics if m.name == name]
+                if not chosen:
+                    raise MetricNotFoundError(direction, name, [m.name for m in metrics])
+                metrics = chosen
+            out = [metric_json(m.name, dp.read_map(m.map_name, m.extraction_options.empty_on_read), per_cpu)
+                   for m in metrics]
+        return out[0] if name is not None else out
+
+    def open_metrics(self) -> str:
+        """Every metric that has open-metrics-metadata, as OpenMetrics text (ends with "# EOF")."""
+        fams = []
+        with self._state_lock:
+            for direction in DIRECTIONS:
+                cfg, dp = self._configs[direction], self._paths[direction]
+                for m in (cfg.metric_configs if cfg else []):
+                    if m.open_metrics_metadata is not None:
+                        fams.extend(families(m, dp.read_map(m.map_name, m.extraction_options.empty_on_read)))
+        return exposition(fams)
+
+    def path_dataplane(self, direction: str):
+        """The loaded dataplane of a path (a PathDataplane or the swap-on-read variant), or None."""
+        return self._paths[_direction(direction)]
+
+    # ---- lifetime -----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Detach and release everything. Idempotent."""
+        with self._change_lock:
+            if self._closed:
+                return
+            try:
+                self.detach()
+            finally:
+                with self._state_lock:
+                    _close_all(self._paths.values())
+                    self._paths = dict.fromkeys(DIRECTIONS)
+                    self._configs = dict.fromkeys(DIRECTIONS)
+                    self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Error(f"dynmon {self.name!r} is closed")
+
+    def __enter__(self) -> "Dynmon":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" on {self._attachment.ifname} ({self._attachment.mode})" if self._attachment else ""
+        paths = ", ".join(f"{d}={c.name or 'unnamed'}" for d, c in self._configs.items() if c) or "no dataplane"
+        return f"<Dynmon {self.name!r}{where}: {paths}>"
+
+
+def _direction(direction: str) -> str:
+    d = direction.removesuffix("-metrics").removesuffix("-path")
+    if d not in DIRECTIONS:
+        raise ValueError(f"direction must be 'ingress' or 'egress', not {direction!r}")
+    return d
+
+
+def _close_all(dataplanes) -> None:
+    for dp in dataplanes:
+        if dp is not None:
+            try:
+                dp.close()
+            except Exception:  # noqa: BLE001 - closing the rest matters more
+                log.exception("closing a dataplane failed")
+
+
+def _check_unique_names(configs: dict[str, PathConfig | None]) -> None:
+    """OpenMetrics names must be unique across both paths: they share one exposition."""
+    seen: dict[str, str] = {}
+    problems = []
+    for direction in DIRECTIONS:
+        cfg = configs[direction]
+        for i, m in enumerate(cfg.metric_configs if cfg else []):
+            if m.open_metrics_metadata is None:
+                continue
+            if m.name in seen:
+                problems.append((f"{direction}-path.metric-configs[{i}].name",
+                                 f"metric {m.name!r} is also exported by the {seen[m.name]} path; OpenMetrics names "
+                                 "must be unique"))
+            seen.setdefault(m.name, direction)
+    if problems:
+        raise ConfigError(problems)
+
+
+def _check_shapes(cfg: PathConfig, direction: str, dp) -> None:
+    problems = []
+    for i, metric in enumerate(cfg.metric_configs):
+        problem = shape_problem(metric, dp.maps[metric.map_name])
+        if problem:
+            problems.append((f"{direction}-path.metric-configs[{i}].{problem[0]}", problem[1]))
+    if problems:
+        raise ConfigError(problems)
+
+
+__all__ = ["DataplaneConfig", "Dynmon", "MetricNotFoundError"]
