@@ -1,9 +1,11 @@
 """A dynmon cube: one `pynetmon.Dynmon` plus what Polycube's API shows about it."""
 from __future__ import annotations
 
-import copy
+import contextlib
 import logging
 from typing import Any
+
+from prometheus_client.core import Metric
 
 from .cube import Cube
 from .models import CubeType
@@ -15,36 +17,43 @@ DIRECTIONS = ("ingress", "egress")
 
 
 class DynmonCube(Cube):
-    """A named monitor. `config` is the dataplane-config that is running (None before the first one)."""
+    """A named monitor of Polycube type TC, XDP_SKB or XDP_DRV."""
 
     service = "dynmon"
 
     def __init__(self, name: str, cube_type: CubeType, netns: str | None):
-        from ..dynmon import Dynmon  # imported here: the service starts even if a monitor module is broken
+        from ..dynmon import Dynmon  # imported here: the daemon starts even if the dynmon package is broken
 
         super().__init__(name, netns)
         self.cube_type = cube_type
-        self.config: dict | None = None
         self.monitor = Dynmon(name)
 
     def type_name(self) -> str:
         return self.cube_type.value
+
+    @property
+    def config(self) -> dict:
+        """The dataplane-config that runs (both paths; a path without a program is {})."""
+        return self.monitor.dataplane_config
 
     def set_config(self, config: dict, path_prefix: str = "dataplane-config") -> None:
         """Replace the dataplane; on any error the old one keeps running and the error says why
         (`path_prefix` locates the config in the request body, for the error's JSON paths)."""
         with self.lock:
             try:
-                with self.in_netns():
-                    self.monitor.set_dataplane_config(copy.deepcopy(config))
+                self.monitor.set_dataplane_config(config)
             except Exception as exc:
                 raise from_exception(exc, path_prefix) from exc
-            self.config = config
             log.info("dynmon %r: new dataplane-config (%s)", self.name,
-                     ", ".join(f"{d}: {(config.get(f'{d}-path') or {}).get('name') or '-'}" for d in DIRECTIONS))
+                     ", ".join(f"{d}: {(config.get(f'{d}-path') or {}).get('name') or '-'}"
+                               for d in DIRECTIONS if f"{d}-path" in config) or "no paths given")
 
     def _attach(self, port: str) -> None:
-        self.monitor.attach(port, mode=self.cube_type.attach_mode)
+        # Dynmon attaches in `netns` itself (and keeps using it when the config changes).
+        self.monitor.attach(port, mode=self.cube_type.attach_mode, netns=self.netns)
+
+    def in_netns(self):
+        return contextlib.nullcontext()
 
     def _detach(self) -> None:
         self.monitor.detach()
@@ -54,19 +63,39 @@ class DynmonCube(Cube):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out["dataplane-config"] = self.config or {}
+        out["dataplane-config"] = self.config
         return out
 
     def snapshot(self) -> dict[str, Any]:
         return {"type": self.cube_type.value, "dataplane-config": self.config, "port": self.port}
 
-    # -- reads (no lock: Dynmon's reads are safe while a new dataplane is being loaded) ---------
+    # -- reads (no cube lock: Dynmon's reads wait only for the final swap of a config change) ----
     def metrics(self, direction: str | None = None, metric: str | None = None) -> Any:
         if direction is None:
             return self.monitor.metrics()
-        if metric is None:
-            return self.monitor.metrics(direction)
         return self.monitor.metrics(direction, metric)
 
     def open_metrics(self) -> str:
         return self.monitor.open_metrics()
+
+    def families(self) -> list[Metric]:
+        """The monitor's OpenMetrics families, as prometheus_client Metric objects."""
+        public = getattr(self.monitor, "families", None)
+        if callable(public):
+            return list(public())
+        return _families_of(self.monitor)
+
+
+def _families_of(monitor) -> list[Metric]:
+    # Dynmon has no public "families" method yet (only the rendered text of open_metrics(), which would
+    # have to be parsed back); this mirrors Dynmon.open_metrics under the monitor's own read lock, so a
+    # concurrent config change never closes a map while it is read.
+    from ..dynmon.openmetrics import families
+    out: list[Metric] = []
+    with monitor._state_lock:
+        for direction in DIRECTIONS:
+            cfg, dp = monitor._configs[direction], monitor._paths[direction]
+            for m in (cfg.metric_configs if cfg else []):
+                if m.open_metrics_metadata is not None:
+                    out.extend(families(m, dp.read_map(m.map_name, m.extraction_options.empty_on_read)))
+    return out

@@ -54,6 +54,8 @@ def from_exception(exc: BaseException, path_prefix: str = "") -> ApiError:
     if isinstance(exc, errors.ConfigError):
         problems = [(_prefixed(path_prefix, p), r) for p, r in exc.problems]
         return ApiError(400, "; ".join(f"{p}: {r}" if p else r for p, r in problems), problems)
+    if isinstance(exc, KeyError) and isinstance(exc, errors.Error):  # MetricNotFoundError, MapKeyError
+        return ApiError(404, str(exc))
     if isinstance(exc, errors.CompileError):
         return ApiError(400, str(exc), [(_prefixed(path_prefix, "code"), "clang: " + (exc.diagnostics or str(exc)))])
     if isinstance(exc, errors.VerifierError):
@@ -62,8 +64,6 @@ def from_exception(exc: BaseException, path_prefix: str = "") -> ApiError:
         return ApiError(400, str(exc), [(_prefixed(path_prefix, "filter"), str(exc))])
     if isinstance(exc, errors.InterfaceNotFoundError):
         return ApiError(400, str(exc), [("port", str(exc))])
-    if isinstance(exc, errors.MapKeyError):
-        return ApiError(404, str(exc))
     if isinstance(exc, errors.NotSupportedError):
         return ApiError(501, str(exc))
     if isinstance(exc, errors.PermissionDeniedError):

@@ -20,7 +20,7 @@ class Daemon:
                  prefix: tuple[str, ...] = (), env: dict | None = None):
         self.token = token
         self.log_path = log_path or Path(f"/tmp/pynetmon-serve-{os.getpid()}-{time.monotonic_ns()}.log")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the daemon, closed in stop()
         cmd = [*prefix, sys.executable, "-m", "pynetmon", "serve", "--listen", "127.0.0.1:0", *args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log,
                                      env={**os.environ, **(env or {})})
@@ -41,7 +41,7 @@ class Daemon:
     def cli(self, *args: str, check: bool = True, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         """Run `pynetmon ARGS -a 127.0.0.1 -p PORT` (the CLI as a user runs it)."""
         cmd = [*prefix, sys.executable, "-m", "pynetmon", *args, "-a", "127.0.0.1", "-p", str(self.port)]
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(cmd, check=False, cwd=REPO, capture_output=True, text=True, timeout=120)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc

@@ -54,7 +54,7 @@ def test_token_file_must_be_private(tmp_path):
 
 def test_serve_refuses_public_address_without_token():
     proc = subprocess.run([sys.executable, "-m", "pynetmon", "serve", "--listen", "0.0.0.0:0"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
+                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
     assert "--listen" in proc.stderr and "requires --token-file" in proc.stderr
 
@@ -148,7 +148,7 @@ def test_protect_metrics(token_file):
 
 
 def test_cli_says_when_the_daemon_is_not_running():
-    proc = subprocess.run([sys.executable, "-m", "pynetmon", "extract", "m", "-p", "1"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "pynetmon", "extract", "m", "-p", "1"], cwd=REPO, check=False,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "cannot reach the pynetmon daemon at http://localhost:1" in proc.stderr
@@ -166,5 +166,5 @@ def test_stops_cleanly_on_signals(sig):
 def test_token_file_errors_are_clear(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pynetmon", "serve", "--token-file", str(tmp_path / "none")],
                           cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ})
+                          env={**os.environ}, check=False)
     assert proc.returncode == 1 and "--token-file: cannot read" in proc.stderr
