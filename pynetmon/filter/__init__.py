@@ -8,12 +8,13 @@
 
 `PacketFilter` needs the BPF core (libbpf, root); the rest needs only libpcap.
 """
-from .cbpf import Insn, compile_cbpf, disassemble, interpret, libpcap_version
+from .cbpf import Insn, OfflineFilter, compile_cbpf, disassemble, interpret, libpcap_version
 from .translate import MAX_CAPLEN, cbpf_to_c, check_cbpf
 
 __all__ = [
     "MAX_CAPLEN",
     "Insn",
+    "OfflineFilter",
     "PacketFilter",
     "cbpf_to_c",
     "check_cbpf",

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from .._libpcap import ffi, lib
 from ..errors import FilterError
 
-__all__ = ["OPCODES", "Insn", "compile_cbpf", "disassemble", "interpret", "libpcap_version"]
+__all__ = ["OPCODES", "Insn", "OfflineFilter", "compile_cbpf", "disassemble", "interpret", "libpcap_version"]
 
 # Instruction classes and fields (<pcap/bpf.h>).
 LD, LDX, ST, STX, ALU, JMP, RET, MISC = (lib.BPF_LD, lib.BPF_LDX, lib.BPF_ST, lib.BPF_STX,
@@ -94,20 +94,46 @@ def _compile(text: str, snaplen: int, linktype: int) -> tuple[Insn, ...]:
             lib.pcap_close(handle)
 
 
-def interpret(insns, packet: bytes, wirelen: int | None = None) -> int:
-    """Run a classic BPF program with libpcap's interpreter, as `pcap_offline_filter` does.
+class OfflineFilter:
+    """A classic BPF program held in libpcap's own structures, run by `pcap_offline_filter`.
 
-    `packet` is the captured bytes (caplen = len(packet)); `wirelen` defaults to the same.
+    This is the reference the kernel-side filters are held to. The instructions are not checked:
+    libpcap's interpreter gives every program some meaning (0 for most faults).
+
+    >>> OfflineFilter(compile_cbpf("ip")).run(packet)
+    262144
+    """
+
+    def __init__(self, insns):
+        insns = list(insns)
+        if not insns:
+            raise FilterError("empty cBPF program")
+        self.insns = [Insn(*insn) for insn in insns]
+        self._insns = ffi.new("struct bpf_insn[]", len(insns))
+        for slot, (code, jt, jf, k) in zip(self._insns, insns):
+            slot.code, slot.jt, slot.jf, slot.k = code, jt, jf, k
+        self._program = ffi.new("struct bpf_program *")
+        self._program.bf_len = len(insns)
+        self._program.bf_insns = self._insns
+        self._header = ffi.new("struct pcap_pkthdr *")
+
+    def run(self, packet: bytes, wirelen: int | None = None) -> int:
+        """The program's return value on `packet` (caplen = len(packet)); `wirelen` defaults to caplen.
+
+        pcap_offline_filter() returns bpf_filter()'s unsigned result as an `int`; it is given back
+        unsigned, as the program computed it (a `ret #0xffffffff` is 4294967295, not -1).
+        """
+        self._header.caplen = len(packet)
+        self._header.len = len(packet) if wirelen is None else wirelen
+        return lib.pcap_offline_filter(self._program, self._header, ffi.from_buffer(packet)) & 0xFFFFFFFF
+
+
+def interpret(insns, packet: bytes, wirelen: int | None = None) -> int:
+    """Run a classic BPF program once with libpcap's interpreter, as `pcap_offline_filter` does.
+
     Returns the program's return value: 0 for no match, else the number of bytes to capture.
     """
-    insns = list(insns)
-    if not insns:
-        raise FilterError("empty cBPF program")
-    program = ffi.new("struct bpf_insn[]", len(insns))
-    for slot, (code, jt, jf, k) in zip(program, insns):
-        slot.code, slot.jt, slot.jf, slot.k = code, jt, jf, k
-    data = ffi.from_buffer(packet)
-    return lib.bpf_filter(program, data, len(packet) if wirelen is None else wirelen, len(packet))
+    return OfflineFilter(insns).run(packet, wirelen)
 
 
 def _opcode_table() -> dict[int, str]:

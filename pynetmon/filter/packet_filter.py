@@ -6,20 +6,22 @@ The object holds two `SEC("tc")` programs around the one translated function:
   length skb->len). This is the fast path, and the one the benchmarks time.
 - `filter_buffer` runs it on bytes that user space put in the one-entry array map `filter_packet`
   (caplen and wirelen included); the test packet is a dummy. BPF_PROG_TEST_RUN refuses packets shorter
-  than an Ethernet header (14 bytes) or longer than a page minus skb overhead, and the filter must see
-  the true captured length, so such packets take this path, as do runs with a wire length that differs
-  from the captured length.
+  than an Ethernet header (14 bytes) or longer than a page minus skb overhead (and kernel 6.x also
+  an IPv4/IPv6 EtherType without a whole IP header behind it), and the filter must see the true
+  captured length, so such packets take this path, as do runs with a wire length that differs from
+  the captured length.
 
 Both paths compute the same thing; the differential tests hold them to libpcap's interpreter.
 """
 from __future__ import annotations
 
+import errno
 import struct
 import threading
 from collections.abc import Iterable
 from typing import Self
 
-from ..errors import FilterError
+from ..errors import BPFError, FilterError
 from ..object import BPFObject
 from ..toolchain import compile_c
 from .cbpf import DEFAULT_SNAPLEN, Insn, compile_cbpf
@@ -182,7 +184,12 @@ class PacketFilter:
         elif not 0 <= wirelen <= 0xFFFFFFFF:
             raise ValueError(f"wirelen must fit in 32 bits, not {wirelen}")
         if wirelen == caplen and MIN_TEST_RUN <= caplen <= MAX_TEST_RUN:
-            return self._direct.test_run(packet).retval
+            try:
+                return self._direct.test_run(packet).retval
+            except BPFError as exc:
+                # Recent kernels also refuse an IPv4/IPv6 EtherType without a whole IP header.
+                if exc.errno != errno.EINVAL:
+                    raise
         shared = self._shared
         with shared.lock:
             _HEADER.pack_into(shared.buffer, 0, caplen, wirelen)

@@ -205,7 +205,8 @@ _PRELUDE = """\
 /* Packet words are read with one (possibly unaligned) load and byte-swapped: cBPF is big-endian. */
 typedef __u16 __attribute__((__may_alias__)) pynetmon_filter_u16;
 typedef __u32 __attribute__((__may_alias__)) pynetmon_filter_u32;
-/* Keeps clang from folding an offset's constant bound into a later check the verifier cannot use. */
+/* Makes an offset opaque to clang, so that its bounds check and its use are on one register: otherwise
+ * clang may check one copy of X and add another to the pointer, which the verifier cannot follow. */
 #define PYNETMON_FILTER_BARRIER(var) asm volatile("" : "+r"(var))
 #endif
 """
@@ -279,9 +280,9 @@ class _Emitter:
             # overflow-free "X + k + size <= caplen" then reduces to the comparison with end.
             return ["{",
                     "\t__u64 off = X;",
+                    "\tPYNETMON_FILTER_BARRIER(off);",
                     f"\tif (off > {bound})",
                     "\t\treturn 0;",
-                    "\tPYNETMON_FILTER_BARRIER(off);",
                     f"\tconst __u8 *p = pkt + {k} + off;",
                     f"\tif (p + {size} > end)",
                     "\t\treturn 0;",
