@@ -234,7 +234,7 @@ def _load_source(source: Any) -> Any:
     where = "dataplane-config"
     if isinstance(source, (bytes, bytearray)):
         text = bytes(source).decode("utf-8", "replace")
-    elif isinstance(source, os.PathLike) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+    elif isinstance(source, os.PathLike) or (isinstance(source, str) and not source.lstrip().startswith(("{", "["))):
         where = os.fspath(source)
         try:
             text = Path(source).read_text()

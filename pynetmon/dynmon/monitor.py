@@ -23,7 +23,8 @@ from .attachment import Attachment, check_mode, ingress_hook
 from .config import DIRECTIONS, DataplaneConfig, PathConfig, parse_config
 from .dataplane import build_path_dataplane
 from .metrics import metric_json
-from .openmetrics import exposition, families, shape_problem
+from .openmetrics import FORMATS, exposition, families, shape_problem
+from .swap import check_swap_maps_not_shared
 
 log = logging.getLogger("pynetmon.dynmon")
 
@@ -124,6 +125,7 @@ class Dynmon:
                                           pcn_log=self.pcn_log)
                 built[direction] = dp
                 _check_shapes(cfg, direction, dp)
+                check_swap_maps_not_shared(dp, other_dp)
         except BaseException:
             _close_all(built.values())
             raise
@@ -199,8 +201,14 @@ class Dynmon:
                    for m in metrics]
         return out[0] if name is not None else out
 
-    def open_metrics(self) -> str:
-        """Every metric that has open-metrics-metadata, as OpenMetrics text (ends with "# EOF")."""
+    def open_metrics(self, fmt: str = "openmetrics") -> str:
+        """Every metric that has open-metrics-metadata, as OpenMetrics text (ends with "# EOF").
+
+        `fmt="prometheus"` gives Prometheus' text format 0.0.4 instead (for `promtool check metrics` and
+        scrapers that do not negotiate OpenMetrics); the samples are the same.
+        """
+        if fmt not in FORMATS:  # before reading: an empty-on-read metric must not be emptied for nothing
+            raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         fams = []
         with self._state_lock:
             for direction in DIRECTIONS:
@@ -208,7 +216,7 @@ class Dynmon:
                 for m in (cfg.metric_configs if cfg else []):
                     if m.open_metrics_metadata is not None:
                         fams.extend(families(m, dp.read_map(m.map_name, m.extraction_options.empty_on_read)))
-        return exposition(fams)
+        return exposition(fams, fmt)
 
     def path_dataplane(self, direction: str):
         """The loaded dataplane of a path (a PathDataplane or the swap-on-read variant), or None."""

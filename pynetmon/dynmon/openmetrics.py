@@ -19,7 +19,8 @@ from typing import Any, Iterable
 
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
                                     SummaryMetricFamily, UnknownMetricFamily)
-from prometheus_client.openmetrics.exposition import generate_latest
+from prometheus_client.exposition import generate_latest as generate_prometheus_text
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
 
 from ..btf_codec import ArrayCodec, Codec, FloatCodec, IntCodec, StructCodec
@@ -217,6 +218,17 @@ class _Families:
         return self._fams
 
 
-def exposition(fams: list[Metric]) -> str:
-    """The OpenMetrics text of `fams` (with `# HELP`, `# TYPE` and the final `# EOF`)."""
-    return generate_latest(_Families(fams)).decode("utf-8")
+FORMATS = {"openmetrics": generate_openmetrics, "prometheus": generate_prometheus_text}
+CONTENT_TYPES = {"openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                 "prometheus": "text/plain; version=0.0.4; charset=utf-8"}
+
+
+def exposition(fams: list[Metric], fmt: str = "openmetrics") -> str:
+    """`fams` as text: "openmetrics" (OpenMetrics 1.0: `# HELP`, `# TYPE`, counters as `<name>_total`, a
+    final `# EOF`) or "prometheus" (text format 0.0.4, which `promtool check metrics` lints; it names a
+    counter's family after its `_total` sample, which OpenMetrics forbids, hence two formats)."""
+    try:
+        generate = FORMATS[fmt]
+    except KeyError:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}") from None
+    return generate(_Families(fams)).decode("utf-8")
