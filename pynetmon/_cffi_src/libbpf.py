@@ -72,7 +72,10 @@ struct bpf_xdp_query_opts {
 
 /* A growable byte sink that ring/perf buffer callbacks (written in C below) append records to, so
  * that Python handles a whole batch per poll instead of one callback per sample. Each record is
- * a native-endian u32 length followed by the sample bytes, padded to 8 bytes. */
+ * a native-endian u32 length followed by the sample bytes, padded to 8 bytes; with the flag
+ * PYNETMON_SINK_CONCAT the samples are appended back to back instead (for records that carry their
+ * own length, such as pcap records). A ring buffer poll stops once `used` reaches `limit` (0: no
+ * limit) so that a batch stays bounded while producers keep writing; `stopped` tells it happened. */
 struct pynetmon_sink {
     uint8_t *buf;
     size_t cap;
@@ -80,7 +83,12 @@ struct pynetmon_sink {
     uint64_t records;
     uint64_t lost;
     int oom;
+    uint32_t flags;
+    size_t limit;
+    int stopped;
 };
+#define PYNETMON_SINK_CONCAT 1
+#define PYNETMON_SINK_STOP ...
 """
 
 FUNCTIONS = """
@@ -182,7 +190,13 @@ struct pynetmon_sink {
     uint64_t records;
     uint64_t lost;
     int oom;
+    uint32_t flags;
+    size_t limit;
+    int stopped;
 };
+#define PYNETMON_SINK_CONCAT 1
+/* What the ring callback returns to make libbpf stop a poll early (the sample is consumed first). */
+#define PYNETMON_SINK_STOP (-ENOBUFS)
 
 static void _pynetmon_libbpf_log(int level, const char *msg);
 
@@ -203,7 +217,8 @@ static void pynetmon_install_print(void)
 
 static int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, uint32_t size)
 {
-    size_t need = (4 + (size_t)size + 7) & ~(size_t)7;
+    int concat = sink->flags & PYNETMON_SINK_CONCAT;
+    size_t need = concat ? (size_t)size : (4 + (size_t)size + 7) & ~(size_t)7;
     if (sink->used + need > sink->cap) {
         size_t cap = sink->cap ? sink->cap : 1 << 16;
         while (cap < sink->used + need)
@@ -216,8 +231,13 @@ static int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, ui
         sink->buf = grown;
         sink->cap = cap;
     }
-    memcpy(sink->buf + sink->used, &size, 4);
-    memcpy(sink->buf + sink->used + 4, data, size);
+    if (concat) {
+        memcpy(sink->buf + sink->used, data, size);
+    } else {
+        memcpy(sink->buf + sink->used, &size, 4);
+        memcpy(sink->buf + sink->used + 4, data, size);
+        memset(sink->buf + sink->used + 4 + size, 0, need - 4 - size);
+    }
     sink->used += need;
     sink->records++;
     return 0;
@@ -225,7 +245,13 @@ static int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, ui
 
 static int pynetmon_ring_sample(void *ctx, void *data, size_t size)
 {
-    return pynetmon_sink_append((struct pynetmon_sink *)ctx, data, (uint32_t)size);
+    struct pynetmon_sink *sink = (struct pynetmon_sink *)ctx;
+    pynetmon_sink_append(sink, data, (uint32_t)size);
+    if (sink->limit && sink->used >= sink->limit) {
+        sink->stopped = 1;
+        return PYNETMON_SINK_STOP;
+    }
+    return 0;
 }
 
 static struct ring_buffer *pynetmon_ring_buffer_new(int map_fd, struct pynetmon_sink *sink)

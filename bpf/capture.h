@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Shared between bpf/capture.bpf.c and pynetmon/capture/ (decoded from BTF, never re-declared in Python). */
+#ifndef PYNETMON_CAPTURE_H
+#define PYNETMON_CAPTURE_H
+
+#include <linux/types.h>
+
+/* The most bytes of one packet that cross to user space, and the widest window a filter looks at.
+ * (The translated filter's loads are bounded by the same number, MAX_PACKET_OFF of the verifier.) */
+#define CAPTURE_MAX_CAPLEN 65535
+
+/* The per-CPU scratch buffer holds a filter window plus the rest of the captured bytes; the verifier
+ * has to see room for both maxima at once. */
+#define CAPTURE_SCRATCH_BYTES (2 * 65536)
+
+enum capture_direction {
+    CAPTURE_INGRESS = 0,
+    CAPTURE_EGRESS = 1,
+};
+
+/* A ring buffer record is this header followed by `caplen` bytes of the frame. The header is laid out
+ * as a pcap record header (nanosecond-resolution pcap, host byte order), with the wall-clock time
+ * already computed in the kernel, so user space appends whole batches of records to a pcap file or
+ * stream without looking at each packet. */
+struct capture_record {
+    __u32 ts_sec;
+    __u32 ts_nsec;
+    __u32 caplen;
+    __u32 wirelen;
+};
+
+/* Per CPU, per direction (key: enum capture_direction). */
+struct capture_counters {
+    __u64 seen;           /* packets the filter ran on */
+    __u64 matched;        /* packets the filter accepted */
+    __u64 captured;       /* records put in the ring buffer */
+    __u64 dropped;        /* matched packets lost because the ring buffer was full */
+    __u64 errors;         /* matched packets whose bytes could not be read from the skb */
+    __u64 captured_bytes; /* frame bytes put in the ring buffer */
+};
+
+/* One entry, written by user space; read on every packet, so a change takes effect at once. */
+struct capture_config {
+    __s64 clock_offset_ns;  /* CLOCK_REALTIME - CLOCK_TAI, measured by user space */
+    __u32 snaplen;          /* bytes to keep of each packet (before the filter's own limit) */
+    __u32 wakeup_bytes;     /* wake the reader once this much data waits (0: adaptive, per record) */
+};
+
+struct capture_scratch {
+    struct capture_record record;
+    __u8 data[CAPTURE_SCRATCH_BYTES];
+};
+
+#endif

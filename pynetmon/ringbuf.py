@@ -1,0 +1,255 @@
+"""Readers of BPF ring buffers (BPF_MAP_TYPE_RINGBUF) and perf buffers (BPF_MAP_TYPE_PERF_EVENT_ARRAY).
+
+Both hand whole batches to Python: libbpf's sample callback is C (the `pynetmon_sink` in
+_cffi_src/libbpf.py) and appends every sample to one growing buffer, so a poll costs one call into C
+however many records it brings, and Python splits the batch afterwards (or not at all, see
+`concatenate`). The GIL is released while a poll waits.
+
+>>> with RingBuffer(obj.maps["events"]) as rb:
+...     for record in rb.poll(timeout_ms=100):   # list of bytes, one per sample
+...         handle(record)
+...     for record in rb:                        # or iterate: blocks until the reader is closed
+...         ...
+
+Lost samples: a perf buffer reports samples the kernel overwrote (`lost`). A ring buffer never loses
+what was committed; a program learns of a full ring from `bpf_ringbuf_output`'s error and counts it
+itself. Either reader counts samples it had to drop for want of memory in `oom`.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+import threading
+from typing import Callable, Iterator
+
+from ._binding import check, ffi, lib
+from .errors import NotSupportedError, error_from_errno
+from .maps import Map
+
+__all__ = ["RingBuffer", "PerfBuffer", "split_records"]
+
+DEFAULT_BATCH_LIMIT = 4 << 20  # a ring buffer poll returns once this many bytes are collected
+_LENGTH = struct.Struct("=I")
+
+Callback = Callable[[bytes], object]
+
+
+def split_records(batch: bytes | memoryview, count: int | None = None) -> list[bytes]:
+    """Split a framed batch (u32 length, sample, padding to 8 bytes; repeated) into samples."""
+    view = memoryview(batch)
+    records = []
+    offset, end = 0, len(view)
+    unpack = _LENGTH.unpack_from
+    while offset + 4 <= end:
+        (size,) = unpack(view, offset)
+        records.append(bytes(view[offset + 4:offset + 4 + size]))
+        offset += (4 + size + 7) & ~7
+    if count is not None and len(records) != count:
+        raise ValueError(f"batch holds {len(records)} records, expected {count}")
+    return records
+
+
+def _map_fd(map: Map | int, expected: str, what: str) -> tuple[int, str]:
+    if isinstance(map, Map):
+        if map.type != expected:
+            raise NotSupportedError(f"{what} reads a {expected} map; {map.name!r} is a {map.type} map")
+        return map.fd, map.name
+    if isinstance(map, int):
+        found = Map.from_fd(map)
+        if found.type != expected:
+            raise NotSupportedError(f"{what} reads a {expected} map; fd {map} is a {found.type} map")
+        return map, found.name
+    raise TypeError(f"{what} needs a Map or a map file descriptor, not {type(map).__name__}")
+
+
+class _BufferReader:
+    """What ring and perf buffer readers share: the sink, batching, iteration and closing."""
+
+    kind = "buffer"
+
+    def __init__(self, callback: Callback | None, concatenate: bool, batch_limit: int):
+        self.callback = callback
+        self.concatenate = concatenate
+        self._sink = ffi.new("struct pynetmon_sink *")
+        self._sink.flags = lib.PYNETMON_SINK_CONCAT if concatenate else 0
+        self._sink.limit = max(int(batch_limit), 0)
+        self._handle = ffi.NULL
+        # libbpf's buffer objects are not thread-safe, and close() must not free one under a poll.
+        self._lock = threading.Lock()
+        self.closed = False
+
+    # Subclasses set these to the libbpf functions of their kind.
+    _poll_fn = _consume_fn = _epoll_fd_fn = _free_fn = None
+
+    @property
+    def lost(self) -> int:
+        """Samples the kernel reported lost (perf buffers; always 0 for ring buffers)."""
+        return int(self._sink.lost)
+
+    @property
+    def oom(self) -> int:
+        """Samples dropped because the reader could not grow its batch buffer."""
+        return int(self._sink.oom)
+
+    @property
+    def records(self) -> int:
+        """Samples read since the reader was made."""
+        return int(self._sink.records)
+
+    def fileno(self) -> int:
+        """The epoll descriptor: readable when samples wait (for select/poll/asyncio)."""
+        self._check_open()
+        return type(self)._epoll_fd_fn(self._handle)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"{self.kind} reader is closed")
+
+    def poll_batch(self, timeout_ms: int = -1) -> tuple[bytes, int]:
+        """Wait up to `timeout_ms` (-1: forever, 0: not at all) for samples; return (batch, count).
+
+        The batch is framed (see `split_records`) or, with `concatenate=True`, the samples back to back.
+        A ring buffer poll returns early once `batch_limit` bytes are collected; the rest waits.
+        """
+        return self._collect(type(self)._poll_fn, int(timeout_ms))
+
+    def consume_batch(self) -> tuple[bytes, int]:
+        """Take whatever samples wait, without waiting; return (batch, count)."""
+        return self._collect(lambda handle, _timeout: type(self)._consume_fn(handle), 0)
+
+    def _collect(self, fn, timeout_ms: int) -> tuple[bytes, int]:
+        with self._lock:
+            self._check_open()
+            sink = self._sink
+            before = sink.records
+            sink.stopped = 0
+            ret = fn(self._handle, timeout_ms)
+            if ret < 0 and not (sink.stopped and ret == lib.PYNETMON_SINK_STOP) and -ret != errno.EINTR:
+                raise error_from_errno(-ret, f"polling {self.kind} buffer")
+            count = int(sink.records - before)
+            batch = ffi.buffer(sink.buf, sink.used)[:] if sink.used else b""
+            sink.used = 0
+        return batch, count
+
+    def _records(self, batch: bytes, count: int) -> list[bytes]:
+        if self.concatenate:
+            raise NotSupportedError("a reader made with concatenate=True returns batches: use poll_batch()")
+        records = split_records(batch, count) if count else []
+        if self.callback is not None:
+            for record in records:
+                self.callback(record)
+        return records
+
+    def poll(self, timeout_ms: int = -1) -> list[bytes]:
+        """Wait up to `timeout_ms` (-1: forever) for samples and return them (an empty list on timeout).
+
+        With a `callback`, it is also called with each sample, in order, before poll returns.
+        """
+        return self._records(*self.poll_batch(timeout_ms))
+
+    def consume(self) -> list[bytes]:
+        """The samples that wait now, without waiting."""
+        return self._records(*self.consume_batch())
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Every sample, as it comes; ends when the reader is closed (from another thread)."""
+        while not self.closed:
+            try:
+                records = self.poll(100)
+            except ValueError:
+                if self.closed:
+                    return
+                raise
+            yield from records
+
+    def close(self) -> None:
+        """Free the libbpf reader and the batch buffer (waits for a poll in progress to return)."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._handle != ffi.NULL:
+                type(self)._free_fn(self._handle)
+                self._handle = ffi.NULL
+            lib.pynetmon_sink_free(self._sink)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class RingBuffer(_BufferReader):
+    """Reader of a BPF ring buffer map (one buffer shared by all CPUs, records in commit order).
+
+    `callback(record)` is called for each record by `poll`/`consume`; `concatenate=True` keeps records
+    back to back (for records that carry their own length) and is read with `poll_batch`;
+    `batch_limit` bounds the bytes one poll collects (0: unbounded).
+
+    >>> rb = RingBuffer(obj.maps["events"])
+    >>> rb.poll(100)
+    [b'...', b'...']
+    """
+
+    kind = "ring"
+    _poll_fn = staticmethod(lib.ring_buffer__poll)
+    _consume_fn = staticmethod(lib.ring_buffer__consume)
+    _epoll_fd_fn = staticmethod(lib.ring_buffer__epoll_fd)
+    _free_fn = staticmethod(lib.ring_buffer__free)
+
+    def __init__(self, map: Map | int, callback: Callback | None = None, *, concatenate: bool = False,
+                 batch_limit: int = DEFAULT_BATCH_LIMIT):
+        fd, self.map_name = _map_fd(map, "ringbuf", "RingBuffer")
+        super().__init__(callback, concatenate, batch_limit)
+        handle = lib.pynetmon_ring_buffer_new(fd, self._sink)
+        if handle == ffi.NULL:
+            raise error_from_errno(ffi.errno or errno.EINVAL, f"opening ring buffer {self.map_name!r}")
+        self._handle = handle
+
+    def add(self, map: Map | int) -> None:
+        """Read another ring buffer map through this reader too (its samples join the same batches)."""
+        fd, name = _map_fd(map, "ringbuf", "RingBuffer.add")
+        with self._lock:
+            self._check_open()
+            check(lib.pynetmon_ring_buffer_add(self._handle, fd, self._sink), f"adding ring buffer {name!r}")
+
+    def __repr__(self) -> str:
+        return f"<RingBuffer {self.map_name!r}{' closed' if self.closed else ''}>"
+
+
+class PerfBuffer(_BufferReader):
+    """Reader of a perf event array map (one buffer of `page_cnt` pages per CPU).
+
+    Samples from different CPUs are not ordered among themselves. The kernel pads each sample so that
+    sample + 4-byte size is a multiple of 8: a sample may end with up to 7 bytes of padding.
+    Samples overwritten before they were read are counted in `lost`.
+    """
+
+    kind = "perf"
+    _poll_fn = staticmethod(lib.perf_buffer__poll)
+    _consume_fn = staticmethod(lib.perf_buffer__consume)
+    _epoll_fd_fn = staticmethod(lib.perf_buffer__epoll_fd)
+    _free_fn = staticmethod(lib.perf_buffer__free)
+
+    def __init__(self, map: Map | int, page_cnt: int = 64, callback: Callback | None = None, *,
+                 concatenate: bool = False):
+        if page_cnt <= 0 or page_cnt & (page_cnt - 1):
+            raise ValueError(f"page_cnt must be a power of two, not {page_cnt}")
+        fd, self.map_name = _map_fd(map, "perf_event_array", "PerfBuffer")
+        super().__init__(callback, concatenate, 0)
+        handle = lib.pynetmon_perf_buffer_new(fd, page_cnt, self._sink)
+        if handle == ffi.NULL:
+            raise error_from_errno(ffi.errno or errno.EINVAL, f"opening perf buffer {self.map_name!r}",
+                                   f"{page_cnt} pages per CPU")
+        self._handle = handle
+        self.page_cnt = page_cnt
+
+    def __repr__(self) -> str:
+        return f"<PerfBuffer {self.map_name!r} {self.page_cnt} pages/CPU{' closed' if self.closed else ''}>"
