@@ -11,6 +11,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-f
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/*.h bpf/include/*.h)
+BPF_SRC_COPY := $(patsubst bpf/%,pynetmon/data/src/%,$(BPF_SRC) $(wildcard bpf/*.h))
 APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 \
                 gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl
 STAMP_APT := $(VENV)/.apt-stamp
@@ -21,7 +22,7 @@ PYTEST_ARGS ?=
 
 all: build
 
-bpf: $(BPF_OBJ) pynetmon/data/include/.stamp
+bpf: $(BPF_OBJ) pynetmon/data/include/.stamp $(BPF_SRC_COPY)
 
 pynetmon/data/%.bpf.o: bpf/%.bpf.c $(BPF_HDR) pynetmon/data/vmlinux.h
 	@mkdir -p pynetmon/data
@@ -33,6 +34,12 @@ pynetmon/data/%.bpf.o: bpf/%.bpf.c $(BPF_HDR) pynetmon/data/vmlinux.h
 pynetmon/data/vmlinux.h:
 	@mkdir -p pynetmon/data
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+# The C sources of the shipped objects, for objects rebuilt at run time around injected code (the
+# capture dataplane around a translated filter).
+pynetmon/data/src/%: bpf/%
+	@mkdir -p pynetmon/data/src
+	cp $< $@
 
 # Headers that run-time compiled code (Dynmon injections, translated filters) may include.
 pynetmon/data/include/.stamp: $(wildcard bpf/include/*.h bpf/include/*/*.h bpf/include/*/*/*.h)
@@ -74,4 +81,4 @@ lint: deps
 	$(PY) -m ruff check pynetmon tests benchmarks
 
 clean:
-	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/include pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c
+	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/include pynetmon/data/src pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c
