@@ -16,6 +16,14 @@ from .program import Program, TestRun
 __all__ = [
     "BPFError", "BPFObject", "CompileError", "ConfigError", "Error", "FilterError", "InterfaceNotFoundError",
     "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError", "PermissionDeniedError", "Program",
-    "TestRun", "VerifierError",
+    "TestRun", "VerifierError", "Dynmon",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Dynmon brings pydantic and prometheus_client (about a second to import): load it on first use only.
+    if name == "Dynmon":
+        from .dynmon import Dynmon
+        return Dynmon
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
