@@ -31,6 +31,13 @@ struct {
 } hash_rich SEC(".maps");
 
 struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, SMALL);
+    __type(key, __u32);
+    __type(value, struct flow_record);
+} hash_records SEC(".maps");
+
+struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, 16);
     __type(key, __u32);

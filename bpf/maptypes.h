@@ -20,6 +20,12 @@ struct flow_stats {
     __u64 bytes;
 };
 
+/* Big-endian and native fields side by side (the batch decoder unpacks them in two passes). */
+struct flow_record {
+    struct flow_key key;
+    struct flow_stats stats;
+};
+
 enum verdict {
     VERDICT_PASS = 0,
     VERDICT_DROP = 1,
