@@ -12,7 +12,7 @@ import os
 from typing import Any, Iterable, Iterator
 
 from ._binding import check, ffi, lib
-from .btf_codec import BytesCodec, Codec, IntCodec, per_cpu_stride
+from .btf_codec import BytesCodec, Codec, IntCodec, gc_paused, per_cpu_stride
 from .errors import MapKeyError, NotSupportedError, error_from_errno
 
 MAP_TYPE_NAMES = {getattr(lib, n): n[len("BPF_MAP_TYPE_"):].lower() for n in dir(lib) if n.startswith("BPF_MAP_TYPE_")}
@@ -232,14 +232,15 @@ class Map:
         return sum(1 for _ in self._iter_raw_keys())
 
     def _decode_pairs(self, keys: bytes, values: bytes, count: int) -> list[tuple[Any, Any]]:
-        ks = self.key_codec.decode_many(keys, count)
-        if self.per_cpu:
-            vs_flat = self.value_codec.decode_many(values, count * self.ncpus, self._stride)
-            n = self.ncpus
-            vs = [vs_flat[i * n:(i + 1) * n] for i in range(count)]
-        else:
-            vs = self.value_codec.decode_many(values, count)
-        return list(zip(ks, vs))
+        with gc_paused(count >= 10_000):  # millions of small containers: see gc_paused
+            ks = self.key_codec.decode_many(keys, count)
+            if self.per_cpu:
+                vs_flat = self.value_codec.decode_many(values, count * self.ncpus, self._stride)
+                n = self.ncpus
+                vs = [vs_flat[i * n:(i + 1) * n] for i in range(count)]
+            else:
+                vs = self.value_codec.decode_many(values, count)
+            return list(zip(ks, vs))
 
     def read_raw(self, delete: bool = False) -> tuple[bytes, bytes, int]:
         """Every entry as (packed keys, packed values, count): the fastest whole-map read.
