@@ -191,3 +191,57 @@ def _same(a, b) -> bool:
     if isinstance(a, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
+
+
+# ---- compiled batch decoders --------------------------------------------------------------------------
+
+def test_compiled_rows_agree_with_per_value_decode_for_every_type(btf_types):
+    import random
+    btf = btf_types.types.btf
+    rng = random.Random(5)
+    checked = 0
+    for type_id in range(1, lib.btf__type_cnt(btf)):
+        kind = lib.btf_kind(lib.btf__type_by_id(btf, type_id))
+        if kind not in (lib.BTF_KIND_INT, lib.BTF_KIND_STRUCT, lib.BTF_KIND_ARRAY, lib.BTF_KIND_TYPEDEF,
+                        lib.BTF_KIND_ENUM, lib.BTF_KIND_FLOAT):
+            continue
+        codec = btf_types.types.codec(type_id)
+        if not codec.size:
+            continue
+        for stride in (codec.size, per_cpu_stride(codec.size) + 8):
+            rows = [rng.randbytes(stride) for _ in range(7)]
+            data = b"".join(rows)
+            expected = [codec.decode(row[:codec.size]) for row in rows]
+            assert _same(codec.decode_many(data, 7, stride), expected), (codec.describe(), stride)
+        checked += 1
+    assert checked > 20
+
+
+def test_big_endian_only_structs_unpack_in_one_pass(btf_types):
+    from pynetmon.btf_codec import compile_rows
+    flow_key = compile_rows(btf_types["flow_key"], 16)
+    record = compile_rows(btf_types["flow_record"], 32)
+    assert [n for n in flow_key.__globals__ if n.startswith("_s")] == ["_s0"]
+    assert flow_key.__globals__["_s0"].format.startswith(">")
+    assert sorted(n for n in record.__globals__ if n.startswith("_s")) == ["_s0", "_s1"]  # native + big-endian
+    value = {"key": {"saddr": 1, "daddr": 2, "sport": 3, "dport": 4, "proto": 5, "pad": b"\0\0\0"},
+             "stats": {"packets": 6, "bytes": 7}}
+    assert record(memoryview(btf_types["flow_record"].encode(value) * 2)) == [value, value]
+
+
+def test_gc_paused_restores_the_collector():
+    import gc
+
+    from pynetmon.btf_codec import gc_paused
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gc_paused():
+        raise RuntimeError
+    assert gc.isenabled()
+    with gc_paused(False):
+        assert gc.isenabled()

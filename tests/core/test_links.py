@@ -221,7 +221,8 @@ def test_clsact_update_replaces_the_filter_program(hosts, counter_object):
         link.update(counter_object.programs["count_egress"])
         assert "count_egress" in clsact_state(b)[1] and "count_ingress" not in clsact_state(b)[1]
         exchange(a, b, 10)
-    assert counted(counter_object, 0) == 0 and 10 <= counted(counter_object, 1) <= 10 + SLACK
+    # before the update only IPv6 chatter can have reached count_ingress; afterwards everything is count_egress's
+    assert counted(counter_object, 0) <= SLACK and 10 <= counted(counter_object, 1) <= 10 + SLACK
 
 
 # ---- XDP -------------------------------------------------------------------------------------------------
@@ -257,5 +258,5 @@ def test_xdp_update_swaps_and_a_second_attach_is_refused(hosts, counter_object):
         link.update(other.programs["just_pass"])
         assert xdp_programs("eth0", netns=b.netns)["skb"] == other.programs["just_pass"].id
         exchange(a, b, 10)
-        assert counted(counter_object, 0) == 0  # the counting program is no longer attached
+        assert counted(counter_object, 0) <= SLACK  # only chatter from before the update: 10 more were not counted
     assert xdp_programs("eth0", netns=b.netns)["skb"] == 0

@@ -21,6 +21,7 @@ EXPECTED = {  # name: (type, key_size, value_size, max_entries)
     "hash_int": ("hash", 4, 8, 64),
     "hash_flows": ("hash", 16, 16, 64),
     "hash_rich": ("hash", 4, 72, 64),
+    "hash_records": ("hash", 4, 32, 64),
     "array_int": ("array", 4, 8, 16),
     "array_struct": ("array", 4, 16, 16),
     "percpu_hash_int": ("percpu_hash", 4, 4, 64),
