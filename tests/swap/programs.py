@@ -31,3 +31,13 @@ def program_source(maps: str, body: str, section: str = "tc") -> str:
     """A one-program object: `maps` declarations and the body of `int f(void *ctx)` in `section`."""
     return ("#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n" + maps +
             f'\nSEC("{section}") int f(void *ctx) {{ {body} }}\nchar LICENSE[] SEC("license") = "GPL";\n')
+
+
+def exactness_config() -> dict:
+    """The issue's config: counting.bpf.c on ingress; by_len swap-on-read + empty-on-read, by_slot
+    swap-on-read only, truth a plain (shared) metric."""
+    return {"ingress-path": {"name": "exactness", "code": (HERE / "counting.bpf.c").read_text(), "metric-configs": [
+        {"name": "packets_by_length", "map-name": "by_len",
+         "extraction-options": {"swap-on-read": True, "empty-on-read": True}},
+        {"name": "packets_by_slot", "map-name": "by_slot", "extraction-options": {"swap-on-read": True}},
+        {"name": "packets_seen", "map-name": "truth"}]}, "egress-path": {}}
