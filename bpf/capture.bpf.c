@@ -80,12 +80,13 @@ static __always_inline int copy_frame(struct __sk_buff *skb, struct capture_scra
     }
     if (to <= from)
         return 0;
-    __u32 len = to - from;
+    /* 64-bit, so that the register that is checked is the one passed to the helper. */
+    __u64 start = from, len = (__u64)to - from;
     CAPTURE_BARRIER(len);
-    CAPTURE_BARRIER(from);
-    if (from > CAPTURE_MAX_CAPLEN || len > CAPTURE_MAX_CAPLEN || len < 1)
+    CAPTURE_BARRIER(start);
+    if (start > CAPTURE_MAX_CAPLEN || len > CAPTURE_MAX_CAPLEN || len < 1)
         return -1;
-    return bpf_skb_load_bytes(skb, from - tag_bytes, s->data + from, len);
+    return bpf_skb_load_bytes(skb, from - tag_bytes, s->data + start, len);
 }
 
 static __always_inline void capture(struct __sk_buff *skb, __u32 direction)
