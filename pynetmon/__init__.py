@@ -12,11 +12,12 @@ from .errors import (BPFError, CompileError, ConfigError, Error, FilterError, In
 from .maps import Map
 from .object import BPFObject
 from .program import Program, TestRun
+from .ringbuf import PerfBuffer, RingBuffer
 
 __all__ = [
     "BPFError", "BPFObject", "CompileError", "ConfigError", "Error", "FilterError", "InterfaceNotFoundError",
     "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError", "PermissionDeniedError", "Program",
-    "TestRun", "VerifierError", "Dynmon",
+    "TestRun", "VerifierError", "Dynmon", "PacketCapture", "PerfBuffer", "RingBuffer",
 ]
 __version__ = "0.1.0"
 
@@ -26,4 +27,7 @@ def __getattr__(name: str):
     if name == "Dynmon":
         from .dynmon import Dynmon
         return Dynmon
+    if name == "PacketCapture":  # brings libpcap's filter compiler
+        from .capture import PacketCapture
+        return PacketCapture
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
