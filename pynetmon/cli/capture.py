@@ -1,0 +1,133 @@
+"""Capture packets on an interface with an eBPF dataplane, like `tcpdump -w`.
+
+The filter runs in the kernel; matching packets are written to FILE as a nanosecond pcap
+(`-w -`: to standard output, so that `pynetmon capture eth0 -w - | tcpdump -r -` works). Without -w,
+one line per packet is printed. Ctrl-C (or SIGTERM) stops cleanly: the dataplane is detached, the
+file flushed and closed, and the counts printed on standard error, as tcpdump does.
+
+The filter is -f EXPR, or the words after the interface when the options come first
+(`pynetmon capture -w x.pcap eth0 tcp port 80`); without one, everything is captured."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+from ..capture import PacketCapture
+from ..capture.pcap import RECORD_HEADER, iter_records
+from ..errors import Error
+
+NAME = "capture"
+HELP = "capture packets on an interface into a pcap file (like tcpdump -w)"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("iface", help="the network interface to capture on")
+    parser.add_argument("expression", nargs="*", help="the filter, as for tcpdump (alternative to -f; options must come before IFACE)")
+    parser.add_argument("-f", "--filter", help="pcap-filter(7) expression (default: every packet)")
+    parser.add_argument("-s", "--snaplen", type=int, default=262144,
+                        help="bytes to keep of each packet (default 262144)")
+    parser.add_argument("-d", "--direction", choices=("ingress", "egress", "bidirectional"),
+                        default="bidirectional", help="which packets to capture (default bidirectional)")
+    parser.add_argument("-w", "--write", metavar="FILE",
+                        help="write a pcap file (overwritten if it exists); '-' for standard output")
+    parser.add_argument("-U", "--packet-buffered", action="store_true",
+                        help="flush the output every 50 ms instead of every second")
+    parser.add_argument("-n", "--netns", help="the network namespace the interface is in")
+    parser.add_argument("--ring-size", type=int, default=8 << 20, metavar="BYTES",
+                        help="kernel ring buffer size, a power of two (default 8 MiB)")
+
+
+def _filter(args) -> str:
+    if args.filter and args.expression:
+        raise Error("give the filter either with -f or after the interface, not both")
+    text = args.filter or " ".join(args.expression)
+    return text if text.strip() else "all"
+
+
+def _open_output(path: str):
+    if path == "-":
+        return sys.stdout.buffer
+    try:
+        return open(path, "wb")
+    except OSError as exc:
+        raise Error(f"cannot write {path!r}: {exc.strerror}") from None
+
+
+def run(args) -> int:
+    stop = threading.Event()
+
+    def on_signal(_signum, _frame):
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    output = None
+    try:
+        expr = _filter(args)
+        if args.write:
+            output = _open_output(args.write)
+            cap = PacketCapture("cli", capture=args.direction, filter=expr, snaplen=args.snaplen, dump=output,
+                                ring_bytes=args.ring_size, flush_interval=0.05 if args.packet_buffered else 1.0)
+        else:
+            cap = PacketCapture("cli", capture=args.direction, filter=expr, snaplen=args.snaplen,
+                                network_mode=True, ring_bytes=args.ring_size, flush_interval=0.2)
+        with cap:
+            cap.attach(args.iface, netns=args.netns)
+            where = f"{args.iface} in {args.netns}" if args.netns else args.iface
+            print(f"pynetmon capture: listening on {where}, {args.direction}, filter {expr!r}, "
+                  f"snapshot length {args.snaplen} bytes", file=sys.stderr)
+            if args.write:
+                while not stop.wait(0.2) and cap.error is None:
+                    pass
+            else:
+                _print_packets(cap, stop, args.iface)
+        stats = cap.stats()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if output is not None and output is not sys.stdout.buffer:
+            output.close()
+    print(f"{stats['delivered']} packets captured\n{stats['seen']} packets received by filter\n"
+          f"{stats['dropped']} packets dropped ({stats['dropped_kernel']} by kernel)", file=sys.stderr)
+    if stats["error"]:
+        print(f"pynetmon capture: stopped: {stats['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_packets(cap: PacketCapture, stop: threading.Event, iface: str) -> None:
+    """One line per packet: time, interface, lengths and a dpkt summary of the headers."""
+    stream = cap.stream()
+    next(stream)  # the global header
+    pending = b""
+    for chunk in stream:
+        pending += chunk
+        end = 0
+        for start, end in iter_records(pending):
+            sec, nsec, caplen, wirelen = RECORD_HEADER.unpack_from(pending, start)
+            frame = pending[start + RECORD_HEADER.size:end]
+            stamp = time.strftime("%H:%M:%S", time.localtime(sec))
+            print(f"{stamp}.{nsec:09d} {iface} {_describe(frame)}, length {wirelen}"
+                  f"{'' if caplen == wirelen else f' (captured {caplen})'}", flush=True)
+        pending = pending[end:]
+        if stop.is_set() or cap.error:
+            return
+
+
+def _describe(frame: bytes) -> str:
+    import dpkt  # only the printing mode needs it
+
+    try:
+        eth = dpkt.ethernet.Ethernet(frame)
+    except (dpkt.UnpackError, IndexError):
+        return "truncated Ethernet frame"
+    ip = eth.data
+    if isinstance(ip, (dpkt.ip.IP, dpkt.ip6.IP6)):
+        import ipaddress
+        src, dst = ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst)
+        l4 = ip.data
+        if isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+            return f"{type(l4).__name__} {src}.{l4.sport} > {dst}.{l4.dport}"
+        return f"IP {src} > {dst} proto {ip.p if hasattr(ip, 'p') else ip.nxt}"
+    return f"ethertype {eth.type:#06x}"
