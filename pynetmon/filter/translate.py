@@ -221,17 +221,7 @@ class _Emitter:
         self.program = program
         self.name = name
         self.cap = max_caplen
-        self.targets = self._jump_targets()
-        self.lines: list[str] = []
-
-    def _jump_targets(self) -> set[int]:
-        targets = set()
-        for pc, (code, jt, jf, k) in enumerate(self.program):
-            if code == JMP | JA:
-                targets.add(pc + 1 + k)
-            elif code in _CONDITIONAL_JUMPS:
-                targets.update((pc + 1 + jt, pc + 1 + jf))
-        return targets
+        self.targets: set[int] = set()  # instructions a goto leads to: they get a label
 
     def source(self) -> str:
         words = sorted({k for code, _, _, k in self.program if code in (LD | MEM, LDX | MEM, ST, STX)})
@@ -243,17 +233,21 @@ class _Emitter:
                "\t__u32 A = 0, X = 0;"]
         if words:
             out.append("\t__u32 " + ", ".join(f"M{w} = 0" for w in words) + ";")
+            out.append("\t" + " ".join(f"(void)M{w};" for w in words))  # libpcap may store and never load
         out.append("\t(void)pkt; (void)end; (void)wirelen; (void)A; (void)X;")
-        for pc, insn in enumerate(self.program):
+        bodies = [self._insn(pc, insn) for pc, insn in enumerate(self.program)]
+        for pc, (insn, body) in enumerate(zip(self.program, bodies)):
             label = f"L{pc}: " if pc in self.targets else ""
-            body = self._insn(pc, insn)
             out.append(f"{label}\t/* {pc}: {disassemble(insn, pc)} */")
-            out.extend("\t" + line for line in body)
+            out.extend("\t" + line for line in body or [";"])
         out.append("}")
         return "\n".join(out) + "\n"
 
     def _goto(self, pc: int, target: int) -> list[str]:
-        return [] if target == pc + 1 else [f"goto L{target};"]
+        if target == pc + 1:
+            return []
+        self.targets.add(target)
+        return [f"goto L{target};"]
 
     def _load(self, size: int, pointer: str) -> str:
         if size == 4:
@@ -349,5 +343,5 @@ class _Emitter:
         if on_true == on_false:
             return self._goto(pc, on_true)
         if on_true == pc + 1:
-            return [f"if (!({cond}))", f"\tgoto L{on_false};"]
-        return [f"if ({cond})", f"\tgoto L{on_true};", *self._goto(pc, on_false)]
+            return [f"if (!({cond}))", "\t" + self._goto(pc, on_false)[0]]
+        return [f"if ({cond})", "\t" + self._goto(pc, on_true)[0], *self._goto(pc, on_false)]

@@ -25,7 +25,7 @@ from .programs import random_programs
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parents[2] / "shared" / "testdata" / "libpcap_en10mb_filters.txt"
 BATCH = 40
-GENERATED_PACKETS = int(os.environ.get("PYNETMON_FILTER_PACKETS", "3000"))
+GENERATED_PACKETS = int(os.environ.get("PYNETMON_FILTER_PACKETS", "2000"))
 
 pytestmark = pytest.mark.bpf
 
@@ -98,7 +98,7 @@ def test_pcap_files(filters):
 def test_pcap_files_truncated(filters):
     """Every pcap packet cut at a few captured lengths, including below an Ethernet header."""
     bad = []
-    for name, index, data, wirelen in pcap_packets()[::3]:
+    for name, index, data, wirelen in pcap_packets()[::5]:
         for caplen in sorted({0, 1, 13, 14, 15, 33, 34, 54, 55, len(data) - 1}):
             if 0 <= caplen < len(data):
                 bad += [f"{name}#{index}[:{caplen}]: {m}" for m in _mismatches(filters, data[:caplen], wirelen)]
