@@ -45,6 +45,9 @@ class Codec:
         return s
 
     def decode(self, data) -> Any:
+        builder = self._rows_builder(self.size)
+        if builder is not None:
+            return builder(memoryview(data)[:self.size])[0]
         return self.build(iter(self._struct.unpack_from(data)))
 
     def decode_many(self, data, count: int, stride: int | None = None) -> list:
@@ -273,7 +276,7 @@ class StructCodec(Codec):
             raw = bytearray(self.size)
             for name, off, codec in self.fields:
                 try:
-                    raw[off:off + codec.size] = _pack(codec, obj.get(name, _zero(codec)))
+                    raw[off:off + codec.size] = _pack(codec, obj[name] if name in obj else _zero(codec))
                 except ValueError as exc:
                     raise _member_error(name, exc) from None
             whole = int.from_bytes(raw, "little")
@@ -286,7 +289,7 @@ class StructCodec(Codec):
             return
         for name, _, codec in self.fields:
             try:
-                codec.flatten(obj.get(name, _zero(codec)), out)
+                codec.flatten(obj[name] if name in obj else _zero(codec), out)
             except ValueError as exc:
                 raise _member_error(name, exc) from None
 
@@ -407,8 +410,14 @@ def _pack(codec: Codec, obj: Any) -> bytes:
 
 
 def _zero(codec: Codec):
-    """The Python value of an all-zero C object: missing struct fields encode as zero."""
-    return codec.decode(bytes(codec.size))
+    """The Python value of an all-zero C object: missing struct fields encode as zero (cached per codec)."""
+    zero = codec.__dict__.get("_zero_value", _NO_VALUE)
+    if zero is _NO_VALUE:
+        zero = codec.__dict__["_zero_value"] = codec.decode(bytes(codec.size))
+    return zero
+
+
+_NO_VALUE = object()
 
 
 class BTFTypes:
