@@ -12,7 +12,7 @@ stay attached.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..link import Link, attach_tc, attach_xdp
 from ..program import Program
@@ -84,7 +84,7 @@ class Attachment:
                 else:
                     self.links[direction].update(previous)
                     self.programs[direction] = previous
-            except Exception:  # noqa: BLE001 - keep undoing the rest; the original error is what matters
+            except Exception:
                 log.exception("could not undo %s of the %s program on %s", action, direction, self.ifname)
 
     def detach(self) -> None:

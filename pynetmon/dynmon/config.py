@@ -26,7 +26,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -65,7 +65,7 @@ class OpenMetricsMetadata(_Model):
     help: str = ""
     type: str = "untyped"
     labels: list[Label] = Field(default_factory=list)
-    buckets: Optional[list[float]] = None
+    buckets: list[float] | None = None
 
     @field_validator("type", mode="before")
     @classmethod
@@ -85,7 +85,7 @@ class OpenMetricsMetadata(_Model):
 
     @field_validator("buckets")
     @classmethod
-    def _sorted_buckets(cls, v: Optional[list[float]]) -> Optional[list[float]]:
+    def _sorted_buckets(cls, v: list[float] | None) -> list[float] | None:
         if v is not None and (not v or any(b >= a for a, b in zip(v[1:], v))):
             raise ValueError("bucket upper bounds must be a non-empty, strictly increasing list")
         return v
@@ -104,7 +104,7 @@ class MetricConfig(_Model):
     name: str
     map_name: str = Field(alias="map-name")
     extraction_options: ExtractionOptions = Field(default_factory=ExtractionOptions, alias="extraction-options")
-    open_metrics_metadata: Optional[OpenMetricsMetadata] = Field(None, alias="open-metrics-metadata")
+    open_metrics_metadata: OpenMetricsMetadata | None = Field(None, alias="open-metrics-metadata")
 
     @field_validator("name", "map_name")
     @classmethod
@@ -114,7 +114,7 @@ class MetricConfig(_Model):
         return v
 
     @model_validator(mode="after")
-    def _openmetrics_name(self) -> "MetricConfig":
+    def _openmetrics_name(self) -> MetricConfig:
         if self.open_metrics_metadata is not None and not _METRIC_NAME.match(self.name):
             raise ValueError(f"metric name {self.name!r} is not a valid OpenMetrics name "
                              "(letters, digits, _ and :, not starting with a digit)")
@@ -127,8 +127,8 @@ class PathConfig(_Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, arbitrary_types_allowed=True)
 
     name: str = ""
-    code: Optional[Union[str, bytes, Path]] = None
-    object: Optional[str] = None
+    code: str | bytes | Path | None = None
+    object: str | None = None
     metric_configs: list[MetricConfig] = Field(default_factory=list, alias="metric-configs")
 
     @model_validator(mode="before")
@@ -142,7 +142,7 @@ class PathConfig(_Model):
         return data
 
     @model_validator(mode="after")
-    def _check(self) -> "PathConfig":
+    def _check(self) -> PathConfig:
         has_code = self.code is not None and self.code != ""
         if has_code and self.object:
             raise ValueError('give "code" or "object", not both')
@@ -187,10 +187,10 @@ class PathConfig(_Model):
 class DataplaneConfig(_Model):
     """Both paths. `None` means "not given" (keep what runs); an empty PathConfig means "no program"."""
 
-    ingress_path: Optional[PathConfig] = Field(None, alias="ingress-path")
-    egress_path: Optional[PathConfig] = Field(None, alias="egress-path")
+    ingress_path: PathConfig | None = Field(None, alias="ingress-path")
+    egress_path: PathConfig | None = Field(None, alias="egress-path")
 
-    def path(self, direction: str) -> Optional[PathConfig]:
+    def path(self, direction: str) -> PathConfig | None:
         return self.ingress_path if direction == "ingress" else self.egress_path
 
     def to_json(self) -> dict:
@@ -243,8 +243,8 @@ def _load_source(source: Any) -> Any:
     elif isinstance(source, str):
         text = source
     else:
-        raise ConfigError([("", f"a dataplane-config must be a dict, JSON text or a file path, "
-                                f"not {type(source).__name__}")])
+        raise ConfigError([("", (f"a dataplane-config must be a dict, JSON text or a file path, not "
+                                 f"{type(source).__name__}"))])
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

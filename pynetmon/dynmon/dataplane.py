@@ -14,8 +14,8 @@ picks between the two; the helpers below (`compile_path`, `open_path_object`, `c
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from ..btf_codec import per_cpu_stride
 from ..errors import CompileError, ConfigError
@@ -107,9 +107,9 @@ def reuse_shared_maps(obj: BPFObject, direction: str, shared: Mapping[str, Map],
         theirs = (existing.type, existing.key_size, existing.value_size, existing.max_entries)
         if mine != theirs:
             raise ConfigError([(f"{direction}-path.code",
-                                f"map {name!r} is defined here as {_describe(*mine)} but in {shared_origin} as "
-                                f"{_describe(*theirs)}; maps with the same name are one shared map, so both "
-                                "definitions must agree")])
+                                (f"map {name!r} is defined here as {_describe(*mine)} but in {shared_origin} as "
+                                 f"{_describe(*theirs)}; maps with the same name are one shared map, so both "
+                                 "definitions must agree"))])
         spec.reuse(existing)
         reused.append(name)
     return reused

@@ -309,4 +309,4 @@ def _pcn_format(literal: str) -> str:
     return literal
 
 
-__all__ = ["HOOKS", "MapDecl", "Translation", "WRAPPER_PROGRAMS", "detect_dialect", "translate"]
+__all__ = ["HOOKS", "WRAPPER_PROGRAMS", "MapDecl", "Translation", "detect_dialect", "translate"]

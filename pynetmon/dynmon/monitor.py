@@ -241,7 +241,7 @@ class Dynmon:
         if self._closed:
             raise Error(f"dynmon {self.name!r} is closed")
 
-    def __enter__(self) -> "Dynmon":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -265,7 +265,7 @@ def _close_all(dataplanes) -> None:
         if dp is not None:
             try:
                 dp.close()
-            except Exception:  # noqa: BLE001 - closing the rest matters more
+            except Exception:
                 log.exception("closing a dataplane failed")
 
 
@@ -280,8 +280,8 @@ def _check_unique_names(configs: dict[str, PathConfig | None]) -> None:
                 continue
             if m.name in seen:
                 problems.append((f"{direction}-path.metric-configs[{i}].name",
-                                 f"metric {m.name!r} is also exported by the {seen[m.name]} path; OpenMetrics names "
-                                 "must be unique"))
+                                 (f"metric {m.name!r} is also exported by the {seen[m.name]} path; OpenMetrics "
+                                  "names must be unique")))
             seen.setdefault(m.name, direction)
     if problems:
         raise ConfigError(problems)

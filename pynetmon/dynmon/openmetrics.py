@@ -15,10 +15,18 @@ How a map becomes samples (every sample also carries the metric's configured sta
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from operator import itemgetter
+from typing import Any
 
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric,
-                                    SummaryMetricFamily, UnknownMetricFamily)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+    UnknownMetricFamily,
+)
 from prometheus_client.exposition import generate_latest as generate_prometheus_text
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.utils import floatToGoString
@@ -28,9 +36,6 @@ from ..maps import Map
 from .config import MetricConfig, histogram_bounds
 from .entries import MapEntries, kind_of
 from .metrics import bytes_text, prepared
-
-Labels = list[tuple[str, str]]
-
 
 # ---- shape checks (at injection, against the loaded map) -------------------------------------------
 
@@ -85,53 +90,84 @@ def shape_problem(metric: MetricConfig, m: Map) -> tuple[str, str] | None:
 
 # ---- samples ------------------------------------------------------------------------------------------
 
-def _label_value(v: Any) -> str:
-    if isinstance(v, (bytes, bytearray)):
-        return bytes_text(bytes(v))
-    return str(v)
+Path_ = tuple  # field names and indexes leading into a decoded key or value
 
 
-def key_labels(key: Any, prefix: str = "") -> Labels:
-    """A hash key as labels: `key` for a scalar, one label per (nested) struct field otherwise."""
-    if isinstance(key, dict):
-        out: Labels = []
-        for name, v in key.items():
-            out.extend(key_labels(v, f"{prefix}{name}_" if isinstance(v, (dict, list)) else f"{prefix}{name}"))
-        return out
-    if isinstance(key, list):
-        return [(f"{prefix}{i}", _label_value(v)) for i, v in enumerate(key)]
-    return [(prefix or "key", _label_value(key))]
+def _leaves(obj: Any, path: Path_ = ()) -> Iterable[tuple[Path_, Any]]:
+    """(path, scalar) for every scalar inside a decoded key or value, in field order."""
+    if isinstance(obj, dict):
+        for name, v in obj.items():
+            yield from _leaves(v, path + (name,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _leaves(v, path + (i,))
+    else:
+        yield path, obj
 
 
-def flatten_value(value: Any, suffix: str = "", labels: Labels | None = None) -> Iterable[tuple[str, Labels, float]]:
-    """(name suffix, extra labels, number) for every numeric leaf of a value."""
-    labels = labels or []
-    if isinstance(value, bool):
-        yield suffix, labels, int(value)
-    elif isinstance(value, (int, float)):
-        yield suffix, labels, value
-    elif isinstance(value, dict):
-        for name, v in value.items():
-            yield from flatten_value(v, f"{suffix}_{name}", labels)
-    elif isinstance(value, list):
-        label = "index" if not any(n == "index" for n, _ in labels) else f"index{len(labels)}"
-        for i, v in enumerate(value):
-            yield from flatten_value(v, suffix, labels + [(label, str(i))])
+def _getter(path: Path_) -> Callable[[Any], Any]:
+    if not path:
+        return lambda obj: obj
+    if len(path) == 1:
+        return itemgetter(path[0])
+
+    def get(obj):
+        for step in path:
+            obj = obj[step]
+        return obj
+    return get
 
 
-def _series(metric: MetricConfig, entries: MapEntries) -> list[tuple[Labels, Any]]:
-    """(labels, value) per entry: hash keys and array indexes as labels."""
+def _text(v: Any) -> str:
+    return bytes_text(bytes(v)) if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+def _label_name(path: Path_) -> str:
+    name = "_".join(str(p) for p in path) or "key"
+    # Prometheus reserves label names that start with "__"; C fields such as "__pad" would be rejected.
+    return (name.lstrip("_") or "field") if name.startswith("__") else name
+
+
+def _merge_names(first: list[str], second: list[str]) -> list[str]:
+    """`first` + `second`, a name of `second` already used renamed (key labels never hide static ones)."""
+    used = set(first)
+    out = list(first)
+    for n in second:
+        while n in used:
+            n = f"key_{n}"
+        used.add(n)
+        out.append(n)
+    return out
+
+
+# Every entry of a map has the same C type, so the shape of the first key and value is planned once
+# (label names, field getters) and each entry then costs one getter call per label and per sample.
+
+def _series(entries: MapEntries) -> tuple[list[str], list[tuple[list[str], Any]]]:
+    """(label names, [(label values, value), ...]): hash keys and array indexes as labels."""
     keys, values = prepared(entries)
     if entries.kind == "hash":
-        return [(_sanitize(key_labels(k)), v) for k, v in zip(keys, values)]
+        if not keys:
+            return [], []
+        plan = [(_label_name(path), _getter(path)) for path, _ in _leaves(keys[0])]
+        getters = [get for _, get in plan]
+        return [n for n, _ in plan], [([_text(get(k)) for get in getters], v) for k, v in zip(keys, values)]
     if len(values) == 1:
-        return [([], values[0])]
-    return [([("index", str(i))], v) for i, v in enumerate(values)]
+        return [], [([], values[0])]
+    return ["index"], [([str(i)], v) for i, v in enumerate(values)]
 
 
-def _sanitize(labels: Labels) -> Labels:
-    # Prometheus reserves label names that start with "__"; C fields such as "__pad" would be rejected.
-    return [(n.lstrip("_") or "field", v) if n.startswith("__") else (n, v) for n, v in labels]
+def _value_plan(value: Any) -> list[tuple[str, list[tuple[str, str]], Callable[[Any], Any]]]:
+    """(name suffix, constant extra labels, getter) per numeric leaf of a value: struct fields become
+    name suffixes, array positions `index` labels."""
+    plan = []
+    for path, leaf in _leaves(value):
+        if isinstance(leaf, (int, float)):
+            suffix = "".join(f"_{p}" for p in path if isinstance(p, str))
+            positions = [p for p in path if isinstance(p, int)]
+            extra = [("index" if i == 0 else f"index{i}", str(p)) for i, p in enumerate(positions)]
+            plan.append((suffix, extra, _getter(path)))
+    return plan
 
 
 def _family(kind: str, name: str, help_: str, label_names: list[str]) -> Metric:
@@ -144,68 +180,60 @@ def families(metric: MetricConfig, entries: MapEntries) -> list[Metric]:
     meta = metric.open_metrics_metadata
     if meta is None:
         return []
-    static = [(label.name, label.value) for label in meta.labels]
-    series = [(_merge(static, labels), value) for labels, value in _series(metric, entries)]
+    static_names = [label.name for label in meta.labels]
+    static_values = [label.value for label in meta.labels]
+    key_names, rows = _series(entries)
+    names = _merge_names(static_names, key_names)
     if meta.type == "histogram":
-        return [_histogram(metric, entries, series)]
+        return [_histogram(metric, entries, names, [(static_values + lv, v) for lv, v in rows])]
     if meta.type == "summary":
-        fam = None
-        for labels, value in series:
-            if fam is None:
-                fam = SummaryMetricFamily(metric.name, meta.help, labels=[n for n, _ in labels])
-            fam.add_metric([v for _, v in labels], count_value=value["count"], sum_value=value["sum"])
-        return [fam or SummaryMetricFamily(metric.name, meta.help, labels=[])]
+        fam = SummaryMetricFamily(metric.name, meta.help, labels=names)
+        for label_values, value in rows:
+            fam.add_metric(static_values + label_values, count_value=value["count"], sum_value=value["sum"])
+        return [fam]
     base = metric.name.removesuffix("_total") if meta.type == "counter" else metric.name
-    by_name: dict[str, Metric] = {}
-    for labels, value in series:
-        for suffix, extra, number in flatten_value(value):
-            all_labels = _merge(labels, extra)
-            fam = by_name.get(suffix)
-            if fam is None:
-                fam = by_name[suffix] = _family(meta.type, base + suffix, meta.help, [n for n, _ in all_labels])
-            fam.add_metric([v for _, v in all_labels], number)
-    if not by_name:  # an empty map still announces its metric
-        by_name[""] = _family(meta.type, base, meta.help, [n for n, _ in static])
-    return list(by_name.values())
+    if not rows:  # an empty map still announces its metric
+        return [_family(meta.type, base, meta.help, names)]
+    by_suffix: dict[str, Metric] = {}
+    samples = []
+    for suffix, extra, get in _value_plan(rows[0][1]):
+        all_names = _merge_names(names, [n for n, _ in extra])
+        fam = by_suffix.get(suffix)
+        if fam is None:
+            fam = by_suffix[suffix] = _family(meta.type, base + suffix, meta.help, all_names)
+        samples.append((fam.add_metric, [v for _, v in extra], get))
+    for label_values, value in rows:
+        label_values = static_values + label_values
+        for add, extra_values, get in samples:
+            add(label_values + extra_values if extra_values else label_values, get(value))
+    return list(by_suffix.values())
 
 
-def _merge(first: Labels, second: Labels) -> Labels:
-    """Labels of `first` then `second`; a name already used is renamed (key labels never hide static ones)."""
-    names = {n for n, _ in first}
-    out = list(first)
-    for n, v in second:
-        while n in names:
-            n = f"key_{n}"
-        names.add(n)
-        out.append((n, v))
-    return out
-
-
-def _histogram(metric: MetricConfig, entries: MapEntries, series: list[tuple[Labels, Any]]) -> Metric:
+def _histogram(metric: MetricConfig, entries: MapEntries, names: list[str], rows: list[tuple[list[str], Any]]) \
+        -> Metric:
     meta = metric.open_metrics_metadata
-    static = [(label.name, label.value) for label in meta.labels]
-    if entries.kind in ("array", "queue") and series and isinstance(series[0][1], (int, float)):
+    static = [label.value for label in meta.labels]
+    if entries.kind in ("array", "queue") and rows and isinstance(rows[0][1], (int, float)):
         # An array of numbers is one histogram: element i is bucket i.
-        groups = [(static, [v for _, v in series], None)]
+        names = names[:len(static)]
+        groups = [(static, [v for _, v in rows], None)]
     else:
         groups = []
-        for labels, value in series:
+        for label_values, value in rows:
             if isinstance(value, dict):
                 field = next(n for n, v in value.items() if isinstance(v, list))
-                groups.append((labels, value[field], value.get("sum")))
+                groups.append((label_values, value[field], value.get("sum")))
             else:
-                groups.append((labels, value, None))
-    fam = None
-    for labels, counts, total in groups:
-        if fam is None:
-            fam = HistogramMetricFamily(metric.name, meta.help, labels=[n for n, _ in labels])
+                groups.append((label_values, value, None))
+    fam = HistogramMetricFamily(metric.name, meta.help, labels=names)
+    for label_values, counts, total in groups:
         bounds = histogram_bounds(meta, len(counts))
         cumulative, running = [], 0
         for bound, count in zip(bounds, counts):
             running += count
             cumulative.append((floatToGoString(bound), running))
-        fam.add_metric([v for _, v in labels], cumulative, sum_value=total)
-    return fam or HistogramMetricFamily(metric.name, meta.help, labels=[n for n, _ in static])
+        fam.add_metric(label_values, cumulative, sum_value=total)
+    return fam
 
 
 class _Families:

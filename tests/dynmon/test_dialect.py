@@ -130,18 +130,19 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
 
 
 def test_compile_errors_point_at_the_users_lines():
-    code = "\r\n".join(["BPF_ARRAY(C, u64, 1);",
-                        "static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {",
-                        "    u64 *c = C.lookup(&zero);",   # line 3: `zero` is undeclared
-                        "    return RX_OK;",
-                        "}"])
+    # Polycube's examples use CRLF line ends; line 3 uses the undeclared `zero`.
+    code = """BPF_ARRAY(C, u64, 1);
+static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {
+    u64 *c = C.lookup(&zero);
+    return RX_OK;
+}""".replace("\n", "\r\n")
     with pytest.raises(CompileError) as info:
         compile_c(translate(code, direction="ingress").source, filename="ingress-path.bpf.c")
     assert re.search(r"^ingress-path\.code:3:\d+: error: use of undeclared identifier 'zero'",
-                     info.value.diagnostics, re.M), info.value.diagnostics
+                     info.value.diagnostics, re.MULTILINE), info.value.diagnostics
     with pytest.raises(CompileError) as info:
         compile_c(translate("#include <linux/bpf.h>\n\nint x = ;\n", direction="egress").source)
-    assert re.search(r"^egress-path\.code:3:\d+: error", info.value.diagnostics, re.M), info.value.diagnostics
+    assert re.search(r"^egress-path\.code:3:\d+: error", info.value.diagnostics, re.MULTILINE), info.value.diagnostics
 
 
 def test_libbpf_code_is_left_alone_except_for_a_license():

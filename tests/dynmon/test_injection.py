@@ -10,7 +10,7 @@ from pynetmon.dynmon import Dynmon, PathConfig
 from pynetmon.link import tc_programs, xdp_programs
 from pynetmon.toolchain import compile_c
 
-from .helpers import exchange, example, path_config
+from .helpers import example, exchange, path_config
 
 PORT = 5555
 

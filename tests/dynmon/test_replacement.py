@@ -13,7 +13,7 @@ from pynetmon import CompileError, ConfigError, Map, VerifierError
 from pynetmon.dynmon import Dynmon
 from pynetmon.link import tc_programs
 
-from .helpers import exchange, example, path_config
+from .helpers import example, exchange, path_config
 
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)  # Linux; Python does not export it
 COUNTER = example("packet_counter")["ingress-path"]["code"]
@@ -34,8 +34,8 @@ BAD = {
     "missing field": ({"ingress-path": {"name": "x", "code": COUNTER, "metric-configs": [{"name": "p"}]}},
                       ConfigError, "ingress-path.metric-configs[0].map-name: field required"),
     "unknown map": ({"ingress-path": path_config(COUNTER, ("p", "FOO"))}, ConfigError,
-                    "ingress-path.metric-configs[0].map-name: map 'FOO' is not defined by the code; maps are: "
-                    "PKT_COUNTER"),
+                    ("ingress-path.metric-configs[0].map-name: map 'FOO' is not defined by the code; maps are: "
+                     "PKT_COUNTER")),
     "broken C": ({"ingress-path": path_config(BROKEN_C, ("p", "PKT_COUNTER"))}, CompileError,
                  "ingress-path.code:10:15: error: use of undeclared identifier 'one'"),
     "verifier rejection": ({"ingress-path": path_config(VERIFIER_REJECTS)}, VerifierError, "dynmon_ingress"),
@@ -46,9 +46,10 @@ BAD = {
         "open-metrics-metadata": {"type": "summary"}}))}, ConfigError,
         "a summary needs struct values with numeric 'count' and 'sum' fields"),
     "shared map defined twice differently": (
-        {"ingress-path": path_config(COUNTER), "egress-path": path_config(COUNTER.replace("uint64_t, 1", "uint32_t, 4"))},
-        ConfigError, "map 'PKT_COUNTER' is defined here as array (key 4 B, value 4 B, 4 entries) but in the ingress "
-                     "path's code as array (key 4 B, value 8 B, 1 entries)"),
+        {"ingress-path": path_config(COUNTER),
+         "egress-path": path_config(COUNTER.replace("uint64_t, 1", "uint32_t, 4"))},
+        ConfigError, ("map 'PKT_COUNTER' is defined here as array (key 4 B, value 4 B, 4 entries) but in the ingress "
+                      "path's code as array (key 4 B, value 8 B, 1 entries)")),
     "invalid JSON": ('{"ingress-path": ', ConfigError, "not valid JSON"),
 }
 
