@@ -1,0 +1,17 @@
+"""Check that this machine can run pynetmon: kernel, BTF, bpffs, capabilities, a real program load, tcx,
+clang, libbpf, libpcap and the JIT. Prints one line per check with its verdict; exits 1 when a check fails."""
+from __future__ import annotations
+
+NAME = "doctor"
+HELP = "check kernel, privileges and tools; one verdict per line"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args) -> int:
+    from ..doctor import doctor
+    report = doctor()
+    print(report.to_json() if args.json else report.table())
+    return 0 if report.ok else 1
