@@ -12,12 +12,14 @@ from .errors import (BPFError, CompileError, ConfigError, Error, FilterError, In
 from .maps import Map
 from .object import BPFObject
 from .program import Program, TestRun
+from .link import attach_tc, attach_xdp
+from .doctor import doctor
 from .ringbuf import PerfBuffer, RingBuffer
 
 __all__ = [
     "BPFError", "BPFObject", "CompileError", "ConfigError", "Error", "FilterError", "InterfaceNotFoundError",
     "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError", "PermissionDeniedError", "Program",
-    "TestRun", "VerifierError", "Dynmon", "PacketCapture", "PerfBuffer", "RingBuffer",
+    "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "Dynmon", "PacketCapture", "PerfBuffer", "RingBuffer",
 ]
 __version__ = "0.1.0"
 
