@@ -76,7 +76,7 @@ class Codec:
             cache[stride] = compile_rows(self, stride)
         return cache[stride]
 
-    def _plan(self, offset: int, plan: "RowPlan") -> str | None:
+    def _plan(self, offset: int, plan: RowPlan) -> str | None:
         """Add this value's leaves (at `offset`) to `plan` and return the Python expression that rebuilds
         the value from the leaf variables; None when the type cannot be planned."""
         return None
@@ -384,7 +384,8 @@ def compile_rows(codec: Codec, stride: int) -> Callable[[memoryview], list] | No
         source = f"lambda view: [{expr} for {targets[0]} in {sources[0]}]"
     else:
         source = f"lambda view: [{expr} for {', '.join(targets)} in zip({', '.join(sources)})]"
-    return eval(source, namespace)  # noqa: S307 - the source is built from BTF names quoted with repr()
+    # The source is built from BTF member names quoted with repr() and from generated variable names.
+    return eval(source, namespace)
 
 
 def _member_error(member: str, exc: ValueError) -> ValueError:
