@@ -5,6 +5,7 @@ check that decode and encode are inverse on every value the C type can hold.
 """
 from __future__ import annotations
 
+import math
 import struct
 
 import pytest
@@ -184,7 +185,7 @@ def test_flat_struct_fast_path_agrees_with_encode(btf_types, rows):
 
 def _same(a, b) -> bool:
     """Equality that treats NaN as equal to itself (random bytes decode to NaN floats)."""
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
         return True
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)

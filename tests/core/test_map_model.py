@@ -115,7 +115,7 @@ def run_hash_model(m: pynetmon.Map, ops, normalize=lambda v: v) -> None:
     items = m.items()
     assert {freeze(k): v for k, v in items} == model
     assert len(items) == len(model) == len(m)
-    assert sorted(freeze(k) for k in m.keys()) == sorted(model)
+    assert sorted(freeze(k) for k in m.keys()) == sorted(model)  # noqa: SIM118
 
 
 @MODEL

@@ -158,7 +158,7 @@ def test_wrapping_a_map_by_fd(maptypes):
     finally:
         wrapped.close()
     with pytest.raises(ValueError, match="closed"):
-        wrapped.fd
+        _ = wrapped.fd
 
 
 def test_map_create_refuses_unknown_types(bpf):
@@ -192,7 +192,7 @@ def test_batch_smaller_than_a_bucket_grows_instead_of_failing(big_hash, monkeypa
 
 
 def test_reading_while_another_thread_writes_never_raises_or_repeats(big_hash):
-    stable = range(0, 3000)
+    stable = range(3000)
     churn = range(100_000, 104_000)
     big_hash.update_batch((k, k) for k in stable)
     stop = threading.Event()

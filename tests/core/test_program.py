@@ -70,7 +70,7 @@ def test_program_from_fd(counter_object):
     assert (wrapped.name, wrapped.type, wrapped.id) == ("count_egress", "sched_cls", original.id)
     wrapped.close()
     with pytest.raises(ValueError, match="closed"):
-        wrapped.fd
+        _ = wrapped.fd
 
 
 def test_programs_are_specs_before_load(bpf):

@@ -29,16 +29,16 @@ def test_hosts_are_two_namespaces_that_talk(hosts):
     assert a.ifname == b.ifname == "eth0" and a.mac != b.mac
     assert "1 received" in a.run("ping", "-c1", "-W5", b.ip).stdout
     with b.enter():  # the calling thread (and what it starts) sees b's interfaces
-        shown = subprocess.run(["ip", "-br", "link", "show", "eth0"], capture_output=True, text=True).stdout
+        shown = subprocess.run(["ip", "-br", "link", "show", "eth0"], capture_output=True, text=True,
+                               check=False).stdout
     assert b.mac in shown
 
 
 def test_hosts_are_removed_when_the_block_raises(bpf):
-    with pytest.raises(RuntimeError):
-        with TestHosts() as pair:
-            names = {pair.a.netns, pair.b.netns}
-            assert names <= namespaces()
-            raise RuntimeError("the test failed")
+    with pytest.raises(RuntimeError), TestHosts() as pair:
+        names = {pair.a.netns, pair.b.netns}
+        assert names <= namespaces()
+        raise RuntimeError("the test failed")
     assert not names & namespaces()
 
 
@@ -60,7 +60,7 @@ def test_hosts_fixture_cleans_up_after_a_failing_test(bpf, tmp_path):
     # The repository's conftest (which defines `hosts`) is loaded as a plugin into a separate pytest run.
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
                            "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120, check=False)
     assert proc.returncode == 1 and "1 failed" in proc.stdout, proc.stdout + proc.stderr
     names = set(record.read_text().split())
     assert len(names) == 2

@@ -1,0 +1,151 @@
+"""Reading a whole 1,000,000-entry hash map (16-byte key, 16-byte value) into Python.
+
+Run: `.venv/bin/python -m pytest -q -s benchmarks/bench_maps.py`
+(`PYNETMON_BENCH_ENTRIES=100000` for a quick run).
+
+The map is `hash_flows` of bpf/maptypes.bpf.c (key `struct flow_key`: two __be32, two __be16, a byte and
+3 bytes of padding; value `struct flow_stats`: two __u64), resized to ENTRIES and filled from user space.
+Every method reads the same map in the same run:
+
+- the C limit: benchmarks/c/batch_read.c, BPF_MAP_LOOKUP_BATCH into one preallocated buffer with libbpf,
+  no decoding (built here with gcc -O2 -lbpf; it times its own runs, so process start-up is excluded);
+- `Map.read_raw()`: pynetmon's batch read, packed keys and values as bytes;
+- `Map.items()`: batch read plus BTF decoding into (dict, dict) pairs;
+- key by key: BPF_MAP_GET_NEXT_KEY + BPF_MAP_LOOKUP_ELEM per entry (the fallback for map types without
+  batch operations), raw bytes, and the same walk as a user would write it: `[(k, m[k]) for k in m.keys()]`;
+- `bpftool -j map dump id N`, its output read into Python as bytes (parsing that JSON is not counted, so
+  this is bpftool's best case).
+
+Medians of RUNS runs (KEY_BY_KEY_RUNS, USER_WALK_RUNS and BPFTOOL_RUNS for the slow ones); ratios are
+against the C limit measured in the same run. Targets (issue 2): within 1.5x of C, at least 5x faster
+than bpftool.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import pynetmon
+
+ENTRIES = int(os.environ.get("PYNETMON_BENCH_ENTRIES", "1000000"))
+RUNS = 7
+KEY_BY_KEY_RUNS = 5
+USER_WALK_RUNS = 3  # ~20 µs per entry: 1M entries take long
+BPFTOOL_RUNS = 3
+C_BATCH = 4096  # same batch size as pynetmon.maps.DEFAULT_BATCH
+C_SOURCE = Path(__file__).resolve().parent / "c" / "batch_read.c"
+
+
+@pytest.fixture(scope="module")
+def flows() -> pynetmon.Map:
+    obj = pynetmon.BPFObject.from_package("maptypes")
+    obj.maps["hash_flows"].set_max_entries(ENTRIES)
+    obj.load()
+    m = obj.maps["hash_flows"]
+    keys = b"".join(struct.pack(">IIHHB3x", 0x0A000000 + i, 0xC0A80000 + (i >> 16), i & 0xFFFF, 443, 6)
+                    for i in range(ENTRIES))
+    values = b"".join(struct.pack("=QQ", i, i * 1500) for i in range(ENTRIES))
+    m.update_batch(zip(_chunks(keys, 16), _chunks(values, 16)))
+    yield m
+    obj.close()
+
+
+@pytest.fixture(scope="module")
+def batch_read(tmp_path_factory) -> Path:
+    if not shutil.which("gcc"):
+        pytest.skip("gcc is needed to build the C reference reader")
+    binary = tmp_path_factory.mktemp("c") / "batch_read"
+    proc = subprocess.run(["gcc", "-O2", "-Wall", "-o", str(binary), str(C_SOURCE), "-lbpf"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    return binary
+
+
+def _chunks(data: bytes, size: int):
+    view = memoryview(data)
+    return (view[i:i + size] for i in range(0, len(data), size))
+
+
+def _timed(fn, runs: int) -> tuple[list[float], object]:
+    times, result = [], None
+    for _ in range(runs):
+        result = None  # free the previous result outside the timed region
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def _c_limit(binary: Path, m: pynetmon.Map, runs: int) -> list[float]:
+    out = subprocess.run([str(binary), str(m.id), str(runs), str(C_BATCH)], capture_output=True, text=True,
+                         check=True).stdout
+    times = []
+    for line in out.splitlines():
+        count, seconds = line.split()
+        assert int(count) == ENTRIES
+        times.append(float(seconds))
+    return times
+
+
+def _bpftool(m: pynetmon.Map) -> bytes:
+    return subprocess.run(["bpftool", "-j", "map", "dump", "id", str(m.id)], capture_output=True,
+                          check=True).stdout
+
+
+def test_read_whole_hash_map(flows, batch_read):
+    m = flows
+    rows: list[tuple[str, list[float]]] = []
+    rows.append(("C: libbpf batch lookup, no decoding", _c_limit(batch_read, m, RUNS)))
+
+    times, (keys, values, count) = _timed(m.read_raw, RUNS)
+    assert count == ENTRIES and len(keys) == len(values) == 16 * ENTRIES
+    rows.append(("pynetmon read_raw() -> bytes", times))
+
+    times, items = _timed(m.items, RUNS)
+    assert len(items) == ENTRIES
+    first_key, first_value = items[0]
+    assert set(first_key) == {"saddr", "daddr", "sport", "dport", "proto", "pad"}
+    assert first_value["bytes"] == first_value["packets"] * 1500
+    rows.append(("pynetmon items() -> (dict, dict)", times))
+    del items
+
+    times, (_, _, count) = _timed(lambda: m._read_iterating(False), KEY_BY_KEY_RUNS)
+    assert count == ENTRIES
+    rows.append(("key by key (GET_NEXT_KEY+LOOKUP), bytes", times))
+
+    times, walked = _timed(lambda: [(k, m[k]) for k in m.keys()], USER_WALK_RUNS)  # noqa: SIM118
+    assert len(walked) == ENTRIES
+    rows.append(("key by key [(k, m[k]) for k in m.keys()]", times))
+    del walked
+
+    times, dump = _timed(lambda: _bpftool(m), BPFTOOL_RUNS)
+    assert dump.count(b'{"key":[') == ENTRIES  # raw bytes and BTF-formatted view per entry
+    rows.append(("bpftool -j map dump (output as bytes)", times))
+    del dump
+
+    _print_table(rows)
+
+
+def _print_table(rows: list[tuple[str, list[float]]]) -> None:
+    c_median = statistics.median(rows[0][1])
+    raw_median = statistics.median(rows[1][1])
+    print(f"\n\nWhole-map read: hash, {ENTRIES:,} entries, 16-byte key, 16-byte value "
+          f"({os.cpu_count()} CPUs, {pynetmon.maps.possible_cpus()} possible)")
+    header = f"{'method':42s} {'runs':>4s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'ns/entry':>9s} " \
+             f"{'x C':>6s} {'x read_raw':>10s}"
+    print(header)
+    print("-" * len(header))
+    for name, times in rows:
+        med = statistics.median(times)
+        print(f"{name:42s} {len(times):4d} {med:9.3f} {min(times):7.3f} {max(times):7.3f} "
+              f"{med / ENTRIES * 1e9:9.0f} {med / c_median:6.2f} {med / raw_median:10.2f}")
+    bpftool = statistics.median(rows[-1][1])
+    items = statistics.median(rows[2][1])
+    print(f"bpftool / read_raw: {bpftool / raw_median:.1f}x   bpftool / items(): {bpftool / items:.1f}x")
