@@ -19,7 +19,8 @@ from .ringbuf import PerfBuffer, RingBuffer
 __all__ = [
     "BPFError", "BPFObject", "CompileError", "ConfigError", "Error", "FilterError", "InterfaceNotFoundError",
     "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError", "PermissionDeniedError", "Program",
-    "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "Dynmon", "PacketCapture", "PerfBuffer", "RingBuffer",
+    "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "Dynmon", "PacketCapture", "PerfBuffer",
+    "RingBuffer",
 ]
 __version__ = "0.1.0"
 
