@@ -174,4 +174,5 @@ def disassemble(insn, pc: int = 0) -> str:
     template = OPCODES.get(code)
     if template is None:
         return f".word {code:#x}"
-    return template.format(k=k, kx=hex(k), jt=pc + 1 + jt, jf=pc + 1 + jf, ja=pc + 1 + k)
+    offset = k - (1 << 32) if k >= 1 << 31 else k  # a backward ja (libpcap's protochain) shows as one
+    return template.format(k=k, kx=hex(k), jt=pc + 1 + jt, jf=pc + 1 + jf, ja=pc + 1 + offset)

@@ -122,7 +122,7 @@ RET0 = (op.RET | op.K, 0, 0, 0)
     ([(op.ST, 0, 0, 16), RET0], r"instruction 0 \(st M\[16\]\): scratch memory index 16"),
     ([(op.LD | op.MEM, 0, 0, 3), RET0], r"instruction 0 \(ld M\[3\]\): reads scratch memory M\[3\]"),
     ([(op.JMP | op.JA, 0, 0, 1), RET0], r"instruction 0 \(ja 2\): jump to 2 is past the end"),
-    ([(op.JMP | op.JA, 0, 0, 0xFFFFFFFE), RET0], r"instruction 0 \(ja 4294967295\): backward jump"),
+    ([RET0, (op.JMP | op.JA, 0, 0, 0xFFFFFFFE), RET0], r"instruction 1 \(ja 0\): backward jump"),
     ([(op.JMP | op.JEQ | op.K, 0, 1, 0), RET0], r"instruction 0 \(jeq #0x0 jt 1 jf 2\): jump to 2 is past"),
     ([(op.JMP | op.JGT | op.X, 1, 0, 0), RET0], r"instruction 0 \(jgt x jt 2 jf 1\): jump to 2 is past"),
     ([(op.LD | op.IMM, 0, 0, 1)], r"instruction 0 \(ld #0x1\): the last instruction .* must be a return"),
