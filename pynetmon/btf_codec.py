@@ -45,9 +45,9 @@ class Codec:
         return s
 
     def decode(self, data) -> Any:
-        builder = self._rows_builder(self.size)
+        builder = self._rows_builder(None)
         if builder is not None:
-            return builder(memoryview(data)[:self.size])[0]
+            return builder(data)
         return self.build(iter(self._struct.unpack_from(data)))
 
     def decode_many(self, data, count: int, stride: int | None = None) -> list:
@@ -69,8 +69,8 @@ class Codec:
         build = self.build
         return [build(iter(row)) for row in rows]
 
-    def _rows_builder(self, stride: int):
-        """The compiled batch decoder for values `stride` bytes apart (cached), or None."""
+    def _rows_builder(self, stride: int | None):
+        """The compiled decoder for values `stride` bytes apart, or of one value for None (cached); or None."""
         cache = self.__dict__.setdefault("_row_builders", {})
         if stride not in cache:
             cache[stride] = compile_rows(self, stride)
@@ -348,8 +348,9 @@ class RowPlan:
         return name
 
 
-def compile_rows(codec: Codec, stride: int) -> Callable[[memoryview], list] | None:
-    """Compile `codec` into one list comprehension over `struct.iter_unpack` for values `stride` bytes apart.
+def compile_rows(codec: Codec, stride: int | None) -> Callable[[Any], Any] | None:
+    """Compile `codec` into one list comprehension over `struct.iter_unpack` for values `stride` bytes apart
+    (or, with `stride=None`, into a function that decodes one value with `unpack_from`).
 
     A struct becomes a dict display and an array a list display over the leaf variables, so a row costs
     one C-level unpack and one container build. Big-endian fields are unpacked by a second, big-endian
@@ -358,6 +359,8 @@ def compile_rows(codec: Codec, stride: int) -> Callable[[memoryview], list] | No
     """
     plan = RowPlan()
     expr = codec._plan(0, plan)
+    single = stride is None
+    stride = codec.size if single else stride
     if expr is None or not plan.leaves or len(plan.leaves) > _MAX_LEAVES or stride < codec.size:
         return None
     indexed = sorted(enumerate(plan.leaves), key=lambda item: item[1][0])
@@ -380,11 +383,15 @@ def compile_rows(codec: Codec, stride: int) -> Callable[[memoryview], list] | No
         namespace[f"_s{n}"] = struct.Struct(prefix + "".join(fmt))
         sources.append(f"_s{n}.iter_unpack(view)")
         targets.append("(" + "".join(f"v{i}, " for i, _ in leaves) + ")")
+    # The source is built from BTF member names quoted with repr() and from generated variable names.
+    if single:
+        unpacks = "".join(f"    {t} = _s{n}.unpack_from(data)\n" for n, t in enumerate(targets))
+        exec(f"def _decode_one(data):\n{unpacks}    return {expr}\n", namespace)
+        return namespace["_decode_one"]
     if len(groups) == 1:
         source = f"lambda view: [{expr} for {targets[0]} in {sources[0]}]"
     else:
         source = f"lambda view: [{expr} for {', '.join(targets)} in zip({', '.join(sources)})]"
-    # The source is built from BTF member names quoted with repr() and from generated variable names.
     return eval(source, namespace)
 
 
