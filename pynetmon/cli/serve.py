@@ -23,6 +23,9 @@ def add_arguments(parser) -> None:
                         help="keep cubes (configs and attachments) in this JSON file and restore them at start")
     parser.add_argument("--netns", metavar="NAME",
                         help="attach to interfaces of this network namespace (from /run/netns)")
+    parser.add_argument("--capture-dir", default="/tmp/pynetmon", metavar="DIR",
+                        help="packet captures write their files here; `dump` paths must be inside it "
+                             "(default /tmp/pynetmon)")
     parser.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
                         help="largest request body accepted (default 1 MiB)")
 
@@ -41,5 +44,6 @@ def run(args) -> int:
     config = ServiceConfig(host=host, port=port,
                            token=read_token_file(args.token_file) if args.token_file else None,
                            protect_metrics=args.protect_metrics, max_body=args.max_body,
-                           netns=args.netns, state_file=Path(args.state_file) if args.state_file else None)
+                           netns=args.netns, state_file=Path(args.state_file) if args.state_file else None,
+                           capture_dir=Path(args.capture_dir))
     return serve(config)

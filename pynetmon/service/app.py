@@ -35,7 +35,7 @@ class ServiceState:
 
 def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
     """The daemon's ASGI app. `restore=False` ignores the state file (it is still written)."""
-    state = ServiceState(config, Registry(config.netns, config.state_file))
+    state = ServiceState(config, Registry(config.netns, config.state_file, config.capture_dir))
     table = endpoints()
     document = openapi.build(table, token=config.token is not None)
 

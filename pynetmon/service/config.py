@@ -21,7 +21,7 @@ class ServiceConfig:
     `token` is the bearer token mutating requests must carry (None: no token, loopback only);
     `protect_metrics` also requires it for `GET /metrics`; `netns` is the network namespace whose
     interfaces `attach` refers to (None: the daemon's own); `state_file` keeps configs and attachments
-    across restarts (None: nothing is kept).
+    across restarts (None: nothing is kept); packet captures write their files inside `capture_dir`.
     """
 
     host: str = DEFAULT_HOST
@@ -31,6 +31,7 @@ class ServiceConfig:
     max_body: int = DEFAULT_MAX_BODY
     netns: str | None = None
     state_file: Path | None = None
+    capture_dir: Path = Path("/tmp/pynetmon")
 
     def __post_init__(self):
         problems = []

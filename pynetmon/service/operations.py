@@ -58,7 +58,7 @@ def create_capture(registry: Registry, name: str, body: Any):
     """A new packetcapture cube from a Polycube `packetcapture` body."""
     from .capture_cube import CaptureCube
     model = validate(PacketCaptureBody, body if body is not None else {})
-    return registry.create(name, lambda: CaptureCube(name, model, registry.netns))
+    return registry.create(name, lambda: CaptureCube(name, model, registry.netns, registry.capture_dir))
 
 
 def update_capture(registry: Registry, name: str, body: Any) -> None:

@@ -23,8 +23,10 @@ _RESERVED = object()
 class Registry:
     """Named cubes; `netns` is where they attach; `state_path` (optional) keeps them across restarts."""
 
-    def __init__(self, netns: str | None = None, state_path: Path | None = None):
+    def __init__(self, netns: str | None = None, state_path: Path | None = None,
+                 capture_dir: Path = Path("/tmp/pynetmon")):
         self.netns = netns
+        self.capture_dir = capture_dir
         self.state_path = state_path
         self._cubes: dict[str, Any] = {}
         self._lock = threading.RLock()

@@ -1,6 +1,131 @@
-"""Polycube's packetcapture service: `/polycube/v1/packetcapture/...`."""
+"""Polycube's packetcapture service: `/polycube/v1/packetcapture/...` (what Polycube's capture client
+uses: the cube, its settings, `globalheader`, `packet`), plus `pcap`: the live capture as one pcap byte
+stream (`curl -N URL | tcpdump -r -`), much cheaper than one request per packet."""
 from __future__ import annotations
 
-from ..routing import RouteTable
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+
+from .. import models, operations
+from ..models import parse_json
+from ..problems import ApiError, not_found
+from ..routing import Call, RouteTable
 
 table = RouteTable("packetcapture")
+BASE = "/polycube/v1/packetcapture"
+LEAVES = ("capture", "filter", "snaplen", "dump", "networkmode")
+LEAF_SCHEMA = {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]}
+
+
+def _cube(call: Call):
+    return call.registry.get(call.params["name"], "packetcapture")
+
+
+@table.get(BASE, "List the packet captures",
+           answer={"type": "array", "items": {"$ref": "#/components/schemas/CubeInfo"}})
+def list_captures(call: Call):
+    return [c.info() for c in call.registry.cubes("packetcapture")]
+
+
+@table.get(BASE + "/{name}", "Show a packet capture (settings and counters)", answer=models.CubeInfo)
+def show_capture(call: Call):
+    return _cube(call).info()
+
+
+@table.post(BASE + "/{name}", "Create a packet capture (capture defaults to off, filter to all)",
+            body=models.PacketCaptureBody, body_required=False, status=201, answer=models.CubeInfo)
+def create_capture(call: Call):
+    return operations.create_capture(call.registry, call.params["name"],
+                                     parse_json(call.body, allow_empty=True)).info()
+
+
+@table.patch(BASE + "/{name}", "Change capture, filter, snaplen, dump or networkmode while running",
+             body=models.PacketCaptureBody, answer=models.CubeInfo)
+def update_capture(call: Call):
+    operations.update_capture(call.registry, call.params["name"], parse_json(call.body))
+    return _cube(call).info()
+
+
+@table.delete(BASE + "/{name}", "Detach and delete a packet capture (its file is flushed)", status=204)
+def delete_capture(call: Call):
+    call.registry.delete(call.params["name"], "packetcapture")
+
+
+@table.patch("/polycube/v1/{name}/networkmode",
+             "Polycube's capture client sends its networkmode change here (sic); same as the setting",
+             body={"type": "boolean"}, answer=models.CubeInfo, operation_id="patch_networkmode_compat")
+def update_networkmode_compat(call: Call):
+    operations.update_capture(call.registry, call.params["name"], {"networkmode": parse_json(call.body)})
+    return call.registry.get(call.params["name"], "packetcapture").info()
+
+
+@table.get(BASE + "/{name}/globalheader", "The pcap global header of GET .../packet's records",
+           answer=models.GlobalHeader)
+def global_header(call: Call):
+    return _cube(call).global_header()
+
+
+@table.get(BASE + "/{name}/packet", "The next captured packet (network mode; rawdata '' when none waits)",
+           answer=models.Packet)
+def next_packet(call: Call):
+    return _cube(call).next_packet()
+
+
+async def _pcap_bytes(stream, stopping) -> Any:
+    # The capture's stream yields an empty chunk every half second without traffic, so this loop sees
+    # a daemon shutdown (and Starlette a gone client) promptly; the stream is always closed, which frees
+    # the capture for the next reader.
+    try:
+        while not stopping.is_set():
+            chunk = await run_in_threadpool(next, stream, None)
+            if chunk is None:
+                return
+            if chunk:
+                yield chunk
+    finally:
+        await run_in_threadpool(stream.close)
+
+
+@table.get(BASE + "/{name}/pcap", "The live capture as a pcap byte stream (network mode): "
+           "`curl -N URL | tcpdump -r -`", media_type="application/vnd.tcpdump.pcap",
+           answer={"type": "string", "format": "binary"})
+async def pcap_stream(call: Call):
+    cube = await run_in_threadpool(_cube, call)
+    stream = await run_in_threadpool(cube.stream)
+    try:
+        first = await run_in_threadpool(next, stream)  # the global header: errors surface before the 200
+    except Exception as exc:
+        stream.close()
+        raise ApiError(409, f"packetcapture {cube.name!r}: {exc}") from exc
+
+    async def body():
+        yield first
+        async for chunk in _pcap_bytes(stream, call.state.stopping):
+            yield chunk
+
+    return StreamingResponse(body(), media_type="application/vnd.tcpdump.pcap",
+                             headers={"Cache-Control": "no-store"})
+
+
+# Last: the generic /{name}/{leaf} routes must not shadow globalheader, packet and pcap.
+def _leaf(call: Call) -> str:
+    leaf = call.params["leaf"]
+    if leaf not in LEAVES:
+        raise not_found(f"setting {leaf!r} (settings: {', '.join(LEAVES)})")
+    return leaf
+
+
+@table.get(BASE + "/{name}/{leaf}", "One setting", answer=LEAF_SCHEMA, operation_id="get_capture_setting")
+def show_setting(call: Call):
+    leaf = _leaf(call)
+    return _cube(call).info()[leaf]
+
+
+@table.patch(BASE + "/{name}/{leaf}", "Change one setting (body: its JSON value)", body=LEAF_SCHEMA,
+             answer=models.CubeInfo, operation_id="patch_capture_setting")
+def update_setting(call: Call):
+    leaf = _leaf(call)
+    operations.update_capture(call.registry, call.params["name"], {leaf: parse_json(call.body)})
+    return _cube(call).info()

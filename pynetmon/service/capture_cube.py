@@ -1,0 +1,210 @@
+"""A packetcapture cube: one `pynetmon.capture.PacketCapture` with Polycube's settings, plus the
+one-packet-at-a-time reader that Polycube's capture client polls (`GET .../packet`).
+
+A PacketCapture ends for good when detached (its file is flushed and closed), so detaching keeps the
+finished one (its counters stay readable) and the next attach starts a new one with the same settings.
+Changing `networkmode` or `dump` also starts a new one (re-attached where the old one was).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from .cube import Cube
+from .models import Capture, PacketCaptureBody
+from .problems import ApiError, bad_request, from_exception
+
+log = logging.getLogger("pynetmon.service")
+
+MICROSECOND_MAGIC = 0xA1B2C3D4  # Polycube's client writes microsecond records after this header
+RECORD = struct.Struct("=IIII")  # ts_sec, ts_nsec, caplen, wirelen (nanosecond pcap, native order)
+
+
+class CaptureCube(Cube):
+    """A named capture. `settings` holds Polycube's fields: capture, filter, snaplen, dump, networkmode."""
+
+    service = "packetcapture"
+
+    def __init__(self, name: str, body: PacketCaptureBody, netns: str | None, capture_dir: Path):
+        super().__init__(name, netns)
+        self.capture_dir = capture_dir
+        self.settings: dict[str, Any] = {"capture": Capture.off.value, "filter": "all", "snaplen": 262144,
+                                         "dump": None, "networkmode": False}
+        self._apply_body(body)
+        self._cursor: PacketCursor | None = None
+        self.capture = self._build()
+        self._ended = False  # True once self.capture was closed (detached): the next attach builds anew
+
+    # -- settings ------------------------------------------------------------------------------
+    def _apply_body(self, body: PacketCaptureBody) -> dict[str, Any]:
+        changes = {k: v for k, v in body.model_dump(exclude_none=True, exclude={"anonimize"}).items()}
+        if "capture" in changes:
+            changes["capture"] = Capture(changes["capture"]).value
+        if "dump" in changes:
+            changes["dump"] = str(self._dump_path(changes["dump"]))
+        self.settings.update(changes)
+        return changes
+
+    def _dump_path(self, dump: str) -> Path:
+        # Dumps stay inside the daemon's capture directory: an API client must not be able to overwrite
+        # arbitrary files with pcap data.
+        base = self.capture_dir.resolve()
+        path = (base / dump).resolve() if not os.path.isabs(dump) else Path(dump).resolve()
+        if path != base and base not in path.parents:
+            raise bad_request("dump", f"{dump!r} is outside the daemon's capture directory {str(base)!r}")
+        return path
+
+    def _build(self):
+        from ..capture import PacketCapture  # imported here: the daemon starts even if capture is broken
+        s = self.settings
+        network = bool(s["networkmode"])
+        dump = None if network else (s["dump"] or str(self.capture_dir / self.name))
+        if dump:
+            Path(dump).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return PacketCapture(self.name, capture=s["capture"], filter=s["filter"], snaplen=s["snaplen"],
+                                 dump=dump, network_mode=network)
+        except Exception as exc:
+            raise from_exception(exc) from exc
+
+    def update(self, body: PacketCaptureBody) -> None:
+        """Change settings while running; a bad filter leaves the old one running."""
+        with self.lock:
+            before = dict(self.settings)
+            try:
+                changes = self._apply_body(body)
+                if {"networkmode", "dump"} & changes.keys() and any(before[k] != self.settings[k]
+                                                                    for k in ("networkmode", "dump")):
+                    self._rebuild()
+                else:
+                    live = {k: changes[k] for k in ("capture", "filter", "snaplen") if k in changes}
+                    if live and not self._finished():
+                        self.capture.update(**live)
+            except Exception as exc:
+                self.settings = before
+                raise from_exception(exc) from exc
+            log.info("packetcapture %r: %s", self.name, ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+
+    def _finished(self) -> bool:
+        return self._ended
+
+    def _rebuild(self) -> None:
+        port = self.port
+        new = self._build()
+        self._close_cursor()
+        old, self.capture, self._ended = self.capture, new, False
+        try:
+            old.close()
+        finally:
+            if port is not None:
+                try:
+                    new.attach(port, self.netns)
+                except Exception:
+                    self.port = None
+                    raise
+
+    # -- attach ----------------------------------------------------------------------------------
+    def in_netns(self):
+        return contextlib.nullcontext()  # PacketCapture attaches in `netns` itself
+
+    def _attach(self, port: str) -> None:
+        if self._finished():
+            self.capture, self._ended = self._build(), False
+        self.capture.attach(port, self.netns)
+
+    def _detach(self) -> None:
+        self._close_cursor()
+        self._ended = True
+        self.capture.close()  # flushes and closes the file; a stream ends once the client has the rest
+
+    def _close(self) -> None:
+        self._close_cursor()
+        self._ended = True
+        self.capture.close()
+
+    # -- reads -----------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        s = self.capture.stats()
+        return {"packets": s.get("delivered", 0), "lost": s.get("dropped", 0), **s}
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update(capture=self.settings["capture"], filter=self.settings["filter"],
+                   snaplen=self.settings["snaplen"], dump=self.settings["dump"] or "",
+                   networkmode=bool(self.settings["networkmode"]), anonimize=False)
+        stats = self.capture.stats()
+        out["stats"] = {k: stats[k] for k in ("seen", "matched", "captured", "delivered", "dropped")}
+        if stats.get("error"):
+            out["error"] = stats["error"]
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**{k: v for k, v in self.settings.items() if v is not None}, "port": self.port}
+
+    def global_header(self) -> dict[str, int]:
+        """Polycube's globalheader fields (microsecond magic: `GET .../packet` gives microseconds)."""
+        return {"magic": MICROSECOND_MAGIC, "version_major": 2, "version_minor": 4, "thiszone": 0, "sigfigs": 0,
+                "snaplen": int(self.settings["snaplen"]), "linktype": 1}
+
+    def stream(self):
+        """The live pcap stream (network mode only)."""
+        if not self.settings["networkmode"]:
+            raise ApiError(409, f"packetcapture {self.name!r} writes {self.settings['dump'] or 'a file'}; "
+                                "set networkmode to true to stream it", [("networkmode", "is false")])
+        if self._finished():
+            raise ApiError(409, f"packetcapture {self.name!r} is not attached", [("port", "not attached")])
+        if self._cursor is not None:
+            raise ApiError(409, f"packetcapture {self.name!r} is being read packet by packet (GET .../packet); "
+                                "one reader at a time", [("", "busy")])
+        try:
+            return self.capture.stream()
+        except Exception as exc:
+            raise from_exception(exc) from exc
+
+    def next_packet(self) -> dict[str, Any]:
+        """One packet for Polycube's client (rawdata '' when none came within half a second)."""
+        with self.lock:
+            if self._cursor is None:
+                self._cursor = PacketCursor(self.stream())
+            cursor = self._cursor
+        return cursor.next()
+
+    def _close_cursor(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+
+class PacketCursor:
+    """Reads a pcap byte stream one record at a time."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._pending = b""
+        self._lock = threading.Lock()
+        next(self._stream)  # the global header
+
+    def next(self) -> dict[str, Any]:
+        with self._lock:
+            while True:
+                if len(self._pending) >= RECORD.size:
+                    sec, nsec, caplen, wirelen = RECORD.unpack_from(self._pending)
+                    end = RECORD.size + caplen
+                    if len(self._pending) >= end:
+                        data = self._pending[RECORD.size:end]
+                        self._pending = self._pending[end:]
+                        return {"capturelen": caplen, "packetlen": wirelen, "timestamp-seconds": sec,
+                                "timestamp-microseconds": nsec // 1000, "rawdata": data.decode("latin-1")}
+                chunk = next(self._stream, None)
+                if not chunk:  # nothing within the stream's poll interval, or the capture ended
+                    return {"capturelen": 0, "packetlen": 0, "timestamp-seconds": 0,
+                            "timestamp-microseconds": 0, "rawdata": ""}
+                self._pending += chunk
+
+    def close(self) -> None:
+        self._stream.close()
