@@ -5,35 +5,14 @@ Outside CI a test that needs BPF is skipped when the kernel or privileges are mi
 """
 from __future__ import annotations
 
-import functools
-import os
 from pathlib import Path
 
 import pytest
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@functools.cache
-def bpf_unavailable_reason() -> str | None:
-    """Why BPF cannot be used here, or None when a real program loads and runs."""
-    try:
-        import pynetmon
-        with pynetmon.BPFObject.from_package("counter") as obj:
-            obj.load()
-            obj.programs["count_ingress"].test_run(bytes(64))
-    except Exception as exc:  # noqa: BLE001 - any failure means "no BPF here"
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def require_bpf() -> None:
-    reason = bpf_unavailable_reason()
-    if reason:
-        if IN_CI:
-            pytest.fail(f"BPF is required in CI but unavailable: {reason}")
-        pytest.skip(f"BPF unavailable: {reason}")
+from pynetmon.testing import IN_CI, bpf_unavailable_reason, require_bpf  # noqa: E402,F401
 
 
 @pytest.fixture

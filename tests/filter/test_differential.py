@@ -54,7 +54,7 @@ def _load(named: list[tuple[str, object]], snaplen: int = 262144) -> list[Pair]:
 
 @pytest.fixture(scope="module")
 def filters():
-    from conftest import require_bpf
+    from pynetmon.testing import require_bpf
     require_bpf()
     exprs = list(dict.fromkeys(_expressions(CORPUS) + _expressions(HERE / "own_filters.txt")))
     assert len(exprs) > 450
@@ -209,7 +209,7 @@ def test_edge_programs_cover_every_opcode():
 
 @pytest.fixture(scope="module")
 def edge_filters():
-    from conftest import require_bpf
+    from pynetmon.testing import require_bpf
     require_bpf()
     pairs = _load(list(EDGE_PROGRAMS.items()))
     yield pairs
