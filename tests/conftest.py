@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pynetmon.testing import IN_CI, bpf_unavailable_reason, require_bpf  # noqa: F401 - re-exported to tests
+
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
-
-
-from pynetmon.testing import IN_CI, bpf_unavailable_reason, require_bpf  # noqa: E402,F401
 
 
 @pytest.fixture
