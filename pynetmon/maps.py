@@ -21,7 +21,9 @@ BATCH_TYPES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "array", "p
 DELETABLE_BATCH_TYPES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"}
 ARRAY_TYPES = {"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array", "array_of_maps"}
 KEYLESS_TYPES = {"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"}
-DEFAULT_BATCH = 4096
+DEFAULT_BATCH = 65536           # entries per batch call at most ...
+BATCH_BUFFER_BYTES = 4 << 20    # ... and at most this much key+value buffer (per-CPU values on big machines)
+MIN_BATCH = 256
 
 
 def possible_cpus() -> int:
@@ -256,7 +258,9 @@ class Map:
 
     def _read_batch(self, delete: bool):
         fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
-        batch = min(max(self.max_entries, 1), DEFAULT_BATCH)
+        # Fewer, larger calls: the per-call cost dominates below a few thousand entries.
+        per_entry = self.key_size + self._value_bytes
+        batch = min(max(self.max_entries, 1), DEFAULT_BATCH, max(MIN_BATCH, BATCH_BUFFER_BYTES // per_entry))
         token_size = max(self.key_size, 8)
         in_tok = ffi.new("uint8_t[]", token_size)
         out_tok = ffi.new("uint8_t[]", token_size)
