@@ -25,7 +25,7 @@ from ..errors import BPFError, FilterError
 from ..object import BPFObject
 from ..toolchain import compile_c
 from .cbpf import DEFAULT_SNAPLEN, Insn, compile_cbpf
-from .translate import MAX_CAPLEN, cbpf_to_c
+from .translate import MAX_CAPLEN, cbpf_to_c, check_cbpf
 
 __all__ = ["PacketFilter", "filter_object_source"]
 
@@ -122,7 +122,7 @@ class _SharedObject:
 def _as_insns(expr_or_insns: str | Iterable, snaplen: int) -> tuple[str | None, list[Insn]]:
     if isinstance(expr_or_insns, str):
         return expr_or_insns, compile_cbpf(expr_or_insns, snaplen)
-    return None, [Insn(*insn) for insn in expr_or_insns]
+    return None, check_cbpf(expr_or_insns)
 
 
 class PacketFilter:
