@@ -20,13 +20,13 @@ from __future__ import annotations
 import errno
 import struct
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ._binding import check, ffi, lib
 from .errors import NotSupportedError, error_from_errno
 from .maps import Map
 
-__all__ = ["RingBuffer", "PerfBuffer", "split_records"]
+__all__ = ["PerfBuffer", "RingBuffer", "split_records"]
 
 DEFAULT_BATCH_LIMIT = 4 << 20  # a ring buffer poll returns once this many bytes are collected
 _LENGTH = struct.Struct("=I")
@@ -108,8 +108,9 @@ class _BufferReader:
     def poll_batch(self, timeout_ms: int = -1) -> tuple[bytes, int]:
         """Wait up to `timeout_ms` (-1: forever, 0: not at all) for samples; return (batch, count).
 
-        The batch is framed (see `split_records`) or, with `concatenate=True`, the samples back to back.
-        A ring buffer poll returns early once `batch_limit` bytes are collected; the rest waits.
+        Samples committed without waking the reader (BPF_RB_NO_WAKEUP) are returned when the wait
+        ends. The batch is framed (see `split_records`) or, with `concatenate=True`, the samples back to
+        back. A ring buffer poll returns early once `batch_limit` bytes are collected; the rest waits.
         """
         return self._collect(type(self)._poll_fn, int(timeout_ms))
 
@@ -124,6 +125,10 @@ class _BufferReader:
             before = sink.records
             sink.stopped = 0
             ret = fn(self._handle, timeout_ms)
+            if ret == 0 and timeout_ms != 0:
+                # epoll reports a buffer only after a wakeup; samples committed without one
+                # (BPF_RB_NO_WAKEUP, perf's wakeup_events) are taken once the wait is over.
+                ret = type(self)._consume_fn(self._handle)
             if ret < 0 and not (sink.stopped and ret == lib.PYNETMON_SINK_STOP) and -ret != errno.EINTR:
                 raise error_from_errno(-ret, f"polling {self.kind} buffer")
             count = int(sink.records - before)
@@ -182,7 +187,7 @@ class _BufferReader:
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
             pass
 
 

@@ -70,7 +70,7 @@ class PacketCapture:
     - `capture`: "ingress", "egress", "bidirectional" or "off" (off detaches the dataplane).
     - `filter`: a pcap-filter(7) expression run in the kernel; "all" captures everything and the
       default, None, captures nothing. Classic BPF instructions are accepted too.
-    - `snaplen`: bytes kept of each packet (1..262144; at most 65535 cross from the kernel).
+    - `snaplen`: bytes kept of each packet (1..262144).
     - `dump`: local mode's file: a path (".pcap" is appended when missing; an existing file is
       overwritten) or a binary file object (flushed, never closed). Opened here, so an unwritable path
       fails before anything is loaded or attached.
@@ -322,18 +322,18 @@ class PacketCapture:
         - seen: packets the filter ran on; matched: packets it accepted;
         - captured: records that entered the kernel ring buffer;
         - dropped_kernel: matched packets lost because the ring was full; dropped_user: records taken
-          from the ring but not delivered (network buffer full); dropped: both;
-        - delivered: records written to the file or queued for the stream;
+          from the ring but not delivered (network buffer full, or pending when a write failed);
+          dropped: both;
+        - delivered: records written to the file (passed to the file object) or queued for the stream;
         - error: why the capture stopped by itself (a full disk), else None.
         """
         with self._lock:
             per_direction = self._final_counters if self._closed else self._dataplane.counters()
         total = {field: sum(d[field] for d in per_direction.values()) for field in COUNTER_FIELDS}
-        dropped_user = self._buffer.dropped_packets if self._buffer is not None else 0
         if self._writer is not None:
-            delivered = self._writer.packets
+            delivered, dropped_user = self._writer.packets, self._writer.lost
         else:
-            delivered = self._buffer.delivered_packets
+            delivered, dropped_user = self._buffer.delivered_packets, self._buffer.dropped_packets
         return {
             "name": self.name,
             "capture": self._capture,

@@ -28,7 +28,8 @@ from ..toolchain import compile_c
 __all__ = ["CAPTURE_MAX_CAPLEN", "DIRECTIONS", "Dataplane", "dataplane_source", "filter_window"]
 
 SOURCE_DIR = DATA_DIR / "src"
-CAPTURE_MAX_CAPLEN = 65535  # bpf/capture.h
+CAPTURE_MAX_CAPLEN = 262144  # bpf/capture.h
+CAPTURE_MAX_WINDOW = 65535
 DIRECTIONS = ("ingress", "egress")  # enum capture_direction: the index is the counters key
 # How far past its largest constant offset a filter with variable offsets (ld [x + k]) may read. In
 # libpcap's code X holds a header length (at most 60 for IPv4 options, as much again for TCP's),
@@ -58,7 +59,7 @@ def filter_window(insns: Sequence[Sequence[int]]) -> int:
     reach = max(reach, indirect)
     if reach == 0:
         return 0
-    return min(max(reach, MIN_WINDOW), CAPTURE_MAX_CAPLEN)
+    return min(max(reach, MIN_WINDOW), CAPTURE_MAX_WINDOW)
 
 
 def constant_verdict(insns: Sequence[Sequence[int]]) -> int | None:

@@ -86,10 +86,12 @@ class PcapWriter:
         self.snaplen = snaplen
         self.linktype = linktype
         self.buffer_bytes = buffer_bytes
-        self.packets = 0
+        self.packets = 0  # records that reached the file object
+        self.lost = 0  # records that were pending when a write failed
         self.bytes_written = 0
         self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
+        self._pending_count = 0
         self._header_snaplen = self._written_snaplen = snaplen
         self.closed = False
         if isinstance(target, (str, os.PathLike)):
@@ -111,9 +113,11 @@ class PcapWriter:
         """Append `count` ready-made records (headers and bytes, back to back)."""
         if not data:
             return
+        if self.closed:
+            raise ValueError(f"pcap writer for {self.name!r} is closed")
         self._pending.append(data)
         self._pending_bytes += len(data)
-        self.packets += count
+        self._pending_count += count
         if self._pending_bytes >= self.buffer_bytes:
             self.flush()
 
@@ -135,9 +139,10 @@ class PcapWriter:
             return
         if self._pending:
             data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
-            self._pending.clear()
-            self._pending_bytes = 0
             self._write(data)
+            self.packets += self._pending_count
+            self._pending.clear()
+            self._pending_bytes = self._pending_count = 0
         self._update_header()
         self._flush_file()
 
@@ -173,8 +178,9 @@ class PcapWriter:
 
     def _abandon(self) -> None:
         """After a write error: drop what is pending and release the file (nothing more can be written)."""
+        self.lost += self._pending_count
         self._pending.clear()
-        self._pending_bytes = 0
+        self._pending_bytes = self._pending_count = 0
         self.closed = True
         if self._owned:
             try:

@@ -70,6 +70,15 @@ SEC("tc") int to_ring2(struct __sk_buff *skb)
     return TC_ACT_OK;
 }
 
+SEC("tc") int to_ring_quietly(struct __sk_buff *skb)
+{
+    __u32 len;
+    __u8 *buf = copy_packet(skb, &len);
+    if (buf)
+        count_failure(bpf_ringbuf_output(&ring, buf, len, BPF_RB_NO_WAKEUP));
+    return TC_ACT_OK;
+}
+
 SEC("tc") int to_perf(struct __sk_buff *skb)
 {
     __u32 len;
@@ -135,6 +144,13 @@ def test_ring_buffer_returns_every_sample_in_order_byte_for_byte(emitter):
         assert rb.records == len(sent)
         assert rb.lost == 0 and rb.oom == 0
     assert emitter.maps["failures"][0] == 0
+
+
+def test_samples_committed_without_wakeup_come_when_the_wait_ends(emitter):
+    sent = packets(20, seed=8)
+    with RingBuffer(emitter.maps["ring"]) as rb:
+        emit(emitter, "to_ring_quietly", sent)
+        assert rb.poll(50) == sent
 
 
 def test_callback_sees_each_sample_once(emitter):
