@@ -20,7 +20,7 @@ __all__ = [
     "BPFError", "BPFObject", "CompileError", "ConfigError", "Error", "FilterError", "InterfaceNotFoundError",
     "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError", "PermissionDeniedError", "Program",
     "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "Dynmon", "PacketCapture", "PerfBuffer",
-    "RingBuffer",
+    "RingBuffer", "PacketFilter", "filter",
 ]
 __version__ = "0.1.0"
 
@@ -33,4 +33,8 @@ def __getattr__(name: str):
     if name == "PacketCapture":  # brings libpcap's filter compiler
         from .capture import PacketCapture
         return PacketCapture
+    if name in ("filter", "PacketFilter"):
+        import importlib
+        module = importlib.import_module(".filter", __name__)
+        return module if name == "filter" else module.PacketFilter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
