@@ -141,7 +141,7 @@ def render(prev: Reading | None, cur: Reading, top_n: int, source: str):
         totals.add_column(col, justify=justify)
     talkers = []
     for family, kind in sorted(cur.types.items()):
-        if kind not in ("counter", "gauge", "untyped"):
+        if kind not in ("counter", "gauge", "untyped", "unknown"):
             continue
         series = rates(prev, cur, family)
         keyed = [r for r in series if set(r.labels) - {"monitor", "direction"}]

@@ -1,0 +1,127 @@
+"""`GET /metrics` scrape latency of the daemon with 10 monitors of 10,000 series each.
+
+Run: `make bench PYTEST_ARGS=benchmarks/bench_service.py` or
+`.venv/bin/python -m pytest -q -s benchmarks/bench_service.py`.
+
+The daemon's app runs in uvicorn on a loopback port inside this process (so the benchmark can fill the
+monitors' hash maps directly, 10,000 keys each, without sending 100,000 flows of traffic); scrapes are
+real HTTP requests. Peers measured in the same run: reading the same maps as Polycube JSON
+(`Dynmon.metrics()`), and prometheus_client rendering the same families without any map read.
+Medians and p99 over SCRAPES scrapes after WARMUP.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+MONITORS = 10
+SERIES = 10_000
+SCRAPES = 15
+WARMUP = 2
+
+CODE = r"""
+BPF_HASH(FLOWS, uint32_t, uint64_t, %d);
+static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {
+    uint32_t key = ctx->len;
+    uint64_t one = 1;
+    uint64_t *v = FLOWS.lookup(&key);
+    if (v) __sync_fetch_and_add(v, 1); else FLOWS.update(&key, &one);
+    return RX_OK;
+}
+"""
+
+
+def _config() -> dict:
+    return {"ingress-path": {"name": "flows", "code": CODE % SERIES,
+                             "metric-configs": [{"name": "flow_packets", "map-name": "FLOWS",
+                                                 "open-metrics-metadata": {"help": "packets per flow",
+                                                                           "type": "counter"}}]}}
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _time(fn, n: int = SCRAPES) -> list[float]:
+    for _ in range(WARMUP):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+@pytest.fixture(scope="module")
+def daemon(request):
+    from tests.conftest import require_bpf
+    require_bpf()
+    from pynetmon.service import ServiceConfig, create_app
+    from pynetmon.service import operations
+    from pynetmon.service.server import bind
+
+    app = create_app(ServiceConfig(port=0), restore=False)
+    registry = app.state.service.registry
+    for i in range(MONITORS):
+        cube = operations.create_dynmon(registry, f"mon{i}", {"dataplane-config": _config()})
+        flows = cube.monitor.path_dataplane("ingress").maps["FLOWS"]
+        flows.update_batch([(k + i * SERIES, k + 1) for k in range(SERIES)])
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    yield url, registry
+    server.should_exit = True
+    thread.join(timeout=30)
+    sock.close()
+
+
+def test_metrics_scrape_latency(daemon):
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+    from pynetmon.service.collector import DaemonCollector
+
+    url, registry = daemon
+    client = httpx.Client(base_url=url, timeout=120)
+    om = {"Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"}
+    text = {"Accept": "text/plain; version=0.0.4"}
+    body = client.get("/metrics", headers=om).text
+    series = sum(1 for line in body.splitlines() if line.startswith("flow_packets_total{"))
+    assert series == MONITORS * SERIES, series
+    assert 'flow_packets_total{key="0",monitor="mon0"} 1.0' in body
+
+    families = list(DaemonCollector(registry).collect())
+
+    class Fixed:
+        def collect(self):
+            return families
+
+    rows = [
+        ("GET /metrics (OpenMetrics, as Prometheus asks)", _time(lambda: client.get("/metrics", headers=om))),
+        ("GET /metrics (Prometheus text 0.0.4)", _time(lambda: client.get("/metrics", headers=text))),
+        ("peer: read all maps as Polycube JSON (no HTTP)",
+         _time(lambda: [c.monitor.metrics() for c in registry.cubes("dynmon")])),
+        ("peer: collect families only (map reads, no rendering)",
+         _time(lambda: list(DaemonCollector(registry).collect()))),
+        ("peer: prometheus_client OpenMetrics rendering only", _time(lambda: generate_openmetrics(Fixed()))),
+        ("peer: prometheus_client text rendering only", _time(lambda: generate_latest(Fixed()))),
+    ]
+    client.close()
+    base = statistics.median(rows[0][1])
+    print(f"\n/metrics with {MONITORS} monitors x {SERIES} series = {MONITORS * SERIES} series, "
+          f"{len(body) / 1e6:.1f} MB; {SCRAPES} runs each (median, p99 in ms)")
+    print(f"{'what':<58} {'median':>9} {'p99':>9} {'vs scrape':>10}")
+    for what, samples in rows:
+        median = statistics.median(samples)
+        print(f"{what:<58} {median:>9.1f} {_percentile(samples, 0.99):>9.1f} {median / base:>9.2f}x")
