@@ -211,6 +211,9 @@ class Map:
             return [k for k, _ in self.items()]
         if self.type in KEYLESS_TYPES:
             raise NotSupportedError(f"map {self.name!r} ({self.type}) has no keys")
+        if self._batch_ok is not False:  # one batch call per many keys beats one syscall per key
+            keys, _, count = self.read_raw()
+            return self.key_codec.decode_many(keys, count)
         return [self.key_codec.decode(ffi.buffer(k, self.key_size)) for k in self._iter_raw_keys()]
 
     def __iter__(self) -> Iterator:
@@ -231,6 +234,8 @@ class Map:
             return self.max_entries
         if self.type in ("queue", "stack"):
             raise NotSupportedError(f"the kernel does not report the length of a {self.type} map")
+        if self._batch_ok is not False:
+            return self.read_raw()[2]
         return sum(1 for _ in self._iter_raw_keys())
 
     def _decode_pairs(self, keys: bytes, values: bytes, count: int) -> list[tuple[Any, Any]]:
