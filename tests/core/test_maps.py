@@ -191,7 +191,10 @@ def test_batch_smaller_than_a_bucket_grows_instead_of_failing(big_hash, monkeypa
     assert len(big_hash) == 0
 
 
-def test_reading_while_another_thread_writes_never_raises_or_repeats(big_hash):
+@pytest.mark.parametrize("batch", [True, False], ids=["batch", "key-by-key"])
+def test_reading_while_another_thread_writes_never_raises_or_repeats(big_hash, batch):
+    if not batch:  # take the path of map types without batch operations (BPF_MAP_GET_NEXT_KEY walk)
+        big_hash._batch_ok = False
     stable = range(3000)
     churn = range(100_000, 104_000)
     big_hash.update_batch((k, k) for k in stable)
@@ -222,14 +225,16 @@ def test_reading_while_another_thread_writes_never_raises_or_repeats(big_hash):
         t.start()
     try:
         for _ in range(30):
-            items = big_hash.items()                 # batch lookups
+            items = big_hash.items()
             keys = [k for k, _ in items]
             assert len(keys) == len(set(keys)), "a key was returned twice"
             assert set(stable) <= set(keys), "a key nobody touched went missing"
             assert set(keys) <= set(stable) | set(churn)
             assert all(k == v for k, v in items)
-            walked = big_hash.keys()                 # BPF_MAP_GET_NEXT_KEY walk, restarts when keys vanish
+            walked = big_hash.keys()
             assert len(walked) == len(set(walked)) and set(walked) <= set(stable) | set(churn)
+            assert set(stable) <= set(walked)
+            assert len(stable) <= len(big_hash) <= len(stable) + len(churn)
     finally:
         stop.set()
         for t in threads:
