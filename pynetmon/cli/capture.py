@@ -16,7 +16,8 @@ import time
 
 from ..capture import PacketCapture
 from ..capture.pcap import RECORD_HEADER, iter_records
-from ..errors import Error
+from ..errors import Error, FilterError
+from ..filter import compile_cbpf
 
 NAME = "capture"
 HELP = "capture packets on an interface into a pcap file (like tcpdump -w)"
@@ -65,6 +66,10 @@ def run(args) -> int:
     output = None
     try:
         expr = _filter(args)
+        try:  # before the output is opened, so that a bad filter leaves no empty file behind
+            compile_cbpf(expr)
+        except FilterError as exc:
+            raise FilterError(f"filter {expr!r}: {exc}") from None
         if args.write:
             output = _open_output(args.write)
             cap = PacketCapture("cli", capture=args.direction, filter=expr, snaplen=args.snaplen, dump=output,

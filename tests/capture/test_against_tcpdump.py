@@ -11,8 +11,17 @@ import pytest
 
 from pynetmon.capture import PacketCapture
 
-from .helpers import (LiveTcpdump, dpkt_reader_packets, ping, read_pcap, send_tcp, send_udp, tcp_sink,
-                      tcpdump_count, udp_payloads)
+from .helpers import (
+    LiveTcpdump,
+    dpkt_reader_packets,
+    ping,
+    read_pcap,
+    send_tcp,
+    send_udp,
+    tcp_sink,
+    tcpdump_count,
+    udp_payloads,
+)
 
 CASES = [
     # filter, snaplen, direction
@@ -91,7 +100,8 @@ def test_tshark_reads_the_file_with_both_lengths(quiet_hosts, tmp_path):
         cap.attach("eth0", netns=a.netns)
         send_udp(a, b.ip, 7000, udp_payloads(5, b"tshark", size=200))
     proc = subprocess.run(["tshark", "-r", str(tmp_path / "x.pcap"), "-T", "fields", "-e", "frame.len",
-                           "-e", "frame.cap_len", "-e", "udp.dstport"], capture_output=True, text=True, timeout=120)
+                           "-e", "frame.cap_len", "-e", "udp.dstport"], check=False, capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
     assert rows == [["242", "70", "7000"]] * 5

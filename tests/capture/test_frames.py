@@ -28,11 +28,11 @@ SEC("tc")
 int push_vlan(struct __sk_buff *skb)
 {
     if (skb->protocol == bpf_htons(ETH_P_IP))
-        bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), %d);
+        bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), VLAN_ID);
     return TC_ACT_UNSPEC;  /* tcx: on to the next program (the capture's) */
 }
 char LICENSE[] SEC("license") = "GPL";
-""" % VLAN_ID
+""".replace("VLAN_ID", str(VLAN_ID))
 
 
 def test_vlan_tag_in_skb_metadata_is_in_the_frame_as_tcpdump_records_it(quiet_hosts, tmp_path):
