@@ -86,8 +86,8 @@ def synchronize_rcu() -> None:
     ret = lib.pynetmon_membarrier(lib.MEMBARRIER_CMD_GLOBAL, 0)
     if ret < 0:
         raise NotSupportedError(
-            f"membarrier(MEMBARRIER_CMD_GLOBAL) failed: {os.strerror(-ret)} (errno {-ret}); the kernel refuses it "
-            "with nohz_full CPUs, and without it pynetmon cannot wait for an RCU grace period")
+            f"membarrier(MEMBARRIER_CMD_GLOBAL) failed: {os.strerror(-ret)} (errno {-ret}); the kernel "
+            "refuses it with nohz_full CPUs, and without it pynetmon cannot wait for an RCU grace period")
 
 
 def _rcu_available() -> bool:
@@ -139,9 +139,9 @@ class Quiescer:
             raise NotSupportedError(f"the cpu-hop wait does not hold here: {hop_problem}")
         if mechanism == "rcu" or (mechanism == "auto" and hop_problem):
             if not rcu_ok:
-                why = f" and the cpu-hop proof does not hold ({hop_problem})" if hop_problem != "not requested" else ""
-                raise NotSupportedError("cannot wait for BPF invocations: membarrier(MEMBARRIER_CMD_GLOBAL) is "
-                                        f"unavailable{why}")
+                why = f" and the cpu-hop proof does not hold ({hop_problem})" if mechanism == "auto" else ""
+                raise NotSupportedError("cannot wait for BPF invocations: membarrier(MEMBARRIER_CMD_GLOBAL) "
+                                        f"is unavailable{why}")
             self.mechanism = "rcu"
         else:
             self.mechanism = "cpu-hop"

@@ -96,30 +96,39 @@ def folder_for(sample: Any) -> Callable[[Any, Any], Any]:
 
 class Collected:
     """What the flips collected from one swap-on-read map and no read has returned (or, for non-emptying
-    reads, everything): decoded keys and folded values, both by raw key, in first-seen order."""
+    reads, everything): decoded keys and folded values in first-seen order, by key identity (the integer
+    key itself, or the raw key bytes for struct keys, which decode to unhashable dicts)."""
 
     def __init__(self):
-        self.keys: dict[bytes, Any] = {}
-        self.values: dict[bytes, Any] = {}
+        self.keys: dict[Any, Any] = {}
+        self.values: dict[Any, Any] = {}
         self._fold: Callable[[Any, Any], Any] | None = None
 
-    def add(self, raw_keys: list[bytes], keys: list, values: list) -> None:
-        if not raw_keys:
+    def add(self, raw: bytes, key_size: int, keys: list, values: list) -> None:
+        """Fold one period in: `raw` holds the packed keys, `keys`/`values` the decoded ones."""
+        if not keys:
             return
+        if type(keys[0]) is int:
+            ids = keys
+        else:
+            ids = [raw[i:i + key_size] for i in range(0, len(keys) * key_size, key_size)]
         totals = self.values
         if not totals:
-            totals.update(zip(raw_keys, values))
+            totals.update(zip(ids, values))
         else:
             add = self._fold or folder_for(values[0])
             self._fold = add
             get = totals.get
-            for raw, value in zip(raw_keys, values):
-                total = get(raw)
-                totals[raw] = value if total is None else add(total, value)
-        self.keys.update(zip(raw_keys, keys))  # same order as `values`: new keys are appended to both
+            for ident, value in zip(ids, values):
+                total = get(ident)
+                totals[ident] = value if total is None else add(total, value)
+        if ids is not keys:
+            self.keys.update(zip(ids, keys))  # same order as `values`: new keys are appended to both
 
     def columns(self) -> tuple[list, list]:
-        return list(self.keys.values()), list(self.values.values())
+        values = list(self.values.values())
+        keys = list(self.keys.values()) if self.keys else list(self.values)
+        return keys, values
 
     def clear(self) -> None:
         self.keys = {}
@@ -179,9 +188,9 @@ class SwapDataplane:
                 slots[slot] = prog.fd
             except BPFError as exc:
                 raise NotSupportedError(
-                    f"program {self.program_name!r} cannot run behind the swap-on-read pivot: the kernel refused it "
-                    f"as a tail-call target of a {prog.type} program ({exc}); swap-on-read needs a plain "
-                    f"SEC(\"tc\") or SEC(\"xdp\") program") from exc
+                    f"program {self.program_name!r} cannot run behind the swap-on-read pivot: the kernel "
+                    f"refused it as a tail-call target of a {prog.type} program ({exc}); swap-on-read needs "
+                    "a plain SEC(\"tc\") or SEC(\"xdp\") program") from exc
         self._pivot.maps["pivot_active"][0] = 0
 
     # ---- reading --------------------------------------------------------------------------------
@@ -213,7 +222,8 @@ class SwapDataplane:
     def read_columns(self, name: str, empty: bool = False) -> tuple[list, list]:
         """`read_map` as two lists, keys and values (no pairing: the fastest form)."""
         if name not in self.collected:
-            raise ValueError(f"map {name!r} is not swap-on-read here; swap-on-read maps: {list(self.swap_maps)}")
+            raise ValueError(f"map {name!r} is not swap-on-read here; swap-on-read maps: "
+                             f"{list(self.swap_maps)}")
         with self._lock:
             self._flip_and_collect()
             collected = self.collected[name]
@@ -282,7 +292,8 @@ class SwapDataplane:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"<SwapDataplane {self.program_name!r} swap={list(self.swap_maps)} active={'AB'[self._active]} "
+        return (f"<SwapDataplane {self.program_name!r} swap={list(self.swap_maps)} "
+                f"active={'AB'[self._active]} "
                 f"flips={self.flips} wait={self.quiescer.mechanism}>")
 
 
@@ -299,10 +310,13 @@ def _opener(code, name: str | None) -> Callable[[], BPFObject]:
 def _check_code(obj: BPFObject, program: str, swap_maps: tuple[str, ...]) -> str:
     """What must hold before loading anything; returns the program's type."""
     if program not in obj.programs:
-        raise ConfigError([("", f"no program named {program!r} in the code; programs: {sorted(obj.programs)}")])
+        raise ConfigError([("", f"no program named {program!r} in the code; "
+                                f"programs: {sorted(obj.programs)}")])
     prog_type = obj.programs[program].type
     if prog_type not in PIVOT_PROGRAMS:
-        raise NotSupportedError(f"swap-on-read needs a TC or XDP program; {program!r} is {prog_type}")
+        section = obj.programs[program].section
+        raise NotSupportedError(f"swap-on-read needs a TC or XDP program; {program!r} (SEC({section!r})) is "
+                                f"{prog_type} to this libbpf")
     problems = []
     for name in swap_maps:
         spec = obj.maps.get(name)
@@ -319,8 +333,9 @@ def _check_code(obj: BPFObject, program: str, swap_maps: tuple[str, ...]) -> str
         # The pivot takes one level of tail call, and the code's own program array would be shared by both
         # instances, so a tail-called program would write instance A's maps while B is active.
         raise NotSupportedError(
-            f"the code uses tail calls (program array {', '.join(map(repr, tail_call_maps))}); it cannot run behind "
-            "the swap-on-read pivot without losing atomicity. Remove the tail calls or disable swap-on-read")
+            f"the code uses tail calls (program array {', '.join(map(repr, tail_call_maps))}); it cannot run "
+            "behind the swap-on-read pivot without losing atomicity. Remove the tail calls or disable "
+            "swap-on-read")
     return prog_type
 
 
@@ -355,7 +370,6 @@ def _collect(m: Map, into: Collected) -> None:
         keys, values, count = m.read_raw()
     if not count:
         return
-    ks = m.key_size
     decoded_keys = m.key_codec.decode_many(keys, count)
     if m.per_cpu:
         n = m.ncpus
@@ -365,7 +379,7 @@ def _collect(m: Map, into: Collected) -> None:
         decoded_values = m.value_codec.decode_many(values, count)
     if m.type in ARRAY_TYPES:
         _zero_array(m, keys, decoded_values, count)
-    into.add([keys[i * ks:(i + 1) * ks] for i in range(count)], decoded_keys, decoded_values)
+    into.add(keys, m.key_size, decoded_keys, decoded_values)
 
 
 def _zero_array(m: Map, keys: bytes, values: list, count: int) -> None:
@@ -390,8 +404,14 @@ class SwapPathDataplane:
     def __init__(self, path, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
                  *, shared_origin: str = "the other path", pcn_log: bool = False,
                  quiescer: Quiescer | None = None):
-        from .dataplane import (check_metric_maps, compile_path, open_path_object, reuse_shared_maps,
-                                select_program, user_map_names)
+        from .dataplane import (
+            check_metric_maps,
+            compile_path,
+            open_path_object,
+            reuse_shared_maps,
+            select_program,
+            user_map_names,
+        )
         from .entries import map_address_fields
 
         self.path = path
@@ -423,10 +443,11 @@ class SwapPathDataplane:
             return obj  # SwapDataplane makes it share every non-swap map with the first instance
 
         try:
-            self.swap = SwapDataplane(open_instance, program_name, list(self._option_paths), quiescer=quiescer)
+            self.swap = SwapDataplane(open_instance, program_name, list(self._option_paths),
+                                      quiescer=quiescer)
         except ConfigError as exc:
-            raise ConfigError([(self._option_paths.get(where, where), reason) for where, reason in exc.problems]) \
-                from None
+            problems = [(self._option_paths.get(where, where), reason) for where, reason in exc.problems]
+            raise ConfigError(problems) from None
         except NotSupportedError as exc:
             where = next(iter(self._option_paths.values()))
             raise ConfigError([(where, str(exc))]) from exc
@@ -477,7 +498,7 @@ def check_swap_maps_not_shared(dataplane, other) -> None:
             owner = mine.direction
             problems.append((f"{owner}-path.code",
                              f"map {name!r} is swap-on-read on the {owner} path and also defined by the "
-                             f"{theirs.direction} path's code; a swap-on-read map cannot be shared between paths "
-                             "(rename one of them, or drop swap-on-read)"))
+                             f"{theirs.direction} path's code; a swap-on-read map cannot be shared between "
+                             "paths (rename one of them, or drop swap-on-read)"))
     if problems:
         raise ConfigError(problems)

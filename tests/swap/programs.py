@@ -36,7 +36,8 @@ def program_source(maps: str, body: str, section: str = "tc") -> str:
 def exactness_config() -> dict:
     """The issue's config: counting.bpf.c on ingress; by_len swap-on-read + empty-on-read, by_slot
     swap-on-read only, truth a plain (shared) metric."""
-    return {"ingress-path": {"name": "exactness", "code": (HERE / "counting.bpf.c").read_text(), "metric-configs": [
+    code = (HERE / "counting.bpf.c").read_text()
+    return {"ingress-path": {"name": "exactness", "code": code, "metric-configs": [
         {"name": "packets_by_length", "map-name": "by_len",
          "extraction-options": {"swap-on-read": True, "empty-on-read": True}},
         {"name": "packets_by_slot", "map-name": "by_slot", "extraction-options": {"swap-on-read": True}},

@@ -61,7 +61,8 @@ TAIL_CALLING = program_source(
                 __type(value, __u32); } jumps SEC(".maps");
        struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32);
                 __type(value, __u64); } hits SEC(".maps");""",
-    "__u32 k = 0; __u64 *v = bpf_map_lookup_elem(&hits, &k); if (v) *v += 1; bpf_tail_call(ctx, &jumps, 0); return 0;")
+    "__u32 k = 0; __u64 *v = bpf_map_lookup_elem(&hits, &k); if (v) *v += 1; "
+    "bpf_tail_call(ctx, &jumps, 0); return 0;")
 QUEUE = program_source(
     """struct { __uint(type, BPF_MAP_TYPE_QUEUE); __uint(max_entries, 8); __type(value, __u32); } events
        SEC(".maps");""",
@@ -98,12 +99,12 @@ def test_a_swap_map_cannot_be_shared_with_the_other_path(bpf):
         assert {where for where, _ in info.value.problems} == {"ingress-path.code"}
         reasons = " ".join(reason for _, reason in info.value.problems)
         for name in ("by_len", "by_slot"):
-            assert f"{name!r} is swap-on-read on the ingress path and also defined by the egress path" in reasons
+            assert f"{name!r} is swap-on-read on the ingress path and also defined by the egress" in reasons
         assert mon.path_dataplane("egress") is None
         # The other order: the plain path exists first, then a swap path wants one of its maps.
         mon.reset_dataplane_config()
         mon.set_dataplane_config({"egress-path": egress})
-        with pytest.raises(ConfigError, match="swap-on-read on the ingress path and also defined by the egress"):
+        with pytest.raises(ConfigError, match="swap-on-read on the ingress path and also defined by the"):
             mon.set_dataplane_config({"ingress-path": config["ingress-path"]})
 
 

@@ -17,7 +17,6 @@ import pytest
 
 from pynetmon.dynmon import Dynmon
 from pynetmon.dynmon.swap import SwapDataplane, SwapPathDataplane
-from pynetmon.link import attach_tc
 from pynetmon.quiesce import Quiescer
 
 from .programs import counting_object, counting_opener, exactness_config
@@ -101,8 +100,11 @@ def _run_exactness(program, reads, *, test_run_packets: int, senders=(), send_co
     reader = threading.Thread(target=_read_until, args=(read_emptying, read_total, stop, result, errors))
     done: list[int] = []
     # Traffic goes on until MIN_RACED reads have found new packets, however the scheduler treats the reader.
+    def keep_going() -> bool:
+        return result.reads_with_data < MIN_RACED
+
     workers = [threading.Thread(target=_pinned, args=(cpus[i % len(cpus)], _test_runs, program, 60 + i, calls,
-                                                      lambda: result.reads_with_data < MIN_RACED, done, errors))
+                                                      keep_going, done, errors))
                for i in range(TEST_RUN_THREADS)]
     reader.start()
     procs = [src.popen(sys.executable, "-c", SENDER, dst.ip, str(9000 + i), str(send_count), str(20 + 9 * i),
@@ -132,15 +134,16 @@ def test_every_packet_in_exactly_one_read_through_dynmon(hosts):
         mon.attach(b.ifname, netns=b.netns)
         dp = mon.path_dataplane("ingress")
         assert isinstance(dp, SwapPathDataplane)
-        assert dp.swap.wait_mechanism == "cpu-hop", "a non-RT kernel with every CPU available must use the fast proof"
+        assert dp.swap.wait_mechanism == "cpu-hop", "non-RT kernel, all CPUs usable: the fast proof applies"
         reads = (lambda: sum(e["value"] for e in mon.metrics("ingress", "packets_by_length")["value"]),
                  lambda: sum(mon.metrics("ingress", "packets_by_slot")["value"]),
                  lambda: mon.metrics("ingress", "packets_seen")["value"][0])
         result, truth, test_runs = _run_exactness(dp.program, reads, test_run_packets=TEST_RUN_PACKETS,
                                                   senders=[(a, b), (a, b)], send_count=100_000)
         real = truth - test_runs
-        print(f"\nexactness (dynmon, tc): {truth} packets ({test_runs} test-run, {real} real), {result.reads} read "
-              f"pairs, {result.reads_with_data} with data, {dp.swap.flips} flips, waits {dp.swap.quiescer.stats}")
+        print(f"\nexactness (dynmon, tc): {truth} packets ({test_runs} test-run, {real} real), "
+              f"{result.reads} read pairs, {result.reads_with_data} with data, {dp.swap.flips} flips, "
+              f"waits {dp.swap.quiescer.stats}")
         assert test_runs >= 1_000_000
         assert real >= 2 * 100_000 * 0.9, "the real traffic did not reach the pivot"
         assert dp.swap.missed() == 0
@@ -174,7 +177,7 @@ def test_every_packet_in_exactly_one_read_rcu_fallback(bpf):
 
 @pytest.mark.parametrize("empty", [True, False])
 def test_reading_one_metric_keeps_the_others(bpf, empty):
-    """A flip moves every swap map; increments of a metric that is not being read are kept for its next read."""
+    """A flip moves every swap map; the increments of a metric not being read are kept for its next read."""
     with SwapDataplane(counting_object(), "count_tc", ["by_len", "by_slot"]) as dp:
         for _ in range(3):
             dp.program.test_run(bytes(64), repeat=100)
@@ -225,8 +228,11 @@ def _run_consistency(dp: SwapDataplane) -> dict:
 
     reader = threading.Thread(target=read)
     done: list[int] = []
-    workers = [threading.Thread(target=_pinned, args=(cpu, _test_runs_repeat, dp.program, 64 + i, calls, repeat,
-                                                      lambda: seen["reads"] < MIN_SNAPSHOTS, done, errors))
+    def keep_going() -> bool:
+        return seen["reads"] < MIN_SNAPSHOTS
+
+    workers = [threading.Thread(target=_pinned, args=(cpu, _test_runs_repeat, dp.program, 64 + i, calls,
+                                                      repeat, keep_going, done, errors))
                for i, cpu in enumerate(cpus)]
     reader.start()
     for w in workers:
@@ -244,7 +250,8 @@ def _run_consistency(dp: SwapDataplane) -> dict:
     return seen
 
 
-def _test_runs_repeat(program, length: int, calls: int, repeat: int, keep_going, done: list, errors: list) -> None:
+def _test_runs_repeat(program, length: int, calls: int, repeat: int, keep_going, done: list,
+                      errors: list) -> None:
     packets = 0
     try:
         while calls > 0 or (keep_going() and not errors):

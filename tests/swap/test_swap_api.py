@@ -171,7 +171,7 @@ def test_a_failed_injection_leaves_the_running_one_counting(hosts):
             assert counted == running.shared_map("truth")[0]
 
 
-# ---- attach points ------------------------------------------------------------------------------------------
+# ---- attach points ----------------------------------------------------------------------------------------
 def test_xdp_and_tc_egress_pivots_on_real_traffic(hosts):
     a, b = hosts
     with SwapDataplane(counting_object(), "count_xdp", ["by_len"]) as on_b, \
