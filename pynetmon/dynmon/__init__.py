@@ -10,6 +10,7 @@ from .config import DataplaneConfig, MetricConfig, PathConfig, parse_config
 from .dataplane import PathDataplane, build_path_dataplane
 from .entries import MapEntries
 from .monitor import Dynmon, MetricNotFoundError
+from .swap import SwapDataplane, SwapPathDataplane
 
 __all__ = ["DataplaneConfig", "Dynmon", "MapEntries", "MetricConfig", "MetricNotFoundError", "PathConfig",
-           "PathDataplane", "build_path_dataplane", "parse_config"]
+           "PathDataplane", "SwapDataplane", "SwapPathDataplane", "build_path_dataplane", "parse_config"]
