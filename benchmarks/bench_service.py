@@ -63,8 +63,7 @@ def _time(fn, n: int = SCRAPES) -> list[float]:
 def daemon(request):
     from tests.conftest import require_bpf
     require_bpf()
-    from pynetmon.service import ServiceConfig, create_app
-    from pynetmon.service import operations
+    from pynetmon.service import ServiceConfig, create_app, operations
     from pynetmon.service.server import bind
 
     app = create_app(ServiceConfig(port=0), restore=False)

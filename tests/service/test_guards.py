@@ -118,7 +118,7 @@ def test_body_size_limit(daemon):
 
 
 def test_token_required_for_everything_but_metrics(token_file):
-    with Daemon("--token-file", str(token_file)) as d:
+    with Daemon("--token-file", str(token_file), token=TOKEN) as d:
         import httpx
         anon = httpx.Client(base_url=d.url, timeout=30)
         body = {"dataplane-config": {"ingress-path": {"name": "x", "code": "int x;"}}}

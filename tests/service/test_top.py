@@ -27,6 +27,7 @@ def test_rates_and_histograms_from_exposition():
     [r] = rates(first, second, "pkts")
     assert (r.value, r.per_second, r.labels) == (30, 10.0, {"key": "1", "monitor": "m"})
     [(family, labels, stats)] = histograms(second, first)
+    assert labels == {}
     assert family == "lat" and stats["count"] == 5 and stats["p50"] == 0.5  # the last interval: all in le=1
     assert isinstance(Reading(0.0).samples, dict)
 
