@@ -127,12 +127,18 @@ def tcp_sink(host: Host, port: int):
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((host.ip, port))
     server.listen(4)
+    server.settimeout(0.05)  # accept() is not woken by close(): poll a stop flag instead
     received: list[int] = []
+    stop = threading.Event()
 
     def serve():
         with contextlib.suppress(OSError):
-            while True:
-                conn, _ = server.accept()
+            while not stop.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                conn.settimeout(None)
                 with conn:
                     total = 0
                     while chunk := conn.recv(1 << 16):
@@ -144,8 +150,9 @@ def tcp_sink(host: Host, port: int):
     try:
         yield received
     finally:
-        server.close()
+        stop.set()
         thread.join(5)
+        server.close()
 
 
 def send_tcp(host: Host, dst: str, port: int, data: bytes) -> None:
