@@ -127,10 +127,11 @@ class Quiescer:
 
     `mechanism="auto"` picks "cpu-hop" where its proof holds and "rcu" elsewhere; a hop that cannot
     complete (a CPU went offline or came online, an affinity change was refused) falls back to "rcu" for
-    that wait. `stats` counts the waits done each way.
+    that wait. `stats` counts the waits done each way. `boost` runs the hop as SCHED_FIFO (see `_boost`).
     """
 
-    def __init__(self, mechanism: str = "auto"):
+    def __init__(self, mechanism: str = "auto", *, boost: bool = True):
+        self.boost = boost
         if mechanism not in ("auto", "cpu-hop", "rcu"):
             raise ValueError(f"mechanism must be 'auto', 'cpu-hop' or 'rcu', not {mechanism!r}")
         rcu_ok = _rcu_available()
@@ -170,6 +171,7 @@ class Quiescer:
             return False
         restore = os.sched_getaffinity(0)
         moved = False
+        boosted = self._boost()
         try:
             # Executing in user mode on a CPU proves that CPU is quiescent, so the one we are on counts.
             here = sched_getcpu()
@@ -185,7 +187,29 @@ class Quiescer:
         finally:
             if moved:
                 os.sched_setaffinity(0, restore)
+            if boosted is not None:
+                os.sched_setscheduler(0, *boosted)
         return online_cpus() == online
+
+    def _boost(self) -> tuple | None:
+        """Make the calling thread SCHED_FIFO for the hop; returns how to restore it (None: unchanged).
+
+        A migrated SCHED_OTHER thread queues behind whatever already runs on the target CPU and may wait
+        for a whole time slice there (p99 of 31 ms measured with three CPU hogs on two CPUs, against
+        0.15 ms as SCHED_FIFO). The thread is real-time for the ~0.1 ms of the hop only. Without
+        CAP_SYS_NICE the hop simply runs at normal priority (correct, only slower under load)."""
+        if not self.boost:
+            return None
+        try:
+            policy = os.sched_getscheduler(0)
+            if policy in (os.SCHED_FIFO, os.SCHED_RR):
+                return None
+            param = os.sched_getparam(0)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except OSError:
+            self.boost = False
+            return None
+        return policy, param
 
     @staticmethod
     def _arrived(cpu: int) -> bool:
