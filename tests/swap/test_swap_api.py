@@ -52,6 +52,7 @@ def test_quiescer_uses_the_cpu_hop_on_this_kernel_and_restores_affinity():
         os.sched_setaffinity(0, pinned)
         assert q.wait() == "cpu-hop"
         assert os.sched_getaffinity(0) == pinned, "the hop must give the caller its affinity back"
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the SCHED_FIFO boost must end with the hop"
     finally:
         os.sched_setaffinity(0, before)
     assert q.stats["cpu-hop"] == 1
