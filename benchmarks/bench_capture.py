@@ -1,0 +1,149 @@
+"""Packet capture against tcpdump, on the test hosts, in one run.
+
+Run: `python -m pytest -q -s benchmarks/bench_capture.py` (root; about two minutes)
+
+Two kinds of traffic from host a to host b, each RUNS times for DURATION seconds in three modes,
+interleaved so that the three share the machine's state:
+- iperf3 TCP (one stream), filter "tcp port 5201";
+- iperf3 UDP with 18-byte payloads (60-byte frames) at the highest rate iperf3 reaches here,
+  filter "udp port 5201";
+and modes: no capture; `tcpdump -i eth0 -w FILE -s 96 -B 8192 FILTER` in a's namespace; `pynetmon capture
+eth0 -n NS -w FILE -s 96 --ring-size 8388608 -f FILTER` (the CLI, a process like tcpdump; same buffer
+size: 8 MiB). Both write to a file on the same disk.
+
+Per mode: throughput of the monitored traffic (TCP bits/s at the receiver, UDP datagrams/s received)
+and its ratio to no capture; packets captured and dropped as each tool reports them at exit; CPU time
+of the capturing process (all its threads, from /proc/PID/task/*/schedstat, taken from just before the
+traffic starts to half a second after it ends) per captured packet. Medians of RUNS; nothing is asserted on time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pynetmon.testhosts import TestHosts
+
+RUNS = 5
+DURATION = 3
+SNAPLEN = 96
+RING_BYTES = 8 << 20
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = {
+    "tcp": {"filter": "tcp port 5201", "iperf": []},
+    "udp64": {"filter": "udp port 5201", "iperf": ["-u", "-b", "0", "-l", "18"]},
+}
+MODES = ("none", "tcpdump", "pynetmon")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of the process, in nanoseconds' resolution (schedstat, not clock ticks)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return total / 1e9
+
+
+def start_capture(mode: str, host, path: str, expr: str) -> subprocess.Popen | None:
+    if mode == "none":
+        return None
+    if mode == "tcpdump":
+        proc = host.popen("tcpdump", "-i", "eth0", "-w", path, "-s", str(SNAPLEN), "-B", str(RING_BYTES // 1024),
+                          expr, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    else:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        proc = subprocess.Popen([sys.executable, "-m", "pynetmon", "capture", "eth0", "-n", host.netns, "-w", path,
+                                 "-s", str(SNAPLEN), "--ring-size", str(RING_BYTES), "-f", expr],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stderr.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"{mode} did not start: {line}{proc.stderr.read()}")
+    return proc
+
+
+def stop_capture(proc: subprocess.Popen) -> tuple[int, int]:
+    """(captured, dropped) as the tool reports them when stopped with SIGINT."""
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    captured = int(re.search(r"(\d+) packets captured", err).group(1))
+    dropped = re.search(r"(\d+) packets dropped by kernel", err) or re.search(r"(\d+) packets dropped", err)
+    return captured, int(dropped.group(1))
+
+
+def run_iperf(a, b, options: list[str]) -> float:
+    proc = a.run("iperf3", "-c", b.ip, "-t", str(DURATION), "-J", *options, timeout=DURATION + 30)
+    result = json.loads(proc.stdout)["end"]
+    if "-u" in options:
+        total = result["sum"]
+        return (total["packets"] - total["lost_packets"]) / total["seconds"]
+    return result["sum_received"]["bits_per_second"]
+
+
+def measure(a, b, scenario: dict, mode: str, workdir: str) -> dict:
+    path = os.path.join(workdir, f"{mode}.pcap")
+    proc = start_capture(mode, a, path, scenario["filter"])
+    try:
+        cpu_before = cpu_seconds(proc.pid) if proc else 0.0
+        rate = run_iperf(a, b, scenario["iperf"])
+        time.sleep(0.5)  # the reader takes what is still buffered
+        cpu = cpu_seconds(proc.pid) - cpu_before if proc else 0.0
+    finally:
+        counts = stop_capture(proc) if proc else (0, 0)
+    if os.path.exists(path):
+        os.unlink(path)
+    return {"rate": rate, "captured": counts[0], "dropped": counts[1], "cpu": cpu}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF, tcpdump)")
+def test_capture_against_tcpdump():
+    results = {(s, m): [] for s in SCENARIOS for m in MODES}
+    with TestHosts(prefix="pcb") as (a, b), tempfile.TemporaryDirectory(prefix="pynetmon-bench-") as workdir:
+        for host in (a, b):
+            host.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+        server = b.popen("iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            for name, scenario in SCENARIOS.items():
+                for _ in range(RUNS):
+                    for mode in MODES:
+                        results[(name, mode)].append(measure(a, b, scenario, mode, workdir))
+        finally:
+            server.terminate()
+            server.wait()
+    print_table(results)
+
+
+def print_table(results: dict) -> None:
+    med = statistics.median
+    print(f"\nmedians of {RUNS} runs of {DURATION} s; snaplen {SNAPLEN}; capture buffer {RING_BYTES >> 20} MiB")
+    print("| traffic | capture | throughput | vs no capture | captured | dropped | CPU s | CPU µs/packet |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in SCENARIOS:
+        base = med(r["rate"] for r in results[(name, "none")])
+        per_packet = {}
+        for mode in MODES:
+            runs = results[(name, mode)]
+            rate = med(r["rate"] for r in runs)
+            unit = f"{rate / 1e9:.2f} Gbit/s" if name == "tcp" else f"{rate / 1e3:.0f} kpps"
+            if mode == "none":
+                print(f"| {name} | none | {unit} | 1.00 | - | - | - | - |")
+                continue
+            per_packet[mode] = med(r["cpu"] / r["captured"] * 1e6 for r in runs if r["captured"])
+            print(f"| {name} | {mode} | {unit} | {rate / base:.3f} | {med(r['captured'] for r in runs):.0f} | "
+                  f"{med(r['dropped'] for r in runs):.0f} | {med(r['cpu'] for r in runs):.2f} | "
+                  f"{per_packet[mode]:.2f} |")
+        print(f"| {name} | pynetmon/tcpdump CPU per packet | | | | | | "
+              f"{per_packet['pynetmon'] / per_packet['tcpdump']:.2f} |")
