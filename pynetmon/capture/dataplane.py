@@ -148,8 +148,15 @@ class Dataplane:
     def install(self, obj: BPFObject) -> None:
         """Put `obj`'s programs behind every link (each swap is atomic) and release the previous object."""
         with self._lock:
-            for (_ifname, _netns, direction), link in self.links.items():
-                link.update(obj.programs[f"capture_{direction}"])
+            done = []
+            try:
+                for (_ifname, _netns, direction), link in self.links.items():
+                    link.update(obj.programs[f"capture_{direction}"])
+                    done.append((link, direction))
+            except BaseException:
+                for link, direction in done:  # all links keep running one and the same filter
+                    link.update(self.object.programs[f"capture_{direction}"])
+                raise
             old, self.object = self.object, obj
         if old is not None and old is not obj:
             old.close()
