@@ -84,7 +84,7 @@ static __always_inline int copy_frame(struct __sk_buff *skb, struct capture_scra
     __u64 start = from, len = (__u64)to - from;
     CAPTURE_BARRIER(len);
     CAPTURE_BARRIER(start);
-    if (start > CAPTURE_MAX_CAPLEN || len > CAPTURE_MAX_CAPLEN || len < 1)
+    if (start > CAPTURE_MAX_WINDOW || len > CAPTURE_MAX_CAPLEN || len < 1)
         return -1;
     return bpf_skb_load_bytes(skb, from - tag_bytes, s->data + start, len);
 }

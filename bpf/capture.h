@@ -5,13 +5,17 @@
 
 #include <linux/types.h>
 
-/* The most bytes of one packet that cross to user space, and the widest window a filter looks at.
- * (The translated filter's loads are bounded by the same number, MAX_PACKET_OFF of the verifier.) */
-#define CAPTURE_MAX_CAPLEN 65535
+/* The most bytes of one packet that cross to user space: libpcap's largest snaplen, which also covers
+ * a whole 64 KiB GSO packet (tcpdump records those whole). */
+#define CAPTURE_MAX_CAPLEN 262144
 
-/* The per-CPU scratch buffer holds a filter window plus the rest of the captured bytes; the verifier
- * has to see room for both maxima at once. */
-#define CAPTURE_SCRATCH_BYTES (2 * 65536)
+/* The widest window of leading bytes a filter looks at (the translated filter's loads are bounded by
+ * the same number, MAX_PACKET_OFF of the verifier). */
+#define CAPTURE_MAX_WINDOW 65535
+
+/* The per-CPU scratch buffer: the rest of a packet is copied after the filter window, so the verifier
+ * has to see room for a window's end plus a whole capture. */
+#define CAPTURE_SCRATCH_BYTES (CAPTURE_MAX_WINDOW + 1 + CAPTURE_MAX_CAPLEN)
 
 enum capture_direction {
     CAPTURE_INGRESS = 0,
