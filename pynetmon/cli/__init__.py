@@ -53,3 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pynetmon ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
