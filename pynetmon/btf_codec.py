@@ -109,6 +109,13 @@ class IntCodec(Codec):
             self.fmt = f.lower() if signed else f
         else:  # 128-bit integers and other odd sizes: raw bytes, converted in the builder
             self.fmt = f"{size}s"
+        bits = size * 8
+        self._low, self._high = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+        # The common case (a plain in-range int into a native struct field) skips every other check.
+        self._plain = self.fmt in "BHIQbhiq" and not self.big_endian
+        if self.big_endian and self.fmt in "HIQhiq":  # host value → the native int whose bytes are big-endian
+            pack_big, unpack_native = struct.Struct(">" + self.fmt).pack, struct.Struct("=" + self.fmt).unpack
+            self._to_wire = lambda v: unpack_native(pack_big(v))[0]
 
     def build(self, it):
         v = next(it)
@@ -132,17 +139,19 @@ class IntCodec(Codec):
         return f"bool({leaf})" if self.is_bool else leaf
 
     def flatten(self, obj, out):
+        if self._plain and type(obj) is int and self._low <= obj < self._high:
+            out.append(obj)
+            return
         if not isinstance(obj, (int, bool)):
             raise ValueError(f"expected an integer for {self.describe()}, got {obj!r}")
         v = int(obj)
-        low, high = (-(1 << (self.size * 8 - 1)), 1 << (self.size * 8 - 1)) if self.signed else (0, 1 << (self.size * 8))
-        if not low <= v < high:
+        if not self._low <= v < self._high:
             raise ValueError(f"{v} does not fit in {self.describe()}")
         if self.fmt.endswith("s"):
             out.append(v.to_bytes(self.size, "big" if self.big_endian else "little", signed=self.signed))
             return
         if self.big_endian:
-            v = int.from_bytes(v.to_bytes(self.size, "big", signed=self.signed), "little", signed=self.signed)
+            v = self._to_wire(v)
         out.append(v)
 
     def describe(self):
@@ -229,6 +238,7 @@ class StructCodec(Codec):
         self.size = size
         self.fields = fields  # (name, byte offset, codec), sorted by offset, non-overlapping
         self.bitfields = bitfields or []  # (name, bit offset, bit size)
+        self._known = frozenset(n for n, _, _ in self.fields) | {n for n, _, _ in self.bitfields}
         if self.bitfields:
             # Struct with bitfields: decode from the raw bytes (rare in maps; correctness over speed).
             self.fmt = f"{size}s"
@@ -267,8 +277,8 @@ class StructCodec(Codec):
     def flatten(self, obj, out):
         if not isinstance(obj, dict):
             raise ValueError(f"expected a dict for struct {self.name or '(anonymous)'}, got {obj!r}")
-        known = {n for n, _, _ in self.fields} | {n for n, _, _ in self.bitfields}
-        unknown = set(obj) - known
+        known = self._known
+        unknown = obj.keys() - known
         if unknown:
             raise ValueError(f"struct {self.name or '(anonymous)'} has no field(s) {sorted(unknown)}; "
                              f"fields are {sorted(known)}")
