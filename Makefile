@@ -75,7 +75,7 @@ test: build
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: build
-	$(PY) -m pytest -q -s benchmarks $(PYTEST_ARGS)
+	$(PY) -m pytest -q -s $(wildcard benchmarks/bench_*.py) $(PYTEST_ARGS)
 
 lint: deps
 	$(PY) -m ruff check pynetmon tests benchmarks
