@@ -4,7 +4,8 @@
 
 * `program`: the Program to attach (TC for "tc", XDP for "xdp");
 * `maps`: the user's maps by name (what the other path shares, and what metrics are checked against);
-* `read_map(name, empty)`: the decoded entries of one map (`MapEntries`), emptied if asked.
+* `read_map(name, empty)`: the decoded entries of one map (`MapEntries`), emptied if asked;
+  `read_maps({name: empty})` several at once (the swap-on-read variant reads them from one flip).
 
 Swap-on-read (pynetmon/dynmon/swap.py) provides another class with the same constructor and the same
 three members, whose `program` is the pivot and whose `read_map` flips instances. `build_path_dataplane`
@@ -25,7 +26,7 @@ from ..program import Program
 from ..toolchain import compile_c
 from .config import ELF_MAGIC, PathConfig
 from .dialect import translate
-from .entries import MapEntries, kind_of, map_address_fields
+from .entries import MapEntries, content_digest, kind_of, map_address_fields
 
 log = logging.getLogger("pynetmon.dynmon")
 PROGRAM_TYPES = {"tc": "sched_cls", "xdp": "xdp"}
@@ -178,6 +179,10 @@ class PathDataplane:
         read; queues and stacks are always popped)."""
         return read_entries(self.maps[name], empty, self._addresses.get(name, ({}, {})))
 
+    def read_maps(self, requests: Mapping[str, bool]) -> dict[str, MapEntries]:
+        """`read_map` for several maps at once: {name: empty} → {name: MapEntries}."""
+        return {name: self.read_map(name, empty) for name, empty in requests.items()}
+
     def close(self) -> None:
         """Release the object (a program still attached through a link keeps running until detached)."""
         self._obj.close()
@@ -203,7 +208,8 @@ def read_entries(m: Map, empty: bool, addresses=({}, {})) -> MapEntries:
     else:
         values = m.value_codec.decode_many(raw_values, count)
     keys = m.key_codec.decode_many(raw_keys, count) if kind == "hash" else []
-    return MapEntries(m.name, m.type, kind, keys, values, m.per_cpu, *addresses)
+    return MapEntries(m.name, m.type, kind, keys, values, m.per_cpu, *addresses,
+                      digest=content_digest(m.type, count, raw_keys, raw_values))
 
 
 def build_path_dataplane(path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,

@@ -9,6 +9,7 @@ address strings.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,11 @@ class MapEntries:
 
     `kind` is "hash" (`keys` and `values` pair up), "array" (`values` by index) or "queue" (`values` in
     pop order). Per-CPU maps have `per_cpu=True` and one list (per possible CPU) per value.
+
+    `digest` identifies the content when the read came from one batch buffer (`content_digest` of the
+    packed keys and values): two reads with equal digests decoded to equal entries, so whatever was
+    built from the first can be reused for the second. None when the read cannot tell (swap-on-read
+    collections, queues, arrays emptied element by element): never reused.
     """
 
     map_name: str
@@ -41,6 +47,16 @@ class MapEntries:
     per_cpu: bool = False
     key_addresses: dict[FieldPath, str] = field(default_factory=dict)
     value_addresses: dict[FieldPath, str] = field(default_factory=dict)
+    digest: bytes | None = None
+
+
+def content_digest(m_type: str, count: int, *buffers) -> bytes:
+    """A 16-byte digest of a map's packed batch read (its type, entry count and buffers): equal digests
+    mean equal content. BLAKE2b runs at about 1 GB/s, a few ms for a 100,000-entry read."""
+    h = hashlib.blake2b(f"{m_type}:{count}:".encode(), digest_size=16)
+    for buf in buffers:
+        h.update(buf)
+    return h.digest()
 
 
 def kind_of(map_type: str) -> str:

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
+
+from prometheus_client.core import Metric
 
 from ..errors import ConfigError, Error
 from .attachment import Attachment, check_mode, ingress_hook
 from .config import DIRECTIONS, DataplaneConfig, PathConfig, parse_config
 from .dataplane import build_path_dataplane
+from .entries import MapEntries
 from .metrics import metric_json
 from .openmetrics import FORMATS, exposition, families, shape_problem
 from .swap import check_swap_maps_not_shared
@@ -58,6 +62,8 @@ class Dynmon:
         self._state_lock = threading.RLock()    # what reads see: taken by reads and by the final swap
         self._configs: dict[str, PathConfig | None] = dict.fromkeys(DIRECTIONS)
         self._paths: dict[str, Any] = dict.fromkeys(DIRECTIONS)
+        # (direction, metric name, labels) → (dataplane, metric config, labels, content digest, families): see families()
+        self._family_cache: dict[tuple[str, str], tuple] = {}
         self._attachment: Attachment | None = None
         self._mode = "tc"
         self._closed = False
@@ -102,6 +108,7 @@ class Dynmon:
                 self._paths.update(built)
                 self._configs.update({d: (None if c.empty else c) for d, c in changes.items()})
                 _close_all(old)
+                self._family_cache.clear()
             log.info("dynmon %r: dataplane replaced on %s", self.name, ", ".join(changes))
 
     def _build(self, changes: dict[str, PathConfig], hook_for_ingress: str, keep: dict | None = None) -> dict:
@@ -162,6 +169,7 @@ class Dynmon:
                 if rebuilt is not None:
                     self._paths["ingress"] = rebuilt
                     _close_all([current])
+                    self._family_cache.clear()
                 self._attachment = attachment
                 self._mode = mode
             log.info("dynmon %r attached to %s (%s)", self.name, ifname, mode)
@@ -185,21 +193,53 @@ class Dynmon:
         `metrics()` → {"ingress-metrics": [...], "egress-metrics": [...]}; `metrics("ingress")` → the
         list of {"name", "value", "timestamp"}; `metrics("ingress", "packets_total")` → one of them.
         Per-CPU maps are summed unless `per_cpu=True`. Reading a metric with empty-on-read empties it.
+        The metrics of a path are read together: one snapshot (one swap-on-read flip), each map read once.
         """
         if direction is None:
-            return {f"{d}-metrics": self.metrics(d, per_cpu=per_cpu) for d in DIRECTIONS}
+            with self._state_lock:
+                return {f"{d}-metrics": self.metrics(d, per_cpu=per_cpu) for d in DIRECTIONS}
         direction = _direction(direction)
         with self._state_lock:
-            cfg, dp = self._configs[direction], self._paths[direction]
+            cfg = self._configs[direction]
             metrics = cfg.metric_configs if cfg else []
             if name is not None:
                 chosen = [m for m in metrics if m.name == name]
                 if not chosen:
                     raise MetricNotFoundError(direction, name, [m.name for m in metrics])
                 metrics = chosen
-            out = [metric_json(m.name, dp.read_map(m.map_name, m.extraction_options.empty_on_read), per_cpu)
-                   for m in metrics]
+            entries = self._read(direction, metrics)
+            out = [metric_json(m.name, entries[m.map_name], per_cpu) for m in metrics]
         return out[0] if name is not None else out
+
+    def families(self, labels: Mapping[str, str] | None = None) -> list[Metric]:
+        """Every metric that has open-metrics-metadata, as prometheus_client metric families (what
+        `open_metrics()` renders; a custom collector can yield them). `labels` are added to every sample
+        (a configured static label of the same name is exported as `exported_<name>`).
+
+        Each path is read as one snapshot (one swap-on-read flip). A metric whose map content is
+        unchanged since the previous call with the same `labels` gives the very same family objects as
+        then (treat them as read-only), so callers can reuse whatever they derived from them.
+        """
+        labels = dict(labels or {})
+        fams: list[Metric] = []
+        with self._state_lock:
+            for direction in DIRECTIONS:
+                cfg, dp = self._configs[direction], self._paths[direction]
+                exported = [m for m in (cfg.metric_configs if cfg else []) if m.open_metrics_metadata is not None]
+                entries = self._read(direction, exported)
+                for m in exported:
+                    fams.extend(self._families_of(direction, dp, m, entries[m.map_name], labels))
+        return fams
+
+    def _families_of(self, direction: str, dp, metric, entries: MapEntries, labels: dict) -> list[Metric]:
+        key = (direction, metric.name, tuple(labels.items()))
+        cached = self._family_cache.get(key)
+        if cached is not None and entries.digest is not None and cached[:4] == (dp, metric, labels, entries.digest):
+            return cached[4]
+        fams = families(metric, entries, labels)
+        # Only the last read of each metric is kept: the cache holds what the next scrape needs, no more.
+        self._family_cache[key] = (dp, metric, labels, entries.digest, fams)
+        return fams
 
     def open_metrics(self, fmt: str = "openmetrics") -> str:
         """Every metric that has open-metrics-metadata, as OpenMetrics text (ends with "# EOF").
@@ -209,14 +249,17 @@ class Dynmon:
         """
         if fmt not in FORMATS:  # before reading: an empty-on-read metric must not be emptied for nothing
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        fams = []
-        with self._state_lock:
-            for direction in DIRECTIONS:
-                cfg, dp = self._configs[direction], self._paths[direction]
-                for m in (cfg.metric_configs if cfg else []):
-                    if m.open_metrics_metadata is not None:
-                        fams.extend(families(m, dp.read_map(m.map_name, m.extraction_options.empty_on_read)))
-        return exposition(fams, fmt)
+        return exposition(self.families(), fmt)
+
+    def _read(self, direction: str, metrics: list) -> dict[str, MapEntries]:
+        """The entries of every map `metrics` read, from one snapshot of the path (call with _state_lock
+        held). A map read by several metrics is read once, and emptied if any of them is empty-on-read."""
+        if not metrics:
+            return {}
+        requests: dict[str, bool] = {}
+        for m in metrics:
+            requests[m.map_name] = requests.get(m.map_name, False) or m.extraction_options.empty_on_read
+        return self._paths[direction].read_maps(requests)
 
     def path_dataplane(self, direction: str):
         """The loaded dataplane of a path (a PathDataplane or the swap-on-read variant), or None."""
@@ -234,6 +277,7 @@ class Dynmon:
                 with self._state_lock:
                     _close_all(self._paths.values())
                     self._paths = dict.fromkeys(DIRECTIONS)
+                    self._family_cache.clear()
                     self._configs = dict.fromkeys(DIRECTIONS)
                     self._closed = True
 

@@ -1,29 +1,32 @@
-"""The daemon's metrics as a prometheus_client Collector: every dynmon monitor's families (each sample
-labelled `monitor="NAME"`, so that monitors exporting the same metric stay apart), plus the daemon's
-own: packet capture counters and one `pynetmon_monitor_up` per monitor.
+"""The daemon's metrics: every dynmon monitor's families (each sample labelled `monitor="NAME"`, so that
+monitors exporting the same metric stay apart), plus the daemon's own: packet capture counters and one
+`pynetmon_monitor_up` per monitor.
 
 A monitor whose read fails is reported with `pynetmon_monitor_up 0` and a log line; it never fails the
-scrape of the others.
+scrape of the others. `DaemonCollector.groups()` keeps each monitor's families apart (what the /metrics
+renderer caches, pynetmon/service/metrics_exposition.py); `collect()` merges them (prometheus_client's
+Collector interface).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.samples import Sample
 
 from .registry import Registry
 
 log = logging.getLogger("pynetmon.service")
 
 
-def with_label(family: Metric, name: str, value: str) -> Metric:
-    """`family` with label name=value added to every sample (a new Metric; the input is not changed)."""
-    out = Metric(family.name, family.documentation, family.type, family.unit)
-    out.samples = [Sample(s.name, {name: value, **s.labels}, s.value, s.timestamp, s.exemplar)
-                   for s in family.samples]
-    return out
+@dataclass
+class Scrape:
+    """One collection: `groups` holds the dynmon families by name (each group: one family per monitor
+    exporting that name, all of one type, in monitor order); `daemon` the daemon's own families."""
+
+    groups: dict[str, list[Metric]] = field(default_factory=dict)
+    daemon: list[Metric] = field(default_factory=list)
 
 
 class DaemonCollector:
@@ -32,9 +35,10 @@ class DaemonCollector:
     def __init__(self, registry: Registry):
         self.registry = registry
 
-    def collect(self) -> Iterator[Metric]:
+    def scrape(self) -> Scrape:
+        """Read every monitor once (each monitor's families come from `Dynmon.families`, unchanged)."""
+        out = Scrape()
         up = GaugeMetricFamily("pynetmon_monitor_up", "1 when the monitor's metrics were read", labels=["monitor"])
-        merged: dict[str, Metric] = {}
         for cube in sorted(self.registry.cubes("dynmon"), key=lambda c: c.name):
             try:
                 families = cube.families()
@@ -44,18 +48,28 @@ class DaemonCollector:
                 continue
             up.add_metric([cube.name], 1)
             for family in families:
-                labelled = with_label(family, "monitor", cube.name)
-                known = merged.get(family.name)
-                if known is None:
-                    merged[family.name] = labelled
-                elif known.type == family.type:  # same metric from another monitor: one family
-                    known.samples.extend(labelled.samples)
-                else:
+                group = out.groups.setdefault(family.name, [])
+                if group and group[0].type != family.type:
                     log.warning("dynmon %r exports %s as a %s, another monitor as a %s: skipped",
-                                cube.name, family.name, family.type, known.type)
-        yield from merged.values()
-        yield up
-        yield from self._captures()
+                                cube.name, family.name, family.type, group[0].type)
+                    continue
+                group.append(family)
+        out.daemon = [up, *self._captures()]
+        return out
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client's Collector interface: one family per name (new objects; the monitors'
+        families are not changed), then the daemon's own."""
+        scrape = self.scrape()
+        for group in scrape.groups.values():
+            first = group[0]
+            if len(group) == 1:
+                yield first
+                continue
+            merged = Metric(first.name, first.documentation, first.type, first.unit)
+            merged.samples = [s for family in group for s in family.samples]
+            yield merged
+        yield from scrape.daemon
 
     def _captures(self) -> Iterator[Metric]:
         cubes = sorted(self.registry.cubes("packetcapture"), key=lambda c: c.name)

@@ -79,23 +79,6 @@ class DynmonCube(Cube):
         return self.monitor.open_metrics()
 
     def families(self) -> list[Metric]:
-        """The monitor's OpenMetrics families, as prometheus_client Metric objects."""
-        public = getattr(self.monitor, "families", None)
-        if callable(public):
-            return list(public())
-        return _families_of(self.monitor)
-
-
-def _families_of(monitor) -> list[Metric]:
-    # Dynmon has no public "families" method yet (only the rendered text of open_metrics(), which would
-    # have to be parsed back); this mirrors Dynmon.open_metrics under the monitor's own read lock, so a
-    # concurrent config change never closes a map while it is read.
-    from ..dynmon.openmetrics import families
-    out: list[Metric] = []
-    with monitor._state_lock:
-        for direction in DIRECTIONS:
-            cfg, dp = monitor._configs[direction], monitor._paths[direction]
-            for m in (cfg.metric_configs if cfg else []):
-                if m.open_metrics_metadata is not None:
-                    out.extend(families(m, dp.read_map(m.map_name, m.extraction_options.empty_on_read)))
-    return out
+        """The monitor's OpenMetrics families, every sample labelled `monitor="NAME"` (families whose map
+        did not change since the previous scrape are the same objects: see `Dynmon.families`)."""
+        return self.monitor.families(labels={"monitor": self.name})
