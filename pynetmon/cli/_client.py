@@ -7,6 +7,7 @@ the token is missing, or what the daemon said was wrong with the request.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import urllib.error
@@ -44,6 +45,17 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file holding the daemon's bearer token (default: $PYNETMON_TOKEN, if set)")
 
 
+def read_token(token_file: str | None) -> str | None:
+    """The bearer token: the first line of `token_file` if given, else $PYNETMON_TOKEN (None if neither)."""
+    if token_file:
+        try:
+            with open(token_file) as f:
+                return f.readline().strip() or None
+        except OSError as exc:
+            raise Error(f"cannot read the token file {token_file!r}: {exc.strerror}") from None
+    return os.environ.get("PYNETMON_TOKEN", "").strip() or None
+
+
 class Client:
     """Talks to one daemon. `Client.from_args(args)` builds it from the common options."""
 
@@ -56,16 +68,7 @@ class Client:
 
     @classmethod
     def from_args(cls, args) -> Client:
-        token = None
-        if getattr(args, "token_file", None):
-            try:
-                with open(args.token_file) as f:
-                    token = f.readline().strip()
-            except OSError as exc:
-                raise Error(f"cannot read the token file {args.token_file!r}: {exc.strerror}") from None
-        elif os.environ.get("PYNETMON_TOKEN"):
-            token = os.environ["PYNETMON_TOKEN"].strip()
-        return cls(args.address, args.port, token)
+        return cls(args.address, args.port, read_token(getattr(args, "token_file", None)))
 
     # -- requests ------------------------------------------------------------------------------
     def _open(self, method: str, path: str, body: Any = None, headers: dict | None = None,
@@ -82,6 +85,8 @@ class Client:
             return urllib.request.urlopen(request, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             raise self._api_error(exc) from None
+        except http.client.InvalidURL as exc:  # a malformed -a/--address
+            raise Error(f"bad daemon address {self.base!r}: {exc}") from None
         except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DaemonUnreachableError(

@@ -5,16 +5,16 @@ daemon serves `PacketCapture.stream()` there). FILE is overwritten; '-' writes t
 file is a valid pcap whenever the client stops: at the end of the stream, on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
-import os
+import http.client
 import signal
 import struct
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from ..capture.pcap import GLOBAL_HEADER, MAGIC_NANOSECOND, iter_records
 from ..errors import Error
+from ._client import read_token
 
 NAME = "capture-client"
 HELP = "save a capture's live pcap stream (network mode) from a URL into a file"
@@ -34,20 +34,11 @@ class _Stop(Exception):
     pass
 
 
-def _token(args) -> str | None:
-    if args.token_file:
-        try:
-            return Path(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise Error(f"cannot read the token file {args.token_file!r}: {exc.strerror}") from None
-    return os.environ.get("PYNETMON_TOKEN") or None
-
-
 def _open_stream(args):
     if not args.url.startswith(("http://", "https://")):
         raise Error(f"URL must start with http:// or https://, not {args.url!r}")
     request = urllib.request.Request(args.url, headers={"Accept": "application/vnd.tcpdump.pcap"})
-    token = _token(args)
+    token = read_token(args.token_file)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -55,6 +46,8 @@ def _open_stream(args):
     except urllib.error.HTTPError as exc:
         detail = exc.read(500).decode(errors="replace").strip()
         raise Error(f"{args.url} answered {exc.code} {exc.reason}" + (f": {detail}" if detail else "")) from None
+    except http.client.InvalidURL as exc:  # a malformed host or port
+        raise Error(f"bad URL {args.url!r}: {exc}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise Error(f"cannot reach {args.url}: {reason}") from None

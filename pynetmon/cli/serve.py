@@ -34,13 +34,17 @@ def run(args) -> int:
     import os
 
     from ..errors import Error
-    from ..service import ServiceConfig, serve
+    from ..service import ServiceConfig, serve, state_file
     from ..service.config import parse_listen, read_token_file
 
     logging.getLogger("pynetmon.service").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     host, port = parse_listen(args.listen)
     if args.netns and not os.path.exists(f"/run/netns/{args.netns}"):
         raise Error(f"--netns: no network namespace named {args.netns!r} in /run/netns")
+    if args.state_file:
+        # Read once before listening: a broken file is then a one-line error naming --state-file, not a
+        # traceback from the ASGI server's start-up.
+        state_file.load(Path(args.state_file))
     config = ServiceConfig(host=host, port=port,
                            token=read_token_file(args.token_file) if args.token_file else None,
                            protect_metrics=args.protect_metrics, max_body=args.max_body,
