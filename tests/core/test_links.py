@@ -14,6 +14,7 @@ import pytest
 
 import pynetmon
 from pynetmon.link import attach_tc, attach_xdp, tc_programs, tcx_supported, xdp_programs
+from pynetmon.testing import IN_CI
 from pynetmon.toolchain import compile_c
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,7 +54,19 @@ def clsact_state(host) -> tuple[str, str, str]:
     return tuple(show)
 
 
-requires_tcx = pytest.mark.skipif(not tcx_supported(), reason="kernel without tcx links (linux < 6.6)")
+@pytest.fixture
+def tcx(bpf) -> None:
+    """Needs tcx links. Probed only once BPF is known usable (unprivileged, the probe says "no tcx" too), and
+    skipped only on a kernel too old to have them: CI, or a 6.6+ kernel without them, fails loudly."""
+    if tcx_supported():
+        return
+    release = tuple(int(part) for part in os.uname().release.split(".")[:2] if part.isdigit())
+    if IN_CI or release >= (6, 6):
+        pytest.fail(f"tcx links are missing on linux {os.uname().release} (expected from 6.6 on)")
+    pytest.skip(f"kernel without tcx links (linux {os.uname().release} < 6.6)")
+
+
+requires_tcx = pytest.mark.usefixtures("tcx")
 
 
 # ---- tcx --------------------------------------------------------------------------------------------------
