@@ -39,6 +39,7 @@ MIN_WINDOW = 16  # a filter that reads at all gets the Ethernet + 802.1Q header 
 SHARED_MAPS = ("capture_ring", "capture_counters", "capture_config", "capture_scratch")
 _SIZES = {W: 4, H: 2, B: 1}
 _VERDICT = struct.Struct("=I")
+ANY_NETNS = object()  # Dataplane.detach: links in every namespace (None means the root namespace)
 
 
 def filter_window(insns: Sequence[Sequence[int]]) -> int:
@@ -170,13 +171,15 @@ class Dataplane:
                 self.links[key] = attach_tc(self.object.programs[f"capture_{direction}"], ifname, direction,
                                             mechanism=self.mechanism, netns=netns)
 
-    def detach(self, ifname: str | None = None, direction: str | None = None, netns: str | None = None) -> None:
-        """Detach the links that match (None matches anything); detaching continues past a failure."""
+    def detach(self, ifname: str | None = None, direction: str | None = None,
+               netns: str | None | object = ANY_NETNS) -> None:
+        """Detach the links that match (None matches any interface or direction; `netns` None is the root
+        namespace, ANY_NETNS any namespace); detaching continues past a failure."""
         errors = []
         with self._lock:
             for key in list(self.links):
                 if (ifname is None or key[0] == ifname) and (direction is None or key[2] == direction) and \
-                        (netns is None or key[1] == netns):
+                        (netns is ANY_NETNS or key[1] == netns):
                     link = self.links.pop(key)
                     try:
                         link.detach()

@@ -237,3 +237,15 @@ def test_killed_process_leaves_nothing_attached(quiet_hosts, tmp_path):
         proc.kill()
         proc.wait()
     assert wait_for(lambda: attached(a) == {"ingress": 0, "egress": 0})
+
+
+def test_failed_attach_in_the_root_namespace_keeps_a_namesake_in_another(quiet_hosts, tmp_path):
+    a, _ = quiet_hosts
+    a.run("ip", "link", "add", "pnmdummy0", "type", "veth", "peer", "name", "pnmdummy1")  # in a's netns only
+    a.run("ip", "link", "set", "pnmdummy0", "up")
+    with PacketCapture("namesake", filter="all", dump=tmp_path / "x.pcap") as cap:
+        cap.attach("pnmdummy0", netns=a.netns)
+        with pytest.raises(InterfaceNotFoundError, match="pnmdummy0"):
+            cap.attach("pnmdummy0")  # the root namespace has none
+        assert cap.interfaces == [f"pnmdummy0@{a.netns}"]
+        assert [len(tc_programs("pnmdummy0", d, netns=a.netns)) for d in ("ingress", "egress")] == [1, 1]
