@@ -7,20 +7,32 @@
 ...         ...
 ...     obj.maps["counters"].items()
 """
-from .errors import (BPFError, CompileError, ConfigError, Error, FilterError, InterfaceNotFoundError, LoadError,
-                     MapFullError, MapKeyError, NotSupportedError, PermissionDeniedError, VerifierError)
+from .doctor import doctor
+from .errors import (
+    BPFError,
+    CompileError,
+    ConfigError,
+    Error,
+    FilterError,
+    InterfaceNotFoundError,
+    LoadError,
+    MapFullError,
+    MapKeyError,
+    NotSupportedError,
+    PermissionDeniedError,
+    VerifierError,
+)
+from .link import attach_tc, attach_xdp
 from .maps import Map
 from .object import BPFObject
 from .program import Program, TestRun
-from .link import attach_tc, attach_xdp
-from .doctor import doctor
 from .ringbuf import PerfBuffer, RingBuffer
 
 __all__ = [
-    "BPFError", "BPFObject", "CompileError", "ConfigError", "Error", "FilterError", "InterfaceNotFoundError",
-    "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError", "PermissionDeniedError", "Program",
-    "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "Dynmon", "PacketCapture", "PerfBuffer",
-    "RingBuffer", "PacketFilter", "filter",
+    "BPFError", "BPFObject", "CompileError", "ConfigError", "Dynmon", "Error", "FilterError",
+    "InterfaceNotFoundError", "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError",
+    "PacketCapture", "PacketFilter", "PerfBuffer", "PermissionDeniedError", "Program", "RingBuffer",
+    "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "filter",
 ]
 __version__ = "0.1.0"
 

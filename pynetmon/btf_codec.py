@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import gc
 import struct
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ._binding import ffi, lib
 
 _INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
-_BIG_ENDIAN_TYPEDEFS = {"__be16", "__be32", "__be64", "__be64"}
+_BIG_ENDIAN_TYPEDEFS = {"__be16", "__be32", "__be64"}
 
 
 def _swap(value: int, size: int) -> int:
@@ -143,7 +144,7 @@ class IntCodec(Codec):
             out.append(obj)
             return
         if not isinstance(obj, (int, bool)):
-            raise ValueError(f"expected an integer for {self.describe()}, got {obj!r}")
+            raise ValueError(f"expected an integer for {self.describe()}, got {obj!r}")  # noqa: TRY004 - codec errors are all ValueError
         v = int(obj)
         if not self._low <= v < self._high:
             raise ValueError(f"{v} does not fit in {self.describe()}")
@@ -276,7 +277,7 @@ class StructCodec(Codec):
 
     def flatten(self, obj, out):
         if not isinstance(obj, dict):
-            raise ValueError(f"expected a dict for struct {self.name or '(anonymous)'}, got {obj!r}")
+            raise ValueError(f"expected a dict for struct {self.name or '(anonymous)'}, got {obj!r}")  # noqa: TRY004
         known = self._known
         unknown = obj.keys() - known
         if unknown:
@@ -396,7 +397,7 @@ def compile_rows(codec: Codec, stride: int | None) -> Callable[[Any], Any] | Non
     # The source is built from BTF member names quoted with repr() and from generated variable names.
     if single:
         unpacks = "".join(f"    {t} = _s{n}.unpack_from(data)\n" for n, t in enumerate(targets))
-        exec(f"def _decode_one(data):\n{unpacks}    return {expr}\n", namespace)
+        exec(f"def _decode_one(data):\n{unpacks}    return {expr}\n", namespace)  # noqa: S102 - see above
         return namespace["_decode_one"]
     if len(groups) == 1:
         source = f"lambda view: [{expr} for {targets[0]} in {sources[0]}]"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ._binding import check, ffi, lib
 from .btf_codec import BytesCodec, Codec, IntCodec, gc_paused, per_cpu_stride
@@ -61,7 +62,7 @@ class Map:
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
     def from_fd(cls, fd: int, key_codec: Codec | None = None, value_codec: Codec | None = None,
-                *, owned: bool = False) -> "Map":
+                *, owned: bool = False) -> Map:
         """Wrap an existing map file descriptor (its properties are read from the kernel)."""
         info = ffi.new("struct bpf_map_info *")
         size = ffi.new("__u32 *", ffi.sizeof("struct bpf_map_info"))
@@ -71,7 +72,7 @@ class Map:
 
     @classmethod
     def create(cls, type: str, key_size: int, value_size: int, max_entries: int, name: str = "",
-               key_codec: Codec | None = None, value_codec: Codec | None = None) -> "Map":
+               key_codec: Codec | None = None, value_codec: Codec | None = None) -> Map:
         """Create a new map owned by this process (freed when closed or garbage collected)."""
         type_id = {v: k for k, v in MAP_TYPE_NAMES.items()}.get(type)
         if type_id is None:
@@ -103,7 +104,7 @@ class Map:
         if getattr(self, "_owned_fd", False):
             try:
                 self.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - interpreter shutdown
                 pass
 
     def __repr__(self) -> str:

@@ -9,24 +9,25 @@ from __future__ import annotations
 import errno
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
+from typing import Self
 
-from ._binding import captured_libbpf_output, check, check_ptr, ffi, lib
+from ._binding import captured_libbpf_output, check, ffi, lib
 from .btf_codec import BTFTypes
 from .errors import LoadError, PermissionDeniedError, VerifierError, error_from_errno
 from .maps import MAP_TYPE_NAMES, Map
 from .program import PROG_TYPE_NAMES, Program
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-_LOG_BLOCK = re.compile(r"prog '([^']+)': -- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", re.S)
+_LOG_BLOCK = re.compile(r"prog '([^']+)': -- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", re.DOTALL)
 _FAILED_PROG = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to load)")
 
 
 class MapSpec:
     """A map of an opened, not yet loaded object."""
 
-    def __init__(self, obj: "BPFObject", ptr):
+    def __init__(self, obj: BPFObject, ptr):
         self._obj = obj
         self._ptr = ptr
         self.name = ffi.string(lib.bpf_map__name(ptr)).decode()
@@ -40,7 +41,7 @@ class MapSpec:
     def set_max_entries(self, n: int) -> None:
         check(lib.bpf_map__set_max_entries(self._ptr, n), f"set max_entries of map {self.name!r}")
 
-    def reuse(self, other: "Map | int") -> None:
+    def reuse(self, other: Map | int) -> None:
         """Use an existing kernel map instead of creating one (libbpf map reuse): the two objects share it."""
         fd = other if isinstance(other, int) else other.fd
         check(lib.bpf_map__reuse_fd(self._ptr, fd), f"reuse map fd for {self.name!r}",
@@ -62,7 +63,7 @@ class MapSpec:
 class ProgramSpec:
     """A program of an opened, not yet loaded object."""
 
-    def __init__(self, obj: "BPFObject", ptr):
+    def __init__(self, obj: BPFObject, ptr):
         self._obj = obj
         self._ptr = ptr
         self.name = ffi.string(lib.bpf_program__name(ptr)).decode()
@@ -120,7 +121,7 @@ class BPFObject:
         self.programs: Mapping[str, ProgramSpec | Program] = {s.name: s for s in self._iter_programs()}
 
     @classmethod
-    def from_package(cls, name: str) -> "BPFObject":
+    def from_package(cls, name: str) -> BPFObject:
         """Open one of the objects shipped inside pynetmon (pynetmon/data/NAME.bpf.o)."""
         path = DATA_DIR / f"{name}.bpf.o"
         if not path.exists():
@@ -144,7 +145,7 @@ class BPFObject:
     def btf(self):
         return lib.bpf_object__btf(self._ptr)
 
-    def load(self) -> "BPFObject":
+    def load(self) -> BPFObject:
         """CO-RE relocation against the running kernel's BTF, then create maps and load programs.
 
         Raises VerifierError (with the whole log) when the verifier rejects a program.
@@ -194,7 +195,7 @@ class BPFObject:
             ffi.release(self._ptr)
             self._ptr = ffi.NULL
 
-    def __enter__(self) -> "BPFObject":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -34,7 +34,7 @@ class Program:
         self._owned_fd = owned_fd
 
     @classmethod
-    def from_fd(cls, fd: int, *, owned: bool = False) -> "Program":
+    def from_fd(cls, fd: int, *, owned: bool = False) -> Program:
         info = ffi.new("struct bpf_prog_info *")
         size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
         check(lib.bpf_obj_get_info_by_fd(fd, info, size), "BPF_OBJ_GET_INFO_BY_FD on program")

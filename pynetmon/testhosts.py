@@ -24,7 +24,7 @@ _counter = itertools.count()
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(["ip", *args], capture_output=True, text=True)
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
     if check and proc.returncode != 0:
         raise Error(f"`ip {' '.join(args)}` failed: {proc.stderr.strip()}")
     return proc
@@ -43,7 +43,7 @@ class Host:
     def run(self, *cmd: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         """Run a command inside this host's namespace."""
         proc = subprocess.run(["ip", "netns", "exec", self.netns, *cmd], capture_output=True, text=True,
-                              timeout=timeout, **kw)
+                              timeout=timeout, check=False, **kw)
         if check and proc.returncode != 0:
             raise Error(f"{' '.join(cmd)!r} in {self.netns} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc

@@ -13,8 +13,10 @@ from .query import tc_programs, xdp_programs
 from .tcx import TcxLink, attach_tcx, tcx_supported
 from .xdp import XdpLink, attach_xdp
 
-__all__ = ["Link", "TcxLink", "ClsactLink", "XdpLink", "attach_tc", "attach_xdp", "tc_programs",
-           "xdp_programs", "tcx_supported"]
+__all__ = [
+    "ClsactLink", "Link", "TcxLink", "XdpLink", "attach_tc", "attach_xdp", "tc_programs", "tcx_supported",
+    "xdp_programs",
+]
 
 
 def attach_tc(program: Program | int, ifname: str | int, direction: str = "ingress", *,

@@ -55,5 +55,5 @@ class FdLink(Link):
     def __del__(self):
         try:
             self.detach()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
             pass

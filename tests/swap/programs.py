@@ -1,8 +1,8 @@
 """The C programs the swap tests inject, compiled once per session (clang's cache keeps reruns fast)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pynetmon import BPFObject
 from pynetmon.toolchain import compile_c

@@ -197,7 +197,9 @@ class NoWait:
     """The control case: a reader that flips and reads at once, as Polycube's dynmon does."""
 
     mechanism = "none"
-    stats: dict = {}
+
+    def __init__(self):
+        self.stats: dict = {}
 
     def wait(self) -> str:
         return "none"

@@ -161,15 +161,15 @@ def test_reads_name_what_is_wrong(bpf):
 
 def test_a_failed_injection_leaves_the_running_one_counting(hosts):
     a, b = hosts
-    with SwapDataplane(counting_object(), "count_tc", ["by_len", "by_slot"]) as running:
-        with attach_tc(running.program, b.ifname, "ingress", netns=b.netns):
-            bad = compile_c(program_source(COUNTER_HASH, "int *p = 0; return *p;"))
-            with pytest.raises(VerifierError):
-                SwapDataplane(bad, "f", ["counts"])
-            a.send_udp(b.ip, 9000, 50)
-            counted = sum(v for _, v in running.read_map("by_len", empty=True))
-            assert counted >= 50
-            assert counted == running.shared_map("truth")[0]
+    with SwapDataplane(counting_object(), "count_tc", ["by_len", "by_slot"]) as running, \
+            attach_tc(running.program, b.ifname, "ingress", netns=b.netns):
+        bad = compile_c(program_source(COUNTER_HASH, "int *p = 0; return *p;"))
+        with pytest.raises(VerifierError):
+            SwapDataplane(bad, "f", ["counts"])
+        a.send_udp(b.ip, 9000, 50)
+        counted = sum(v for _, v in running.read_map("by_len", empty=True))
+        assert counted >= 50
+        assert counted == running.shared_map("truth")[0]
 
 
 # ---- attach points ----------------------------------------------------------------------------------------
