@@ -7,6 +7,7 @@ priority), never anyone else's.
 from __future__ import annotations
 
 import errno
+import socket
 
 from .. import netns as _netns
 from .._binding import check, ffi, lib
@@ -54,10 +55,19 @@ class ClsactLink(Link):
             ret = lib.bpf_tc_detach(hook, self._opts())
             if ret < 0 and -ret not in (errno.ENOENT, errno.ENODEV):
                 check(ret, f"detaching TC filter from {self.ifname} {self.direction}")
-            if self.created_qdisc and not _other_filters(self.ifindex):
+            if self.created_qdisc and _interface_exists(self.ifindex) and not _other_filters(self.ifindex):
                 both = _hook(self.ifindex, "ingress")
                 both.attach_point = lib.BPF_TC_INGRESS | lib.BPF_TC_EGRESS
                 lib.bpf_tc_hook_destroy(both)
+
+
+def _interface_exists(ifindex: int) -> bool:
+    # A deleted interface took its qdisc and filters with it: nothing is left to remove.
+    try:
+        socket.if_indextoname(ifindex)
+    except OSError:
+        return False
+    return True
 
 
 def _other_filters(ifindex: int) -> bool:

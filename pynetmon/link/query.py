@@ -7,6 +7,7 @@ import struct
 
 from .. import netns as _netns
 from .._binding import ffi, lib
+from ..errors import Error
 from .tcx import tcx_attach_type, tcx_supported
 
 _QUERY = struct.Struct("=IIIIQI4xQQQQ")
@@ -43,7 +44,10 @@ def tc_clsact_filters(ifindex: int) -> list[str]:
     ifname = socket.if_indextoname(ifindex)
     lines = []
     for hook in ("ingress", "egress"):
-        out = subprocess.run(["tc", "filter", "show", "dev", ifname, hook], capture_output=True, text=True)
+        out = subprocess.run(["tc", "filter", "show", "dev", ifname, hook], capture_output=True, text=True,
+                             check=False)
+        if out.returncode != 0:  # unknown is not "none": the caller would remove a qdisc others use
+            raise Error(f"`tc filter show dev {ifname} {hook}` failed: {out.stderr.strip()}")
         lines += [line for line in out.stdout.splitlines() if " handle " in line]
     return lines
 

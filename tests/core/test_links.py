@@ -199,6 +199,18 @@ def test_clsact_counts_and_removes_what_it_created(hosts, maptypes):
     assert clsact_state(b) == before
 
 
+@pytest.mark.parametrize("mechanism", ["clsact", "tcx"])
+def test_detach_after_the_interface_was_deleted(hosts, counter_object, mechanism, request):
+    _, b = hosts
+    if mechanism == "tcx":
+        request.getfixturevalue("tcx")
+    link = attach_tc(counter_object.programs["count_ingress"], "eth0", "ingress", mechanism=mechanism,
+                     netns=b.netns)
+    b.run("ip", "link", "del", "eth0")
+    link.detach()  # the qdisc and the filter went with the interface: nothing to do, nothing raised
+    assert not link.attached
+
+
 def test_clsact_never_removes_a_foreign_qdisc_or_filter(hosts, counter_object):
     a, b = hosts
     foreign_filter(b)
