@@ -80,6 +80,21 @@ class Host:
             return socket.socket(family, type, proto)
 
 
+def _wait_operational(name: str, timeout: float = 10.0) -> None:
+    """Wait until eth0 of namespace `name` is operationally UP. The end brought up first gets its carrier
+    when the other end comes up, and its transmit queue leaves the "noop" qdisc (which drops everything
+    while sendto() still succeeds) only when the kernel's linkwatch work runs, later, from a workqueue
+    that needs the RTNL lock; operstate turns UP in that same step."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _ip("-n", name, "-br", "link", "show", "eth0").stdout.split()[1]
+        if state == "UP":
+            return
+        if time.monotonic() > deadline:
+            raise Error(f"eth0 in {name} is still {state} after {timeout} s (the kernel never activated it)")
+        time.sleep(0.005)
+
+
 class TestHosts:
     """Two hosts, `a` and `b`, joined by a veth pair. Use as a context manager (or call close())."""
 
@@ -110,6 +125,8 @@ class TestHosts:
                 mac = _ip("-n", name, "-br", "link", "show", "eth0").stdout.split()[2]
                 hosts.append(Host(name, "eth0", ip, mac))
             self.a, self.b = hosts
+            for host in hosts:
+                _wait_operational(host.netns)
             # Fill the neighbour tables so the first packets are not ARP exchanges.
             _ip("-n", self.names[0], "neigh", "replace", ip_b, "lladdr", self.b.mac, "dev", "eth0")
             _ip("-n", self.names[1], "neigh", "replace", ip_a, "lladdr", self.a.mac, "dev", "eth0")

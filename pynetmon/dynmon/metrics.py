@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..btf_codec import gc_paused
 from .entries import MapEntries, apply_addresses
 
 
@@ -87,10 +88,11 @@ def prepared(entries: MapEntries, per_cpu: bool = False) -> tuple[list, list]:
 
 def json_value(entries: MapEntries, per_cpu: bool = False) -> list:
     """The map's content in Polycube's shape (see the module docstring)."""
-    keys, values = prepared(entries, per_cpu)
-    if entries.kind == "hash":
-        return [{"key": k, "value": v} for k, v in zip(keys, values)]
-    return list(values)
+    with gc_paused(len(entries.values) >= 10_000):  # many small containers, no cycles: see gc_paused
+        keys, values = prepared(entries, per_cpu)
+        if entries.kind == "hash":
+            return [{"key": k, "value": v} for k, v in zip(keys, values)]
+        return values if isinstance(values, list) and values is not entries.values else list(values)
 
 
 def metric_json(name: str, entries: MapEntries, per_cpu: bool = False) -> dict:

@@ -154,36 +154,32 @@ def constant_labels(meta, labels: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def _key_labels(entries: MapEntries, keys: list, used: set[str]) -> tuple[list[str], list[tuple[str, ...]]]:
-    """(label names, one tuple of label values per entry): hash keys and array indexes as labels.
-    A key label named like a constant label becomes `key_<name>` (key labels never hide those)."""
+def _key_labels(entries: MapEntries, keys: list, used: set[str]) -> tuple[list[str], list[list[str]]]:
+    """(label names, one column of label values per name): hash keys and array indexes as labels.
+    A key label named like a constant label becomes `key_<name>` (key labels never hide those).
+    `keys` are prepared (no bytes left), so str() is each label value's text."""
     if entries.kind == "hash":
         if not keys:
             return [], []
         leaves = [path for path, _ in _leaves(keys[0])]
         names = [_rename(_label_name(path), used, "key_") for path in leaves]
         if leaves == [()]:  # a scalar key
-            return names, [(s,) for s in map(_text, keys)]
-        if all(len(path) == 1 for path in leaves):  # a flat struct: one C-level getter for all fields
-            get = itemgetter(*(path[0] for path in leaves))
-            if len(leaves) == 1:
-                return names, [(_text(get(k)),) for k in keys]
-            return names, [tuple(map(_text, get(k))) for k in keys]
-        getters = [_getter(path) for path in leaves]
-        return names, [tuple(_text(get(k)) for get in getters) for k in keys]
+            return names, [list(map(str, keys))]
+        return names, [list(map(str, map(_getter(path), keys))) for path in leaves]
     if len(entries.values) == 1:
-        return [], [()]
-    return [_rename("index", used, "key_")], [(str(i),) for i in range(len(entries.values))]
+        return [], []
+    return [_rename("index", used, "key_")], [list(map(str, range(len(entries.values))))]
 
 
-def _label_dicts(const: dict[str, str], names: list[str], rows: list[tuple[str, ...]]) -> list[dict[str, str]]:
-    """One label dict per row: the constant labels plus the row's values under `names`."""
+def _label_dicts(const: dict[str, str], names: list[str], columns: list[list[str]], count: int) \
+        -> list[dict[str, str]]:
+    """One label dict per entry: the constant labels plus the entry's value of each of `names`."""
     if not names:
-        return [dict(const) for _ in rows]
+        return [dict(const) for _ in range(count)]
     if len(names) == 1:
-        (name,) = names
-        return [{**const, name: row[0]} for row in rows]
-    return [{**const, **dict(zip(names, row))} for row in rows]
+        (name,), (column,) = names, columns
+        return [{**const, name: v} for v in column]
+    return [{**const, **dict(zip(names, row))} for row in zip(*columns)]
 
 
 def _value_plan(value: Any) -> list[tuple[str, dict[str, str], Callable[[Any], Any] | None]]:
@@ -199,6 +195,12 @@ def _value_plan(value: Any) -> list[tuple[str, dict[str, str], Callable[[Any], A
     return plan
 
 
+# Sample is a namedtuple; what its _make() does (tuple.__new__) costs half of calling Sample(...), which
+# matters at 100,000 samples. The tail fills the fields after name, labels, value with None (timestamp,
+# exemplar, and native_histogram in recent prometheus_client versions).
+_new_tuple = tuple.__new__
+_SAMPLE_TAIL = (None,) * (len(Sample._fields) - 3)
+
 _FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "untyped": UnknownMetricFamily}
 
 
@@ -211,12 +213,12 @@ def families(metric: MetricConfig, entries: MapEntries, labels: Mapping[str, str
     with gc_paused(len(entries.values) >= 10_000):  # the samples hold no cycles; see gc_paused
         keys, values = prepared(entries)
         const = constant_labels(meta, labels)
-        key_names, rows = _key_labels(entries, keys, set(const))
+        key_names, columns = _key_labels(entries, keys, set(const))
         if meta.type == "histogram":
-            return [_histogram(metric, entries, const, key_names, rows, values)]
+            return [_histogram(metric, entries, const, _label_dicts(const, key_names, columns, len(values)), values)]
         if meta.type == "summary":
             fam = SummaryMetricFamily(metric.name, meta.help)
-            dicts = _label_dicts(const, key_names, rows)
+            dicts = _label_dicts(const, key_names, columns, len(values))
             fam.samples = [s for d, v in zip(dicts, values) for s in (
                 Sample(metric.name + "_count", d, v["count"], None, None),
                 Sample(metric.name + "_sum", d, v["sum"], None, None))]
@@ -225,7 +227,7 @@ def families(metric: MetricConfig, entries: MapEntries, labels: Mapping[str, str
         cls = _FAMILIES[meta.type]
         if not values:  # an empty map still announces its metric
             return [cls(base, meta.help)]
-        dicts = _label_dicts(const, key_names, rows)
+        dicts = _label_dicts(const, key_names, columns, len(values))
         by_suffix: dict[str, list] = {}
         for suffix, extra, get in _value_plan(values[0]):
             by_suffix.setdefault(suffix, []).append((extra, get))
@@ -236,7 +238,7 @@ def families(metric: MetricConfig, entries: MapEntries, labels: Mapping[str, str
             if len(leaves) == 1 and not leaves[0][0]:  # one number per entry: the common case
                 get = leaves[0][1]
                 column = values if get is None else map(get, values)
-                fam.samples = [Sample(name, d, v, None, None) for d, v in zip(dicts, column)]
+                fam.samples = [_new_tuple(Sample, (name, d, v, *_SAMPLE_TAIL)) for d, v in zip(dicts, column)]
             else:  # numeric arrays in the value: an `index` label per element, an entry's samples together
                 taken = set(const) | set(key_names)
                 leaves = [({_rename(n, set(taken), "key_"): i for n, i in extra.items()}, get) for extra, get in leaves]
@@ -246,15 +248,15 @@ def families(metric: MetricConfig, entries: MapEntries, labels: Mapping[str, str
         return out
 
 
-def _histogram(metric: MetricConfig, entries: MapEntries, const: dict[str, str], key_names: list[str],
-               rows: list[tuple[str, ...]], values: list) -> Metric:
+def _histogram(metric: MetricConfig, entries: MapEntries, const: dict[str, str], dicts: list[dict[str, str]],
+               values: list) -> Metric:
     meta = metric.open_metrics_metadata
     if entries.kind in ("array", "queue") and values and isinstance(values[0], (int, float)):
         # An array of numbers is one histogram: element i is bucket i.
         groups = [(const, values, None)]
     else:
         groups = []
-        for labels, value in zip(_label_dicts(const, key_names, rows), values):
+        for labels, value in zip(dicts, values):
             if isinstance(value, dict):
                 field = next(n for n, v in value.items() if isinstance(v, list))
                 groups.append((labels, value[field], value.get("sum")))

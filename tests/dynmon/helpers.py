@@ -8,16 +8,33 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "dynmon"
 
 
 def exchange(sender, receiver, count: int, port: int = 5555, payload: bytes = b"x" * 32) -> None:
-    """`sender` sends `count` UDP datagrams to `receiver`, which receives them all before this returns."""
+    """`sender` sends `count` UDP datagrams to `receiver`, which receives them all before this returns.
+    If some never arrive, the failure says where they could have been dropped."""
     sink = receiver.socket()
+    received = 0
     try:
         sink.bind((receiver.ip, port))
         sink.settimeout(10)
         assert sender.send_udp(receiver.ip, port, count, payload) == count
         for _ in range(count):
             sink.recv(4096)
+            received += 1
+    except TimeoutError:
+        raise AssertionError(f"{received} of {count} datagrams arrived; {_drop_report(sender, receiver)}") from None
     finally:
         sink.close()
+
+
+def _drop_report(sender, receiver) -> str:
+    """Counters of the places a datagram between two test hosts can be dropped."""
+    def link(host) -> str:
+        (info,) = json.loads(host.run("ip", "-j", "-s", "-d", "link", "show", "eth0").stdout)
+        tx, rx = info["stats64"]["tx"], info["stats64"]["rx"]
+        return (f"{host.netns} eth0 {info['operstate']} qdisc {info.get('qdisc')}: tx {tx['packets']} "
+                f"(dropped {tx['dropped']}), rx {rx['packets']} (dropped {rx['dropped']})")
+    backlog = [int(line.split()[1], 16) for line in Path("/proc/net/softnet_stat").read_text().splitlines()]
+    udp = receiver.run("nstat", "-az", "UdpInErrors", "UdpRcvbufErrors", "UdpNoPorts", check=False).stdout
+    return f"{link(sender)}; {link(receiver)}; per-CPU backlog drops {backlog}; receiver {' '.join(udp.split())}"
 
 
 def example(name: str) -> dict:
