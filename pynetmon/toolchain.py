@@ -7,6 +7,7 @@ against the user's own file name and line numbers (callers that wrap user code u
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -112,6 +113,7 @@ def compile_c(source: str, *, filename: str = "program.bpf.c", cflags: tuple[str
 
 def _store(path: Path, data: bytes) -> None:
     """Write atomically (rename) so that a concurrent reader never sees half an object; failures are not fatal."""
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -119,7 +121,9 @@ def _store(path: Path, data: bytes) -> None:
             f.write(data)
         os.replace(tmp, path)
     except OSError:
-        pass
+        if tmp is not None:  # a full disk must not also collect half-written files
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def _run_clang(source: str, filename: str, cflags: tuple[str, ...]) -> bytes:

@@ -166,3 +166,20 @@ def test_missing_privileges_name_the_capabilities(bpf, drop):
 
 def _shell_quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def test_a_full_cache_disk_leaves_no_half_written_objects(bpf, tmp_path, monkeypatch):  # bpf: root, to mount
+    """Compiling still works when the object cache cannot be written, and no temporary file stays behind."""
+    mount = tmp_path / "cache"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mount)], check=True)
+    try:
+        monkeypatch.setenv("PYNETMON_CACHE_DIR", str(mount))
+        source = ('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                  'SEC("tc") int full_cache(struct __sk_buff *s) { return s->len; }\n'
+                  'char LICENSE[] SEC("license") = "GPL";\n')
+        data = compile_c(source, use_cache=True)
+        assert data.startswith(b"\x7fELF") and len(data) > 4096  # larger than the disk
+        assert list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
