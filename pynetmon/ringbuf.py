@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from ._binding import check, ffi, lib
@@ -29,6 +30,7 @@ from .maps import Map
 __all__ = ["PerfBuffer", "RingBuffer", "split_records"]
 
 DEFAULT_BATCH_LIMIT = 4 << 20  # a ring buffer poll returns once this many bytes are collected
+WAIT_SLICE_MS = 100  # the longest a close() from another thread waits for a poll in progress
 _LENGTH = struct.Struct("=I")
 
 Callback = Callable[[bytes], object]
@@ -112,7 +114,19 @@ class _BufferReader:
         ends. The batch is framed (see `split_records`) or, with `concatenate=True`, the samples back to
         back. A ring buffer poll returns early once `batch_limit` bytes are collected; the rest waits.
         """
-        return self._collect(type(self)._poll_fn, int(timeout_ms))
+        timeout_ms = int(timeout_ms)
+        if 0 <= timeout_ms <= WAIT_SLICE_MS:
+            return self._collect(type(self)._poll_fn, timeout_ms)
+        # A longer wait is a series of short ones, each under the lock, so that close() from another
+        # thread gets the lock within one slice instead of waiting for a sample that may never come.
+        deadline = None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+        while True:
+            wait_ms = WAIT_SLICE_MS
+            if deadline is not None:
+                wait_ms = max(1, min(WAIT_SLICE_MS, round((deadline - time.monotonic()) * 1000)))
+            batch, count = self._collect(type(self)._poll_fn, wait_ms)
+            if count or (deadline is not None and time.monotonic() >= deadline):
+                return batch, count
 
     def consume_batch(self) -> tuple[bytes, int]:
         """Take whatever samples wait, without waiting; return (batch, count)."""
@@ -168,7 +182,8 @@ class _BufferReader:
             yield from records
 
     def close(self) -> None:
-        """Free the libbpf reader and the batch buffer (waits for a poll in progress to return)."""
+        """Free the libbpf reader and the batch buffer. A poll in another thread ends within
+        WAIT_SLICE_MS and raises ValueError (the iterator just ends)."""
         with self._lock:
             if self.closed:
                 return

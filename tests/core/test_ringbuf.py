@@ -269,3 +269,32 @@ def test_split_records_pure():
     assert split_records(framed) == [b"a", b"", b"x" * 12]
     with pytest.raises(ValueError, match="expected 2"):
         split_records(framed, 2)
+
+
+@pytest.mark.parametrize("kind", ["ring", "perf"])
+def test_close_ends_a_poll_that_waits_forever(emitter, kind):
+    reader = RingBuffer(emitter.maps["ring2"]) if kind == "ring" else PerfBuffer(emitter.maps["perf"], 1)
+    outcome = []
+    waiting = threading.Event()
+
+    def wait_forever():
+        waiting.set()
+        try:
+            outcome.append(reader.poll())  # no sample will come
+        except ValueError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait_forever, daemon=True)
+    thread.start()
+    assert waiting.wait(10)
+    for _ in range(1000):  # until the poll is under way (it holds the reader's lock while it waits)
+        if reader._lock.locked():
+            break
+        threading.Event().wait(0.01)
+    closer = threading.Thread(target=reader.close, daemon=True)  # it used to wait for a sample forever
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "close() waited for a poll that never ends"
+    thread.join(10)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], ValueError) and "closed" in str(outcome[0])
