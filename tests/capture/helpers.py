@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -89,11 +90,29 @@ class LiveTcpdump:
             self.proc.kill()
             raise AssertionError(f"tcpdump did not start: {line}{self.proc.stderr.read()}")
 
-    def stop(self) -> PcapFile:
+    def stop(self, expect: int | None = None) -> PcapFile:
+        """Stop tcpdump and read its file; with `expect`, first wait (up to 10 s) until it has written that
+        many packets: it reads its socket on its own schedule, and SIGINT drops what it has not read yet."""
+        if expect:
+            deadline = time.monotonic() + 10
+            while self.written() < expect and time.monotonic() < deadline:
+                time.sleep(0.01)
         self.proc.send_signal(signal.SIGINT)
         _, err = self.proc.communicate(timeout=30)
         self.stderr.append(err)
         return read_pcap(self.path)
+
+
+    def written(self) -> int:
+        """Whole records in the file so far (it is being written: a record may be cut short)."""
+        raw = Path(self.path).read_bytes() if os.path.exists(self.path) else b""
+        count, offset = 0, 24
+        while offset + 16 <= len(raw):
+            offset += 16 + int.from_bytes(raw[offset + 8:offset + 12], "little")
+            if offset > len(raw):
+                break
+            count += 1
+        return count
 
 
 def disable_ipv6(*hosts: Host) -> None:

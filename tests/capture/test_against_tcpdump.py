@@ -50,16 +50,17 @@ def mixed_traffic(a, b) -> dict[int, list[bytes]]:
 def test_capture_equals_live_tcpdump_and_what_was_sent(quiet_hosts, tmp_path, expr, snaplen, direction):
     a, b = quiet_hosts
     live = LiveTcpdump(a, tmp_path / "tcpdump.pcap", expr, snaplen, direction)
+    expect = None
     try:
         cap = PacketCapture("t", capture=direction, filter=expr, snaplen=snaplen, dump=tmp_path / "ours")
         cap.attach("eth0", netns=a.netns)
         before = time.time_ns()
         sent = mixed_traffic(a, b)
         after = time.time_ns()
-        time.sleep(0.2)  # tcpdump (immediate mode) writes what it has read
         cap.detach()
+        expect = cap.stats()["delivered"]
     finally:
-        theirs = live.stop()
+        theirs = live.stop(expect)
     ours = read_pcap(tmp_path / "ours.pcap")
     stats = cap.stats()
 

@@ -106,9 +106,8 @@ def test_capture_client_saves_the_stream(quiet_hosts, tmp_path):
                               stderr=subprocess.PIPE, text=True)
         assert handler.started.wait(10)  # the header went out: the client is reading
         cap.attach("eth0", netns=a.netns)
-        send_udp(a, b.ip, 7000, udp_payloads(25, b"client", 200))
-        time.sleep(0.3)
-        cap.detach()  # ends the stream, so the client finishes
+        send_udp(a, b.ip, 7000, udp_payloads(25, b"client", 200))  # egress: in the ring once sent
+        cap.detach()  # passes on what is in the ring, then ends the stream, so the client finishes
         _, err = client.communicate(timeout=30)
     finally:
         server.shutdown()
@@ -138,9 +137,8 @@ def test_cli_writes_a_pcap_stream_that_tcpdump_reads_and_stops_cleanly_on_ctrl_c
     try:
         assert b"listening on eth0" in capture.stderr.readline()
         send_udp(a, b.ip, 7000, udp_payloads(10, b"cli", 300))
-        send_udp(a, b.ip, 7001, udp_payloads(5, b"other", 300))
-        time.sleep(0.5)
-    finally:
+        send_udp(a, b.ip, 7001, udp_payloads(5, b"other", 300))  # egress: in the ring once sent
+    finally:  # SIGINT: the CLI drains the ring before it exits
         capture.send_signal(signal.SIGINT)
         err = capture.communicate(timeout=30)[1].decode()
         out, _ = reader.communicate(timeout=30)
@@ -169,9 +167,8 @@ def test_cli_prints_packets_without_w(quiet_hosts):
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "listening on eth0" in proc.stderr.readline()
-        send_udp(a, b.ip, 7000, udp_payloads(3, b"print", 50))
-        time.sleep(0.6)
-    finally:
+        send_udp(a, b.ip, 7000, udp_payloads(3, b"print", 50))  # egress: in the ring once sent
+    finally:  # SIGINT: the CLI drains the ring before it exits
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
