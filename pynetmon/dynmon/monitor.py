@@ -15,6 +15,7 @@ dataplane attached and counting.
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -64,6 +65,7 @@ class Dynmon:
         self._paths: dict[str, Any] = dict.fromkeys(DIRECTIONS)
         # (direction, metric name, labels) → (dataplane, metric config, labels, content digest, families): see families()
         self._family_cache: dict[tuple[str, str], tuple] = {}
+        self._text_cache: dict[str, tuple[list, str]] = {}  # format → (families, open_metrics() text)
         self._attachment: Attachment | None = None
         self._mode = "tc"
         self._closed = False
@@ -109,6 +111,7 @@ class Dynmon:
                 self._configs.update({d: (None if c.empty else c) for d, c in changes.items()})
                 _close_all(old)
                 self._family_cache.clear()
+                self._text_cache.clear()
             log.info("dynmon %r: dataplane replaced on %s", self.name, ", ".join(changes))
 
     def _build(self, changes: dict[str, PathConfig], hook_for_ingress: str, keep: dict | None = None) -> dict:
@@ -170,6 +173,7 @@ class Dynmon:
                     self._paths["ingress"] = rebuilt
                     _close_all([current])
                     self._family_cache.clear()
+                    self._text_cache.clear()
                 self._attachment = attachment
                 self._mode = mode
             log.info("dynmon %r attached to %s (%s)", self.name, ifname, mode)
@@ -249,7 +253,15 @@ class Dynmon:
         """
         if fmt not in FORMATS:  # before reading: an empty-on-read metric must not be emptied for nothing
             raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        return exposition(self.families(), fmt)
+        fams = self.families()
+        with self._state_lock:
+            last = self._text_cache.get(fmt)
+            if last is not None and len(last[0]) == len(fams) and all(map(operator.is_, last[0], fams)):
+                return last[1]  # every family is the one rendered last time: so is the text
+        text = exposition(fams, fmt)
+        with self._state_lock:
+            self._text_cache[fmt] = (fams, text)
+        return text
 
     def _read(self, direction: str, metrics: list) -> dict[str, MapEntries]:
         """The entries of every map `metrics` read, from one snapshot of the path (call with _state_lock
@@ -278,6 +290,7 @@ class Dynmon:
                     _close_all(self._paths.values())
                     self._paths = dict.fromkeys(DIRECTIONS)
                     self._family_cache.clear()
+                    self._text_cache.clear()
                     self._configs = dict.fromkeys(DIRECTIONS)
                     self._closed = True
 

@@ -71,6 +71,9 @@ def test_families_carry_the_callers_labels_and_are_reused_while_unchanged(quiet_
         text = mon.open_metrics()
         assert text == exposition(mon.families())
         assert 'udp_by_port_total{key="5555",monitor="mine",probe="p"} 5.0' in text  # no clash without labels
+        assert mon.open_metrics() is text  # unchanged maps: the text of the previous call
+        exchange(a, b, 1, port=5555)
+        assert 'udp_by_port_total{key="5555",monitor="mine",probe="p"} 6.0' in mon.open_metrics()
 
 
 def test_a_path_is_read_with_one_flip(quiet_hosts):
