@@ -2,6 +2,7 @@
 send real traffic, print the metrics as JSON and OpenMetrics, and clean up. This is `make run`."""
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -62,8 +63,14 @@ def demo_config() -> dict:
     return {"ingress-path": path("ingress"), "egress-path": path("egress")}
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of datagrams, not {text!r}")
+    return int(text)
+
+
 def add_arguments(parser) -> None:
-    parser.add_argument("-c", "--count", type=int, default=1000, help="UDP datagrams to send (default 1000)")
+    parser.add_argument("-c", "--count", type=_positive_int, default=1000, help="UDP datagrams to send (default 1000)")
     parser.add_argument("--json", action="store_true", help="print only the metrics, as JSON")
 
 

@@ -40,3 +40,11 @@ def test_serve_rejects_a_broken_state_file_before_listening(capsys, tmp_path):
     status, err = run_cli(capsys, "serve", "--listen", "127.0.0.1:0", "--state-file", str(state))
     assert status == 1
     assert err.startswith("pynetmon serve: --state-file:") and "is not JSON" in err
+
+
+@pytest.mark.parametrize("count", ["0", "-1", "many"])
+def test_demo_count_must_be_positive(capsys, count):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's usage error, before any test host is made
+        main(["demo", "-c", count])
+    assert exit_info.value.code == 2
+    assert f"must be a positive number of datagrams, not '{count}'" in capsys.readouterr().err
