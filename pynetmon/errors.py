@@ -108,6 +108,4 @@ def error_from_errno(err: int, what: str, detail: str | None = None) -> BPFError
         return PermissionDeniedError(err, what, detail)
     if err == _errno.E2BIG:
         return MapFullError(err, what, detail)
-    if err in (_errno.EOPNOTSUPP, _errno.ENOTSUP if hasattr(_errno, "ENOTSUP") else _errno.EOPNOTSUPP):
-        return BPFError(err, what, detail)
     return BPFError(err, what, detail)
