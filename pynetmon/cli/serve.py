@@ -41,6 +41,7 @@ def run(args) -> int:
     host, port = parse_listen(args.listen)
     if args.netns and not os.path.exists(f"/run/netns/{args.netns}"):
         raise Error(f"--netns: no network namespace named {args.netns!r} in /run/netns")
+    _check_capture_dir(Path(args.capture_dir))
     if args.state_file:
         # Read once before listening: a broken file is then a one-line error naming --state-file, not a
         # traceback from the ASGI server's start-up.
@@ -51,3 +52,25 @@ def run(args) -> int:
                            netns=args.netns, state_file=Path(args.state_file) if args.state_file else None,
                            capture_dir=Path(args.capture_dir))
     return serve(config)
+
+
+def _check_capture_dir(path: Path) -> None:
+    """The daemon (root) writes pcap files into this directory, /tmp/pynetmon by default: refuse one that
+    another user could have planted (their own directory, or a symlink to somewhere else)."""
+    import os
+    import stat
+
+    from ..errors import Error
+
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as exc:
+        raise Error(f"--capture-dir: cannot create {str(path)!r}: {exc.strerror}") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        raise Error(f"--capture-dir: {str(path)!r} is not a directory (a symlink is refused)")
+    if info.st_uid not in (0, os.geteuid()):
+        raise Error(f"--capture-dir: {str(path)!r} belongs to uid {info.st_uid}, who could redirect the capture "
+                    "files")
+    if info.st_mode & stat.S_IWOTH:
+        raise Error(f"--capture-dir: {str(path)!r} is writable by anyone, who could redirect the capture files")

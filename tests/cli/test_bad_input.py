@@ -48,3 +48,15 @@ def test_demo_count_must_be_positive(capsys, count):
         main(["demo", "-c", count])
     assert exit_info.value.code == 2
     assert f"must be a positive number of datagrams, not '{count}'" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_capture_dir_others_could_plant(capsys, tmp_path):
+    anyone = tmp_path / "anyone"
+    anyone.mkdir()
+    anyone.chmod(0o777)
+    status, err = run_cli(capsys, "serve", "--listen", "127.0.0.1:0", "--capture-dir", str(anyone))
+    assert status == 1 and f"--capture-dir: '{anyone}' is writable by anyone" in err
+    link = tmp_path / "link"
+    link.symlink_to("/etc")
+    status, err = run_cli(capsys, "serve", "--listen", "127.0.0.1:0", "--capture-dir", str(link))
+    assert status == 1 and "a symlink is refused" in err
