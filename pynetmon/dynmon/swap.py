@@ -28,7 +28,8 @@ from __future__ import annotations
 import operator
 import os
 import threading
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Self
 
 from ..btf_codec import per_cpu_stride
 from ..errors import BPFError, ConfigError, NotSupportedError
@@ -285,7 +286,7 @@ class SwapDataplane:
         while self._objects:
             self._objects.pop().close()
 
-    def __enter__(self) -> "SwapDataplane":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -310,8 +311,8 @@ def _opener(code, name: str | None) -> Callable[[], BPFObject]:
 def _check_code(obj: BPFObject, program: str, swap_maps: tuple[str, ...]) -> str:
     """What must hold before loading anything; returns the program's type."""
     if program not in obj.programs:
-        raise ConfigError([("", f"no program named {program!r} in the code; "
-                                f"programs: {sorted(obj.programs)}")])
+        raise ConfigError([("", (f"no program named {program!r} in the code; "
+                                f"programs: {sorted(obj.programs)}"))])
     prog_type = obj.programs[program].type
     if prog_type not in PIVOT_PROGRAMS:
         section = obj.programs[program].section
@@ -321,11 +322,11 @@ def _check_code(obj: BPFObject, program: str, swap_maps: tuple[str, ...]) -> str
     for name in swap_maps:
         spec = obj.maps.get(name)
         if spec is None:
-            problems.append((name, f"swap-on-read map {name!r} is not declared in the code; maps: "
-                                   f"{sorted(n for n, m in obj.maps.items() if not m.internal)}"))
+            problems.append((name, (f"swap-on-read map {name!r} is not declared in the code; maps: "
+                                   f"{sorted(n for n, m in obj.maps.items() if not m.internal)}")))
         elif spec.type not in SWAPPABLE_TYPES:
-            problems.append((name, f"map {name!r} is a {spec.type} map; swap-on-read works on "
-                                   f"{', '.join(sorted(SWAPPABLE_TYPES))}"))
+            problems.append((name, (f"map {name!r} is a {spec.type} map; swap-on-read works on "
+                                   f"{', '.join(sorted(SWAPPABLE_TYPES))}")))
     if problems:
         raise ConfigError(problems)
     tail_call_maps = sorted(n for n, m in obj.maps.items() if m.type == "prog_array")
@@ -514,8 +515,8 @@ def check_swap_maps_not_shared(dataplane, other) -> None:
         for name in sorted(set(getattr(mine, "swap_maps", ())) & set(theirs.maps)):
             owner = mine.direction
             problems.append((f"{owner}-path.code",
-                             f"map {name!r} is swap-on-read on the {owner} path and also defined by the "
+                             (f"map {name!r} is swap-on-read on the {owner} path and also defined by the "
                              f"{theirs.direction} path's code; a swap-on-read map cannot be shared between "
-                             "paths (rename one of them, or drop swap-on-read)"))
+                             "paths (rename one of them, or drop swap-on-read)")))
     if problems:
         raise ConfigError(problems)
