@@ -33,23 +33,31 @@ def tc_programs(ifname: str | int, direction: str, *, netns: str | None = None) 
     return [ids[i] for i in range(min(count, 64))]
 
 
-def tc_clsact_filters(ifindex: int) -> list[str]:
-    """The filters on both clsact hooks of the interface, as `tc` prints them (one line each).
+# Parents of the two clsact hooks: TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS).
+CLSACT_PARENTS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 
-    The bpf_tc_query() API needs a handle and priority to look one filter up; a dump of everything
-    needs netlink, which `tc` already speaks, so this fallback-path helper asks it.
+
+def tc_clsact_filters(ifindex: int) -> list[dict]:
+    """Every filter on both clsact hooks of the interface (in the calling thread's namespace):
+    [{"hook", "kind", "handle", "priority"}, ...].
+
+    bpf_tc_query() can only look up a filter whose handle and priority are already known; a dump of
+    everything needs a netlink RTM_GETTFILTER dump, which pyroute2 speaks.
     """
-    import socket
-    import subprocess
-    ifname = socket.if_indextoname(ifindex)
-    lines = []
-    for hook in ("ingress", "egress"):
-        out = subprocess.run(["tc", "filter", "show", "dev", ifname, hook], capture_output=True, text=True,
-                             check=False)
-        if out.returncode != 0:  # unknown is not "none": the caller would remove a qdisc others use
-            raise Error(f"`tc filter show dev {ifname} {hook}` failed: {out.stderr.strip()}")
-        lines += [line for line in out.stdout.splitlines() if " handle " in line]
-    return lines
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    found = []
+    try:
+        with IPRoute() as ipr:
+            for hook, parent in CLSACT_PARENTS.items():
+                for msg in ipr.get_filters(index=ifindex, parent=parent):
+                    if msg["handle"]:  # the dump also lists each chain/priority head, which has no handle
+                        found.append({"hook": hook, "kind": msg.get_attr("TCA_KIND"), "handle": msg["handle"],
+                                      "priority": msg["info"] >> 16})
+    except NetlinkError as exc:  # unknown is not "none": the caller would remove a qdisc others use
+        raise Error(f"listing the clsact filters of interface {ifindex} failed: {exc}") from None
+    return found
 
 
 def xdp_programs(ifname: str | int, *, netns: str | None = None) -> dict[str, int]:
