@@ -3,15 +3,18 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-ARCH_INCLUDE := /usr/include/$(shell gcc -dumpmachine 2>/dev/null || echo x86_64-linux-gnu)
+# Debian's multiarch triplet, from uname: gcc is not there yet on the first run of a fresh machine.
+ARCH_INCLUDE := /usr/include/$(shell uname -m)-linux-gnu
 CLANG ?= clang
 LLVM_STRIP ?= llvm-strip
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-function \
               -Ibpf -Ibpf/include -I$(ARCH_INCLUDE)
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(BPF_SRC))
-BPF_HDR := $(wildcard bpf/*.h bpf/include/*.h)
+BPF_HDR := $(wildcard bpf/*.h) $(shell find bpf/include -name '*.h')
 BPF_SRC_COPY := $(patsubst bpf/%,pynetmon/data/src/%,$(BPF_SRC) $(wildcard bpf/*.h))
+INCLUDE_COPY := $(patsubst bpf/%,pynetmon/data/%,$(shell find bpf/include -name '*.h'))
+VMLINUX_USERS := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(shell grep -l 'vmlinux\.h' $(BPF_SRC)))
 APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 \
                 gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl
 STAMP_APT := $(VENV)/.apt-stamp
@@ -22,15 +25,16 @@ PYTEST_ARGS ?=
 
 all: build
 
-bpf: $(BPF_OBJ) pynetmon/data/include/.stamp $(BPF_SRC_COPY)
+bpf: $(BPF_OBJ) $(INCLUDE_COPY) $(BPF_SRC_COPY)
 
-pynetmon/data/%.bpf.o: bpf/%.bpf.c $(BPF_HDR) pynetmon/data/vmlinux.h
+pynetmon/data/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p pynetmon/data
 	$(CLANG) $(BPF_CFLAGS) -Ipynetmon/data -c $< -o $@
 	$(LLVM_STRIP) -g $@
 
 # vmlinux.h for the tracing monitors (CO-RE): generated from the build machine's BTF, never shipped to
-# run time. Packet programs only use UAPI headers.
+# run time, and only for the objects that include it. Packet programs only use UAPI headers.
+$(VMLINUX_USERS): pynetmon/data/vmlinux.h
 pynetmon/data/vmlinux.h:
 	@mkdir -p pynetmon/data
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
@@ -41,11 +45,11 @@ pynetmon/data/src/%: bpf/%
 	@mkdir -p pynetmon/data/src
 	cp $< $@
 
-# Headers that run-time compiled code (Dynmon injections, translated filters) may include.
-pynetmon/data/include/.stamp: $(wildcard bpf/include/*.h bpf/include/*/*.h bpf/include/*/*/*.h)
-	@mkdir -p pynetmon/data/include
-	cp -r bpf/include/. pynetmon/data/include/
-	touch $@
+# Headers that run-time compiled code (Dynmon injections, translated filters) may include, copied one by
+# one (a stamp file would be as old as a fresh clone's headers and copy nothing).
+pynetmon/data/include/%.h: bpf/include/%.h
+	@mkdir -p $(@D)
+	cp $< $@
 
 $(STAMP_APT):
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
