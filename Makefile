@@ -15,8 +15,12 @@ BPF_HDR := $(wildcard bpf/*.h) $(shell find bpf/include -name '*.h')
 BPF_SRC_COPY := $(patsubst bpf/%,pynetmon/data/src/%,$(BPF_SRC) $(wildcard bpf/*.h))
 INCLUDE_COPY := $(patsubst bpf/%,pynetmon/data/%,$(shell find bpf/include -name '*.h'))
 VMLINUX_USERS := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(shell grep -l 'vmlinux\.h' $(BPF_SRC)))
+# <linux/if.h> (from <linux/icmp.h>, which Dynmon code includes) pulls in glibc's <sys/socket.h>; under
+# -target bpf glibc then asks for the 32-bit <gnu/stubs-32.h>, which only libc6-dev-i386 has.
+X86_STUBS := $(if $(filter x86_64,$(shell uname -m)),libc6-dev-i386)
 APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 \
-                gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl
+                gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl \
+                $(X86_STUBS)
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 PYTEST_ARGS ?=
@@ -51,7 +55,8 @@ pynetmon/data/include/%.h: bpf/include/%.h
 	@mkdir -p $(@D)
 	cp $< $@
 
-$(STAMP_APT):
+# Re-checked when the Makefile (APT_PACKAGES) changes; apt-get runs only for what is missing.
+$(STAMP_APT): Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
@@ -60,7 +65,7 @@ $(STAMP_APT):
 	fi
 	@mkdir -p $(VENV) && touch $@
 
-$(STAMP_PY): $(STAMP_APT) requirements.txt
+$(STAMP_PY): requirements.txt | $(STAMP_APT)
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
