@@ -55,13 +55,19 @@ pynetmon/data/include/%.h: bpf/include/%.h
 	@mkdir -p $(@D)
 	cp $< $@
 
-# Re-checked when the Makefile (APT_PACKAGES) changes; apt-get runs only for what is missing.
+# Re-checked when the Makefile (APT_PACKAGES) changes; apt-get runs only for what is missing. Debian's
+# prometheus package also starts and enables a server on :9090 for good; we need only its binaries (the
+# tests start their own on loopback), so a server that this target installed is stopped and disabled.
 $(STAMP_APT): Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:" $$missing; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing || exit 1; \
+	  if [[ " $$missing " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then \
+	    echo "stopping and disabling the prometheus service (pynetmon only needs the binaries)"; \
+	    systemctl disable --now prometheus.service; \
+	  fi; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 
