@@ -35,7 +35,7 @@ def _builder(module_name, headers, libraries):
     return ffi
 
 
-ffibuilder = _builder("pynetmon._libbpf", ["bpf", "libbpf", "btf", "syscall"], ["bpf", "elf", "z"])
+ffibuilder = _builder("pynetmon._libbpf", ["bpf", "libbpf", "btf", "syscall", "cpuhop"], ["bpf", "elf", "z"])
 pcap_ffibuilder = _builder("pynetmon._libpcap", ["pcap"], ["pcap"])
 
 if __name__ == "__main__":

@@ -11,10 +11,14 @@ Two proofs, chosen once per process (`mechanism`):
   halves disabled: in softirq (NAPI, backlog), under `rcu_read_lock_bh()` on transmit, and, for
   BPF_PROG_TEST_RUN, inside `local_bh_disable()` around every single run (net/bpf/test_run.c, since 6.6;
   the outer loop only disables migration, but each run is bracketed by bh-disable). On a kernel without
-  PREEMPT_RT a bh-disabled section cannot be preempted, so when the calling thread executes in user mode
-  on CPU c, no invocation is in progress on c and every invocation that started there earlier has
-  finished. The caller therefore runs once on every online CPU after the flip (hopping its own affinity,
-  checking with sched_getcpu() that it really got there) and restores its affinity.
+  PREEMPT_RT a bh-disabled section cannot be preempted, so when *a* thread executes in user mode on CPU
+  c, no invocation is in progress on c and every invocation that started there earlier has finished.
+  So after the flip a thread of ours must run once on every online CPU: the caller on its own CPU
+  (sched_getcpu() after the flip), and on every other one a native helper thread pinned there
+  (pynetmon/_cffi_src/cpuhop.py), woken through a futex after the flip and answering with the CPU
+  sched_getcpu() reports. The helpers answer in parallel, as SCHED_FIFO threads when the process may
+  (CAP_SYS_NICE), and the caller neither migrates nor changes scheduling class. Where helpers cannot be
+  started, the caller itself hops over the CPUs (its affinity, then restored) as before.
 * ``"rcu"`` (fallback, one RCU grace period: ~8 ms measured here). `membarrier(MEMBARRIER_CMD_GLOBAL)`
   is `synchronize_rcu()` in the kernel (kernel/sched/membarrier.c), and every TC/XDP/test-run invocation
   runs inside an RCU read-side section, so this holds also where the hop does not: PREEMPT_RT kernels
@@ -32,10 +36,12 @@ import os
 import threading
 import time
 
-from ._binding import lib
+from ._binding import ffi, lib
 from .errors import NotSupportedError
 
 _ONLINE = "/sys/devices/system/cpu/online"
+HELPER_TIMEOUT_NS = 50_000_000   # a helper that has not answered by then: this wait falls back to RCU
+HELPER_PRIORITY = 1              # SCHED_FIFO priority of the helpers (they run a few microseconds per wait)
 
 # glibc's sched_getcpu() is a vDSO read of the CPU number (RDPID/LSL on x86): about a microsecond through
 # ctypes, which the binding does not need to carry for this one caller.
@@ -68,6 +74,31 @@ def parse_cpu_list(text: str) -> frozenset[int]:
 def online_cpus() -> frozenset[int]:
     with open(_ONLINE) as f:
         return parse_cpu_list(f.read())
+
+
+class OnlineCPUs:
+    """The online CPU set, re-read cheaply at every wait: the sysfs file stays open and is re-read with
+    pread() at offset 0 (sysfs regenerates it), and the text is parsed only when it changed."""
+
+    def __init__(self):
+        self._fd = -1
+        self._text = b""
+        self._cpus: frozenset[int] = frozenset()
+
+    def read(self) -> frozenset[int]:
+        if self._fd < 0:
+            self._fd = os.open(_ONLINE, os.O_RDONLY | os.O_CLOEXEC)
+        text = os.pread(self._fd, 4096, 0)
+        if text != self._text:
+            self._cpus = parse_cpu_list(text.decode())
+            self._text = text
+        return self._cpus
+
+    def close(self) -> None:
+        """Close the file (a later `read()` opens it again)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def realtime_kernel() -> bool:
@@ -126,11 +157,14 @@ class Quiescer:
     >>> q.wait()
 
     `mechanism="auto"` picks "cpu-hop" where its proof holds and "rcu" elsewhere; a hop that cannot
-    complete (a CPU went offline or came online, an affinity change was refused) falls back to "rcu" for
-    that wait. `stats` counts the waits done each way. `boost` runs the hop as SCHED_FIFO (see `_boost`).
+    complete (a CPU went offline or came online, a helper answered late or from the wrong CPU, an
+    affinity change was refused) falls back to "rcu" for that wait. `stats` counts the waits done each
+    way. `helpers=False` makes the caller hop over the CPUs itself instead of waking the helper threads
+    (the former way, kept for where helpers cannot be started); `boost` runs the helpers (or that hop) as
+    SCHED_FIFO when the process may.
     """
 
-    def __init__(self, mechanism: str = "auto", *, boost: bool = True):
+    def __init__(self, mechanism: str = "auto", *, boost: bool = True, helpers: bool = True):
         self.boost = boost
         if mechanism not in ("auto", "cpu-hop", "rcu"):
             raise ValueError(f"mechanism must be 'auto', 'cpu-hop' or 'rcu', not {mechanism!r}")
@@ -148,27 +182,83 @@ class Quiescer:
             self.mechanism = "cpu-hop"
         self.fallback_reason = hop_problem if self.mechanism == "rcu" else None
         self._rcu_ok = rcu_ok
-        self._online = online_cpus()
+        self._online_cpus = OnlineCPUs()
+        self._online = self._online_cpus.read()
+        # One wait at a time: the helpers answer one generation at a time.
         self._lock = threading.Lock()
+        self.helpers = helpers and self.mechanism == "cpu-hop"
+        self.helper_problem: str | None = None   # why the helpers could not be started, if they could not
+        self._hop_helpers = None                  # the native helper set (cdata), started at the first wait
+        self._helpers_pid = 0
         self.stats = {"cpu-hop": 0, "rcu": 0}
 
     def wait(self) -> str:
         """Block until every invocation that started before this call has finished; returns how."""
-        if self.mechanism == "cpu-hop" and self._hop():
-            used = "cpu-hop"
-        else:
-            synchronize_rcu()
-            used = "rcu"
         with self._lock:
+            if self.mechanism == "cpu-hop" and self._hop():
+                used = "cpu-hop"
+            else:
+                synchronize_rcu()
+                used = "rcu"
             self.stats[used] += 1
         return used
 
+    def close(self) -> None:
+        """Stop the helper threads and close the CPU list (a later wait starts and opens them again)."""
+        with self._lock:
+            self._drop_helpers()
+            self._online_cpus.close()
+
     def _hop(self) -> bool:
         """Run on every online CPU once. False (caller falls back) when that could not be proven."""
-        online = online_cpus()
+        online = self._online_cpus.read()
         if online != self._online:  # hotplug in progress or just done: a CPU may be missed
             self._online = online
+            self._drop_helpers()
             return False
+        helpers = self._helpers_for(online) if self.helpers else None
+        if helpers is not None:
+            if lib.pynetmon_hop_run(helpers, HELPER_TIMEOUT_NS) != 0:
+                self._drop_helpers()  # late or moved: start afresh at the next wait
+                return False
+        elif not self._hop_by_migration(online):
+            return False
+        return self._online_cpus.read() == online
+
+    def _helpers_for(self, online: frozenset[int]):
+        """The helper threads for `online` (started on first use, and again after a fork); None when they
+        cannot be started (the caller hops itself then)."""
+        if self._hop_helpers is not None and self._helpers_pid == os.getpid():
+            return self._hop_helpers
+        if self._hop_helpers is not None:
+            # A forked child: the helpers did not survive the fork, so never join them (that would hang);
+            # their memory is left alone.
+            ffi.gc(self._hop_helpers, None)
+            self._hop_helpers = None
+        cpus = sorted(online)
+        error = ffi.new("int *")
+        hop = lib.pynetmon_hop_new(ffi.new("int[]", cpus), len(cpus), HELPER_PRIORITY if self.boost else 0, error)
+        if hop == ffi.NULL:
+            self.helpers = False
+            self.helper_problem = f"cannot start the cpu-hop helper threads: {os.strerror(error[0])}"
+            return None
+        self._hop_helpers = ffi.gc(hop, lib.pynetmon_hop_free)
+        self._helpers_pid = os.getpid()
+        return self._hop_helpers
+
+    @property
+    def helpers_realtime(self) -> bool:
+        """True when the helper threads run as SCHED_FIFO."""
+        return self._hop_helpers is not None and bool(lib.pynetmon_hop_realtime(self._hop_helpers))
+
+    def _drop_helpers(self) -> None:
+        helpers, self._hop_helpers = self._hop_helpers, None
+        if helpers is not None and self._helpers_pid == os.getpid():
+            ffi.gc(helpers, None)  # freed here, not again by the garbage collector
+            lib.pynetmon_hop_free(helpers)
+
+    def _hop_by_migration(self, online: frozenset[int]) -> bool:
+        """The caller runs on every online CPU itself by changing its affinity, then restores it."""
         restore = os.sched_getaffinity(0)
         moved = False
         boosted = self._boost()
@@ -189,15 +279,16 @@ class Quiescer:
                 os.sched_setaffinity(0, restore)
             if boosted is not None:
                 os.sched_setscheduler(0, *boosted)
-        return online_cpus() == online
+        return True
 
     def _boost(self) -> tuple | None:
-        """Make the calling thread SCHED_FIFO for the hop; returns how to restore it (None: unchanged).
+        """Make the calling thread SCHED_FIFO for a migration hop; returns how to restore it (None: unchanged).
 
         A migrated SCHED_OTHER thread queues behind whatever already runs on the target CPU and may wait
         for a whole time slice there (p99 of 31 ms measured with three CPU hogs on two CPUs, against
-        0.15 ms as SCHED_FIFO). The thread is real-time for the ~0.1 ms of the hop only. Without
-        CAP_SYS_NICE the hop simply runs at normal priority (correct, only slower under load)."""
+        0.15 ms as SCHED_FIFO). The flip side: dropping back to SCHED_OTHER makes the scheduler reschedule
+        the thread at once, so under load the hop's cost moves there (the helper threads avoid both).
+        Without CAP_SYS_NICE the hop simply runs at normal priority (correct, only slower under load)."""
         if not self.boost:
             return None
         try:
