@@ -2,18 +2,22 @@
 /* Packet capture dataplane: filter in the kernel, copy only what matched, hand it to user space through
  * one ring buffer as ready-made pcap records.
  *
- * Per packet: copy the first CAPTURE_FILTER_WINDOW bytes of the frame (as tcpdump sees it: VLAN tag
- * re-inserted when the kernel moved it into skb metadata, non-linear data included) into a per-CPU
- * scratch buffer, run the filter on them, and if it matches, copy the rest up to
- * min(snaplen, filter verdict, packet length) and put header + bytes in the ring buffer.
+ * Per packet, as a live tcpdump on Linux does it: the filter runs on the frame as the kernel's packet
+ * socket shows it to a socket filter - without the 802.1Q tag the kernel keeps in skb metadata, which
+ * the filter reads through Linux's ancillary loads (parameters of the translated filter) - and the file
+ * gets the frame as libpcap writes it, with that tag re-inserted. So: copy the first
+ * CAPTURE_FILTER_WINDOW bytes of the frame (non-linear data included) into a per-CPU scratch buffer, run
+ * the filter on them, and if it matches, put the tag in front and copy the rest up to
+ * min(snaplen, filter verdict + tag, packet length), then put header + bytes in the ring buffer.
  *
  * This file is compiled twice:
  * - by the Makefile into pynetmon/data/capture.bpf.o, with a constant filter verdict set before load
  *   (0: capture nothing, the default; 0xffffffff: capture everything), so those need no clang at run time;
- * - at run time by pynetmon.capture.dataplane, after a translated filter (pynetmon.filter.cbpf_to_c)
- *   that defines CAPTURE_FILTER and CAPTURE_FILTER_WINDOW (the bytes the filter may read).
+ * - at run time by pynetmon.capture.dataplane, after a translated filter (pynetmon.filter.cbpf_to_c with
+ *   ancillary=True) that defines CAPTURE_FILTER and CAPTURE_FILTER_WINDOW (the bytes the filter may read).
  */
 #include <linux/bpf.h>
+#include <linux/if_packet.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -26,7 +30,9 @@
 /* The verdict of the built-in filter, set from user space before load. */
 const volatile __u32 capture_verdict = 0;
 
-static __always_inline __u32 capture_constant_filter(const __u8 *pkt, const __u8 *end, __u32 wirelen)
+static __always_inline __u32 capture_constant_filter(const __u8 *pkt, const __u8 *end, __u32 wirelen,
+                                                     __u32 protocol, __u32 pkt_type, __u32 ifindex,
+                                                     __u32 vlan_tci, __u32 vlan_present, __u32 vlan_tpid)
 {
     return capture_verdict;
 }
@@ -63,30 +69,35 @@ struct {
     __type(value, struct capture_scratch);
 } capture_scratch SEC(".maps");
 
-/* Copy frame bytes [from, to) to s->data[from, to). With the VLAN tag in skb metadata, the frame is
- * skb[0, 12) + 802.1Q tag + skb[12, len), as libpcap writes it. Returns < 0 when the skb is shorter. */
+/* Copy frame bytes [from, to) to s->data[from, to), in the coordinates of the frame as written to the
+ * file: with the VLAN tag in skb metadata that frame is skb[0, 12) + 802.1Q tag + skb[12, len), so frame
+ * byte i >= 16 is skb byte i - 4. Returns < 0 when the skb is shorter. */
 static __always_inline int copy_frame(struct __sk_buff *skb, struct capture_scratch *s, __u32 from, __u32 to,
                                       __u32 tag_bytes)
 {
-    if (tag_bytes && from < 16) {
-        __u16 tpid = skb->vlan_proto; /* already in network byte order */
-        __u16 tci = bpf_htons(skb->vlan_tci);
-
-        if (bpf_skb_load_bytes(skb, 0, s->data, 12) < 0)
-            return -1;
-        __builtin_memcpy(s->data + 12, &tpid, 2);
-        __builtin_memcpy(s->data + 14, &tci, 2);
-        from = 16;
-    }
     if (to <= from)
         return 0;
     /* 64-bit, so that the register that is checked is the one passed to the helper. */
     __u64 start = from, len = (__u64)to - from;
     CAPTURE_BARRIER(len);
     CAPTURE_BARRIER(start);
-    if (start > CAPTURE_MAX_WINDOW || len > CAPTURE_MAX_CAPLEN || len < 1)
+    if (start > CAPTURE_MAX_WINDOW + CAPTURE_VLAN_TAG_BYTES || len > CAPTURE_MAX_CAPLEN || len < 1)
         return -1;
     return bpf_skb_load_bytes(skb, from - tag_bytes, s->data + start, len);
+}
+
+/* The first 16 bytes of the frame as libpcap writes it when the tag is in skb metadata: the MAC
+ * addresses, then the tag (TPID, TCI) where the frame's EtherType was. */
+static __always_inline int put_vlan_header(struct __sk_buff *skb, struct capture_scratch *s)
+{
+    __u16 tpid = skb->vlan_proto; /* already in network byte order */
+    __u16 tci = bpf_htons(skb->vlan_tci);
+
+    if (bpf_skb_load_bytes(skb, 0, s->data, 12) < 0)
+        return -1;
+    __builtin_memcpy(s->data + 12, &tpid, 2);
+    __builtin_memcpy(s->data + 14, &tci, 2);
+    return 0;
 }
 
 static __always_inline void capture(struct __sk_buff *skb, __u32 direction)
@@ -100,30 +111,47 @@ static __always_inline void capture(struct __sk_buff *skb, __u32 direction)
         return;
     count->seen++;
 
-    __u32 tag_bytes = skb->vlan_present ? 4 : 0;
-    __u32 wirelen = skb->len + tag_bytes;
+    /* The filter sees the frame without a metadata tag (`len` is skb->len), the file gets it with one. */
+    __u32 tag_bytes = skb->vlan_present ? CAPTURE_VLAN_TAG_BYTES : 0;
+    __u32 len = skb->len;
+    __u32 wirelen = len + tag_bytes;
     __u32 have = 0;
 
     if (CAPTURE_FILTER_WINDOW > 0) {
-        have = wirelen < CAPTURE_FILTER_WINDOW ? wirelen : CAPTURE_FILTER_WINDOW;
-        if (copy_frame(skb, s, 0, have, tag_bytes) < 0) {
+        have = len < CAPTURE_FILTER_WINDOW ? len : CAPTURE_FILTER_WINDOW;
+        if (copy_frame(skb, s, tag_bytes, tag_bytes + have, tag_bytes) < 0) {
             count->errors++;
             return;
         }
     }
-    __u32 verdict = CAPTURE_FILTER(s->data, s->data + have, wirelen);
+    /* A packet socket's filter sees egress packets as PACKET_OUTGOING (dev_queue_xmit_nit); at the TC
+     * egress hook the skb does not say so yet. */
+    __u32 pkt_type = direction == CAPTURE_EGRESS ? PACKET_OUTGOING : skb->pkt_type;
+    const __u8 *frame = s->data + tag_bytes;
+    __u32 verdict = CAPTURE_FILTER(frame, frame + have, len, bpf_ntohs(skb->protocol), pkt_type, skb->ifindex,
+                                   skb->vlan_tci, skb->vlan_present, bpf_ntohs(skb->vlan_proto));
     if (!verdict)
         return;
     count->matched++;
 
-    __u32 caplen = config->snaplen;
-    if (verdict < caplen)
-        caplen = verdict;
+    /* The kernel cuts the untagged frame at the verdict, libpcap adds the tag and cuts at the snaplen. */
+    __u64 caplen = (__u64)verdict + tag_bytes;
+    if (config->snaplen < caplen)
+        caplen = config->snaplen;
     if (wirelen < caplen)
         caplen = wirelen;
     if (caplen > CAPTURE_MAX_CAPLEN)
         caplen = CAPTURE_MAX_CAPLEN;
-    if (caplen > have && copy_frame(skb, s, have, caplen, tag_bytes) < 0) {
+    __u32 done = tag_bytes + have;
+    if (tag_bytes) {
+        if (put_vlan_header(skb, s) < 0) {
+            count->errors++;
+            return;
+        }
+        if (done < 16)
+            done = 16;
+    }
+    if (caplen > done && copy_frame(skb, s, done, caplen, tag_bytes) < 0) {
         count->errors++;
         return;
     }

@@ -13,9 +13,13 @@
  * the same number, MAX_PACKET_OFF of the verifier). */
 #define CAPTURE_MAX_WINDOW 65535
 
-/* The per-CPU scratch buffer: the rest of a packet is copied after the filter window, so the verifier
- * has to see room for a window's end plus a whole capture. */
-#define CAPTURE_SCRATCH_BYTES (CAPTURE_MAX_WINDOW + 1 + CAPTURE_MAX_CAPLEN)
+/* An 802.1Q tag: what the frame in the file has more than the skb when the kernel keeps the tag in
+ * metadata (the filter's window then starts this far into the scratch buffer). */
+#define CAPTURE_VLAN_TAG_BYTES 4
+
+/* The per-CPU scratch buffer: the rest of a packet is copied after the filter window (which may follow
+ * a tag), so the verifier has to see room for a window's end plus a whole capture. */
+#define CAPTURE_SCRATCH_BYTES (CAPTURE_VLAN_TAG_BYTES + CAPTURE_MAX_WINDOW + 1 + CAPTURE_MAX_CAPLEN)
 
 enum capture_direction {
     CAPTURE_INGRESS = 0,

@@ -19,8 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import BinaryIO, Self
 
 from ..errors import ConfigError, Error, FilterError
-from ..filter import compile_cbpf
-from ..filter.cbpf import RET, Insn, K
+from ..filter.cbpf import RET, Insn, K, compile_cbpf_live
 from .clock import realtime_minus_tai_ns
 from .dataplane import CAPTURE_MAX_CAPLEN, DIRECTIONS, Dataplane
 from .pcap import LINKTYPE_ETHERNET, MAX_SNAPLEN, PcapWriteError, PcapWriter
@@ -42,13 +41,18 @@ COUNTER_FIELDS = ("seen", "matched", "captured", "dropped", "errors", "captured_
 FilterSpec = str | Sequence[Sequence[int]] | None
 
 
-def _compile_filter(spec: FilterSpec) -> list[Insn]:
-    """Filter text ("all" for everything), classic BPF instructions, or None (nothing) → instructions."""
+def compile_filter(spec: FilterSpec) -> list[Insn]:
+    """Filter text ("all" for everything), classic BPF instructions, or None (nothing) → instructions.
+
+    Text is compiled as libpcap compiles it for a live capture on Linux (`tcpdump -i`), since the
+    dataplane runs it as the kernel runs a packet socket's filter: on the frame without the VLAN tag the
+    kernel keeps in skb metadata, which `vlan` reads through ancillary loads.
+    """
     if spec is None:
         return list(NOTHING)
     if isinstance(spec, str):
         try:
-            return compile_cbpf(spec, MAX_SNAPLEN)
+            return compile_cbpf_live(spec, MAX_SNAPLEN)
         except FilterError as exc:
             raise FilterError(f"filter {spec!r}: {exc}") from None
     try:
@@ -108,7 +112,7 @@ class PacketCapture:
         self._writer: PcapWriter | None = None
         self._buffer: PacketBuffer | None = None
 
-        insns = _compile_filter(filter)  # a bad filter fails here, before anything is loaded
+        insns = compile_filter(filter)  # a bad filter fails here, before anything is loaded
         self._dataplane = Dataplane(insns, ring_bytes=ring_bytes, mechanism=mechanism)
         try:
             if network_mode:
@@ -171,7 +175,7 @@ class PacketCapture:
             self._check_open()
             new_object = None
             if filter is not self._UNSET:
-                new_object = self._dataplane.build(_compile_filter(filter))
+                new_object = self._dataplane.build(compile_filter(filter))
             try:
                 if new_object is not None:
                     self._dataplane.install(new_object)

@@ -8,7 +8,8 @@ a reload.
 
 Filters that do not look at the packet (capture nothing, capture everything) use the object built by
 the Makefile, with the verdict set before load; others are compiled at run time: the filter's C
-(`pynetmon.filter.cbpf_to_c`) followed by capture.bpf.c, which the Makefile ships in data/src.
+(`pynetmon.filter.cbpf_to_c` with the kernel's ancillary loads, as a packet socket runs the filter)
+followed by capture.bpf.c, which the Makefile ships in data/src.
 """
 from __future__ import annotations
 
@@ -51,11 +52,15 @@ def filter_window(insns: Sequence[Sequence[int]]) -> int:
     reach = indirect = 0
     for code, _jt, _jf, k in insns:
         mode = code & 0xE0
+        # Loads past the widest window are out of bounds whatever is copied (ancillary loads read skb
+        # metadata, not bytes): they widen nothing.
         if code & 0x07 == LD and mode == ABS:
-            reach = max(reach, k + _SIZES[code & 0x18])
+            end = k + _SIZES[code & 0x18]
+            reach = max(reach, end if end <= CAPTURE_MAX_WINDOW else 0)
         elif code & 0x07 == LD and mode == IND:
-            indirect = max(indirect, k + _SIZES[code & 0x18] + INDIRECT_REACH)
-        elif code == LDX | B | MSH:
+            end = k + _SIZES[code & 0x18]
+            indirect = max(indirect, end + INDIRECT_REACH if end <= CAPTURE_MAX_WINDOW else 0)
+        elif code == LDX | B | MSH and k < CAPTURE_MAX_WINDOW:
             reach = max(reach, k + 1)
     reach = max(reach, indirect)
     if reach == 0:
@@ -87,7 +92,7 @@ def dataplane_source(insns: Sequence[Sequence[int]]) -> str:
     digest = hashlib.sha256(header.encode()).hexdigest()[:16]
     return "\n".join([
         f"/* pynetmon capture dataplane (capture.h {digest}) */",
-        cbpf_to_c(insns, "capture_filter", max_caplen=max(window, 4)),
+        cbpf_to_c(insns, "capture_filter", max_caplen=max(window, 4), ancillary=True),
         "#define CAPTURE_FILTER capture_filter",
         f"#define CAPTURE_FILTER_WINDOW {window}",
         '#line 1 "capture.bpf.c"',

@@ -8,7 +8,15 @@
 
 `PacketFilter` needs the BPF core (libbpf, root); the rest needs only libpcap.
 """
-from .cbpf import Insn, OfflineFilter, compile_cbpf, disassemble, interpret, libpcap_version
+from .cbpf import (
+    Insn,
+    OfflineFilter,
+    compile_cbpf,
+    compile_cbpf_live,
+    disassemble,
+    interpret,
+    libpcap_version,
+)
 from .translate import MAX_CAPLEN, cbpf_to_c, check_cbpf
 
 __all__ = [
@@ -19,6 +27,7 @@ __all__ = [
     "cbpf_to_c",
     "check_cbpf",
     "compile_cbpf",
+    "compile_cbpf_live",
     "disassemble",
     "interpret",
     "libpcap_version",

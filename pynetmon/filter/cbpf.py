@@ -1,8 +1,11 @@
 """Filter text → classic BPF, with libpcap's own compiler, and libpcap's reference interpreter.
 
 The first stage of the filter pipeline: `compile_cbpf` runs `pcap_compile` on a dead handle of the
-requested link type and returns libpcap's optimised program as plain tuples. `interpret` runs a cBPF
-program with libpcap's `bpf_filter`, the reference every translated filter must agree with.
+requested link type and returns libpcap's optimised program as plain tuples (offline semantics, what
+`tcpdump -r` runs). `compile_cbpf_live` compiles on a live Linux handle instead (what `tcpdump -i` puts
+on its socket): there `vlan` reads the tag the kernel keeps in skb metadata through Linux's ancillary
+loads. `interpret` runs a cBPF program with libpcap's `bpf_filter`, the reference every translated filter
+must agree with.
 
 Opcode fields come from <pcap/bpf.h> through the cffi module (API mode), never hand-copied.
 """
@@ -15,7 +18,8 @@ from typing import NamedTuple
 from .._libpcap import ffi, lib
 from ..errors import FilterError
 
-__all__ = ["OPCODES", "Insn", "OfflineFilter", "compile_cbpf", "disassemble", "interpret", "libpcap_version"]
+__all__ = ["ANCILLARY", "OPCODES", "SKF_AD_OFF", "Insn", "OfflineFilter", "compile_cbpf", "compile_cbpf_live",
+           "disassemble", "interpret", "libpcap_version"]
 
 # Instruction classes and fields (<pcap/bpf.h>).
 LD, LDX, ST, STX, ALU, JMP, RET, MISC = (lib.BPF_LD, lib.BPF_LDX, lib.BPF_ST, lib.BPF_STX,
@@ -32,6 +36,20 @@ MEMWORDS = lib.BPF_MEMWORDS
 
 DLT_EN10MB = lib.DLT_EN10MB
 DEFAULT_SNAPLEN = 262144
+
+# Linux's ancillary loads: `ld [SKF_AD_OFF + n]` (any size) reads skb metadata instead of packet bytes
+# (<linux/filter.h>). libpcap emits them for live Linux handles; its own interpreter, like the kernel for
+# offsets it does not know, treats them as out of bounds. Name in `tcpdump -d`'s syntax for each.
+SKF_AD_OFF = lib.SKF_AD_OFF & 0xFFFFFFFF
+ANCILLARY: dict[int, str] = {
+    SKF_AD_OFF + lib.SKF_AD_PROTOCOL: "proto",
+    SKF_AD_OFF + lib.SKF_AD_PKTTYPE: "type",
+    SKF_AD_OFF + lib.SKF_AD_IFINDEX: "ifidx",
+    SKF_AD_OFF + lib.SKF_AD_VLAN_TAG: "vlan_tci",
+    SKF_AD_OFF + lib.SKF_AD_VLAN_TAG_PRESENT: "vlanp",
+    SKF_AD_OFF + lib.SKF_AD_VLAN_TPID: "vlan_tpid",
+}
+LIVE_DEVICE = "lo"  # an Ethernet-type device (DLT_EN10MB) that every network namespace has
 
 # pcap_compile keeps its parser state in globals in libpcaps before 1.8 and is not documented as
 # thread-safe on any platform: serialise every call.
@@ -82,16 +100,74 @@ def _compile(text: str, snaplen: int, linktype: int) -> tuple[Insn, ...]:
         if handle == ffi.NULL:
             raise FilterError(f"libpcap cannot open a handle of link type {linktype}")
         try:
-            program = ffi.new("struct bpf_program *")
-            if lib.pcap_compile(handle, program, text.encode(), 1, lib.PCAP_NETMASK_UNKNOWN) != 0:
-                raise FilterError(ffi.string(lib.pcap_geterr(handle)).decode(errors="replace"))
-            try:
-                return tuple(Insn(i.code, i.jt, i.jf, i.k)
-                             for i in (program.bf_insns[n] for n in range(program.bf_len)))
-            finally:
-                lib.pcap_freecode(program)
+            return _compile_on(handle, text)
         finally:
             lib.pcap_close(handle)
+
+
+def compile_cbpf_live(expr: str, snaplen: int = DEFAULT_SNAPLEN, device: str = LIVE_DEVICE) -> list[Insn]:
+    """Compile a pcap-filter(7) expression as libpcap does for a live capture on Linux (`tcpdump -i`).
+
+    libpcap decides how to test VLAN tags when it activates a live handle: when the kernel offers the
+    ancillary loads (SO_BPF_EXTENSIONS), `vlan` tests the tag the kernel keeps in skb metadata
+    (`ld [vlanp]`, `ld [vlan_tci]`) and the rest of the filter reads the frame without that tag, as a
+    packet socket's filter sees it; `inbound`/`outbound` read the packet type. A dead handle cannot ask
+    for that, so this opens and activates a live handle on `device` (an Ethernet device of the calling
+    thread's network namespace: a packet socket, which needs CAP_NET_RAW), compiles, and closes it. The
+    code depends only on the link type and the kernel, so the result is cached by expression and snaplen.
+
+    Same rules and errors as `compile_cbpf` ("all", empty expressions, libpcap's messages); a handle that
+    cannot be opened raises `FilterError` naming the device and libpcap's reason.
+
+    >>> [disassemble(insn, pc) for pc, insn in enumerate(compile_cbpf_live("vlan"))][:2]
+    ['ldb [vlanp]', 'jeq #0x1 jt 6 jf 2']
+    """
+    if not isinstance(expr, str):
+        raise TypeError(f"filter expression must be a str, not {type(expr).__name__}")
+    if not expr.strip():
+        raise FilterError("empty filter expression; write 'all' to select every packet")
+    if not 0 < snaplen <= DEFAULT_SNAPLEN:
+        raise FilterError(f"snaplen must be between 1 and {DEFAULT_SNAPLEN}, not {snaplen}")
+    text = "" if expr.strip().lower() == "all" else expr
+    return list(_compile_live(text, snaplen, device))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_live(text: str, snaplen: int, device: str) -> tuple[Insn, ...]:
+    if "\0" in text or "\0" in device:
+        raise FilterError("filter expression contains a NUL character")
+    with _compile_lock:
+        errbuf = ffi.new("char[]", lib.PCAP_ERRBUF_SIZE)
+        handle = lib.pcap_create(device.encode(), errbuf)
+        if handle == ffi.NULL:
+            raise FilterError(f"cannot open a live libpcap handle on {device!r}: "
+                              f"{ffi.string(errbuf).decode(errors='replace')}")
+        try:
+            lib.pcap_set_snaplen(handle, snaplen)
+            lib.pcap_set_buffer_size(handle, 1 << 16)  # nothing is read from it: keep the ring small
+            status = lib.pcap_activate(handle)
+            if status < 0:
+                detail = ffi.string(lib.pcap_geterr(handle)).decode(errors="replace") or \
+                    ffi.string(lib.pcap_statustostr(status)).decode(errors="replace")
+                raise FilterError(f"cannot open a live libpcap handle on {device!r} to compile the filter "
+                                  f"as a live capture does: {detail}")
+            if lib.pcap_datalink(handle) != DLT_EN10MB:
+                raise FilterError(f"{device!r} is not an Ethernet device (libpcap link type "
+                                  f"{lib.pcap_datalink(handle)}); compile on one that is")
+            return _compile_on(handle, text)
+        finally:
+            lib.pcap_close(handle)
+
+
+def _compile_on(handle, text: str) -> tuple[Insn, ...]:
+    """pcap_compile on an open handle (optimised, netmask unknown); the caller holds _compile_lock."""
+    program = ffi.new("struct bpf_program *")
+    if lib.pcap_compile(handle, program, text.encode(), 1, lib.PCAP_NETMASK_UNKNOWN) != 0:
+        raise FilterError(ffi.string(lib.pcap_geterr(handle)).decode(errors="replace"))
+    try:
+        return tuple(Insn(i.code, i.jt, i.jf, i.k) for i in (program.bf_insns[n] for n in range(program.bf_len)))
+    finally:
+        lib.pcap_freecode(program)
 
 
 class OfflineFilter:
@@ -174,5 +250,7 @@ def disassemble(insn, pc: int = 0) -> str:
     template = OPCODES.get(code)
     if template is None:
         return f".word {code:#x}"
+    if code & 0x07 == LD and code & 0xE0 == ABS and k in ANCILLARY:
+        return template.replace("{k}", ANCILLARY[k])
     offset = k - (1 << 32) if k >= 1 << 31 else k  # a backward ja (libpcap's protochain) shows as one
     return template.format(k=k, kx=hex(k), jt=pc + 1 + jt, jf=pc + 1 + jf, ja=pc + 1 + offset)

@@ -27,17 +27,29 @@ it behave as reads past the captured bytes.
 
 cBPF jumps only forward, so the program is a DAG: it is emitted as straight-line C with one label per
 jump target and `goto`s, A and X are `__u32` locals and so are the scratch words M[0..15].
+
+Ancillary loads (`ld [SKF_AD_OFF + n]`, which libpcap emits for live Linux handles) are out of bounds by
+default, as in libpcap's interpreter. With `ancillary=True` they read what the Linux kernel gives a
+packet socket's filter there, passed in as parameters after `wirelen` (the caller reads them from the
+skb, so the translation stays pure)::
+
+    NAME(pkt, end, wirelen, protocol, pkt_type, ifindex, vlan_tci, vlan_present, vlan_tpid)
+
+protocol and vlan_tpid in host byte order, vlan_present 0 or 1; any other ancillary offset (mark,
+rxhash, cpu, ...) raises `FilterError` naming it.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
 
+from .._libpcap import lib
 from ..errors import FilterError
 from .cbpf import (
     ABS,
     ADD,
     ALU,
+    ANCILLARY,
     AND,
     DIV,
     IMM,
@@ -63,6 +75,7 @@ from .cbpf import (
     OR,
     RET,
     RSH,
+    SKF_AD_OFF,
     ST,
     STX,
     SUB,
@@ -87,6 +100,17 @@ MAX_CAPLEN = 0xFFFF  # MAX_PACKET_OFF in the kernel's verifier
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SIZES = {W: 4, H: 2, B: 1}
 _CONDITIONAL_JUMPS = {JMP | op | src for op in (JEQ, JGT, JGE, JSET) for src in (K, X)}
+# With ancillary=True: the parameter each ancillary load reads, in the order of the function's parameters.
+ANCILLARY_PARAMETERS = {
+    SKF_AD_OFF + lib.SKF_AD_PROTOCOL: "protocol",
+    SKF_AD_OFF + lib.SKF_AD_PKTTYPE: "pkt_type",
+    SKF_AD_OFF + lib.SKF_AD_IFINDEX: "ifindex",
+    SKF_AD_OFF + lib.SKF_AD_VLAN_TAG: "vlan_tci",
+    SKF_AD_OFF + lib.SKF_AD_VLAN_TAG_PRESENT: "vlan_present",
+    SKF_AD_OFF + lib.SKF_AD_VLAN_TPID: "vlan_tpid",
+}
+# Past the kernel's ancillary offsets, an ABS load is an ordinary (failing) read.
+_SKF_AD_END = SKF_AD_OFF + lib.SKF_AD_MAX
 
 
 def _normalise(insns: Iterable) -> list[Insn]:
@@ -174,12 +198,14 @@ def _check_scratch_memory(program: Sequence[Insn]) -> None:
 
 
 def cbpf_to_c(insns: Iterable, function_name: str = "pynetmon_filter", *,
-              max_caplen: int = MAX_CAPLEN) -> str:
+              max_caplen: int = MAX_CAPLEN, ancillary: bool = False) -> str:
     """Translate a classic BPF program into one eBPF C function; pure (same input, same output, no I/O).
 
     The program is checked first (`check_cbpf`); see the module documentation for the function's
     signature and how to call it. The source is self-contained apart from <linux/types.h>, and several
-    translated filters (with distinct names) can share one C file.
+    translated filters (with distinct names) can share one C file. `ancillary=True` gives Linux's
+    ancillary loads the kernel's meaning (skb metadata passed as parameters) instead of libpcap
+    interpreter's (out of bounds).
 
     >>> print(cbpf_to_c([(6, 0, 0, 262144)], "accept_all"))  # doctest: +ELLIPSIS
     /* ...
@@ -192,7 +218,7 @@ def cbpf_to_c(insns: Iterable, function_name: str = "pynetmon_filter", *,
         raise ValueError(f"function_name must be a C identifier, not {function_name!r}")
     if not isinstance(max_caplen, int) or not 4 <= max_caplen <= MAX_CAPLEN:
         raise ValueError(f"max_caplen must be between 4 and {MAX_CAPLEN}, not {max_caplen!r}")
-    return _Emitter(program, function_name, max_caplen).source()
+    return _Emitter(program, function_name, max_caplen, ancillary).source()
 
 
 _PRELUDE = """\
@@ -217,10 +243,11 @@ _JUMP_C = {JEQ: "A == {v}", JGT: "A > {v}", JGE: "A >= {v}", JSET: "(A & {v}) !=
 
 
 class _Emitter:
-    def __init__(self, program: list[Insn], name: str, max_caplen: int):
+    def __init__(self, program: list[Insn], name: str, max_caplen: int, ancillary: bool):
         self.program = program
         self.name = name
         self.cap = max_caplen
+        self.ancillary = ancillary
         self.targets: set[int] = set()  # instructions a goto leads to: they get a label
 
     def source(self) -> str:
@@ -228,13 +255,15 @@ class _Emitter:
         out = [(f"/* {self.name}: translated by pynetmon.filter.cbpf_to_c from {len(self.program)} classic "
                f"BPF instructions (max_caplen {self.cap}). */"),
                _PRELUDE.rstrip("\n"),
-               f"static __always_inline __u32 {self.name}(const __u8 *pkt, const __u8 *end, __u32 wirelen)",
+               self._signature(),
                "{",
                "\t__u32 A = 0, X = 0;"]
         if words:
             out.append("\t__u32 " + ", ".join(f"M{w} = 0" for w in words) + ";")
             out.append("\t" + " ".join(f"(void)M{w};" for w in words))  # libpcap may store and never load
         out.append("\t(void)pkt; (void)end; (void)wirelen; (void)A; (void)X;")
+        if self.ancillary:
+            out.append("\t" + " ".join(f"(void){name};" for name in self._parameters()))
         bodies = [self._insn(pc, insn) for pc, insn in enumerate(self.program)]
         for pc, (insn, body) in enumerate(zip(self.program, bodies)):
             label = f"L{pc}: " if pc in self.targets else ""
@@ -242,6 +271,21 @@ class _Emitter:
             out.extend("\t" + line for line in body or [";"])
         out.append("}")
         return "\n".join(out) + "\n"
+
+    def _signature(self) -> str:
+        extra = "".join(f", __u32 {name}" for name in self._parameters())
+        return f"static __always_inline __u32 {self.name}(const __u8 *pkt, const __u8 *end, __u32 wirelen{extra})"
+
+    def _parameters(self) -> list[str]:
+        return list(ANCILLARY_PARAMETERS.values()) if self.ancillary else []
+
+    def _ancillary_load(self, pc: int, insn: Insn) -> list[str]:
+        # The kernel reads the whole field whatever the load's size (libpcap emits `ldb [vlan_tci]`).
+        name = ANCILLARY_PARAMETERS.get(insn.k)
+        if name is None:
+            raise _fail(pc, insn, f"ancillary load SKF_AD_OFF + {insn.k - SKF_AD_OFF} is not supported; "
+                                  f"supported: {', '.join(ANCILLARY[k] for k in ANCILLARY_PARAMETERS)}")
+        return [f"A = {name};  /* [{ANCILLARY[insn.k]}]: skb metadata */"]
 
     def _goto(self, pc: int, target: int) -> list[str]:
         if target == pc + 1:
@@ -262,6 +306,8 @@ class _Emitter:
         kc = f"{k:#x}U"
         if cls == LD and code & 0xE0 == ABS:
             size = _SIZES[code & 0x18]
+            if self.ancillary and SKF_AD_OFF <= k < _SKF_AD_END:
+                return self._ancillary_load(pc, insn)
             if k + size > self.cap:
                 return ["return 0;  /* past the largest captured length: out of bounds */"]
             return [f"if (pkt + {k} + {size} > end)", "\treturn 0;", self._load(size, f"pkt + {k}")]

@@ -18,7 +18,7 @@ from pynetmon.capture.dataplane import (
 from pynetmon.capture.pcap import PcapWriteError, PcapWriter, global_header, iter_records, record_header
 from pynetmon.capture.stream import PacketBuffer
 from pynetmon.errors import Error
-from pynetmon.filter import compile_cbpf
+from pynetmon.filter import compile_cbpf, compile_cbpf_live
 
 from .helpers import dpkt_reader_packets, read_pcap
 
@@ -118,7 +118,17 @@ def test_filter_window(expr, window):
 
 
 def test_filter_window_is_capped():
-    assert filter_window(compile_cbpf("ether[70000] = 1")) == CAPTURE_MAX_WINDOW
+    assert filter_window(compile_cbpf("ether[65534] = 1")) == CAPTURE_MAX_WINDOW
+    # a load that can never be inside the window is out of bounds whatever is copied: nothing to copy for it
+    assert filter_window(compile_cbpf("ether[70000] = 1")) == 0
+
+
+def test_ancillary_loads_widen_no_window():
+    """[type], [vlanp], [vlan_tci] read skb metadata: `inbound` copies nothing, `vlan` only the bytes of an
+    in-band tag's EtherType."""
+    assert filter_window(compile_cbpf_live("inbound")) == 0
+    assert filter_window(compile_cbpf_live("vlan")) == 16
+    assert filter_window(compile_cbpf_live("vlan 100")) == 16
 
 
 def test_constant_verdicts_need_no_compiler():

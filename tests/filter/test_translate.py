@@ -26,6 +26,7 @@ from pynetmon.filter import (
     cbpf_to_c,
     check_cbpf,
     compile_cbpf,
+    compile_cbpf_live,
     disassemble,
     interpret,
     libpcap_version,
@@ -292,3 +293,57 @@ def test_every_translation_compiles_cleanly():
     exprs = [e for e in corpus() if "protochain" not in e]
     source = filter_object_source([compile_cbpf(e) for e in exprs], [f"f{i}" for i in range(len(exprs))])
     assert compile_c(source, filename="corpus.bpf.c", cflags=("-Wall", "-Werror"))
+
+
+# --- live-handle compilation and Linux's ancillary loads ---------------------------------------------
+
+
+def test_live_compile_tests_vlan_tags_in_skb_metadata_like_tcpdump_i():
+    """On a live Linux handle libpcap reads the tag the kernel keeps in metadata ([vlanp], [vlan_tci]),
+    exactly as `tcpdump -i lo -d` shows; on a dead handle it looks for a tag in the packet bytes only."""
+    live = compile_cbpf_live("vlan 100 and udp")
+    text = [disassemble(insn, pc) for pc, insn in enumerate(live)]
+    assert text[3:5] == ["ldb [vlanp]", "jeq #0x1 jt 12 jf 5"] and "ldb [vlan_tci]" in text
+    proc = subprocess.run(["tcpdump", "-i", "lo", "-d", "vlan 100 and udp"], check=True, capture_output=True,
+                          text=True, timeout=30)
+    assert [" ".join(line.split()[1:]) for line in proc.stdout.splitlines()] == [" ".join(t.split()) for t in text]
+    assert not any(k >= op.SKF_AD_OFF for _, _, _, k in compile_cbpf("vlan 100 and udp"))
+    assert compile_cbpf_live("udp") == compile_cbpf("udp") and compile_cbpf_live("all") == compile_cbpf("all")
+
+
+def test_live_compile_errors_name_the_problem():
+    with pytest.raises(FilterError, match="syntax error"):
+        compile_cbpf_live("tcp prot 80")
+    with pytest.raises(FilterError, match="empty filter expression"):
+        compile_cbpf_live(" ")
+    with pytest.raises(FilterError, match=r"cannot open a live libpcap handle on 'pnm-no-such-dev'.*No such device"):
+        compile_cbpf_live("udp", device="pnm-no-such-dev")
+
+
+def test_ancillary_loads_read_parameters_only_when_asked():
+    inbound = compile_cbpf_live("inbound and ifindex 3")
+    offline = cbpf_to_c(inbound, "f")
+    assert "__u32 wirelen)" in offline and "pkt_type" not in offline  # libpcap interpreter: out of bounds
+    live = cbpf_to_c(inbound, "f", ancillary=True)
+    assert ("f(const __u8 *pkt, const __u8 *end, __u32 wirelen, __u32 protocol, __u32 pkt_type, __u32 ifindex, "
+            "__u32 vlan_tci, __u32 vlan_present, __u32 vlan_tpid)") in live
+    assert "A = pkt_type;" in live and "A = ifindex;" in live
+    # every size reads the whole field, as the kernel does (libpcap emits `ldb [vlan_tci]`)
+    for size in (op.B, op.H, op.W):
+        source = cbpf_to_c([(op.LD | size | op.ABS, 0, 0, op.SKF_AD_OFF + 44), (op.RET | op.A, 0, 0, 0)],
+                           ancillary=True)
+        assert "A = vlan_tci;" in source
+    mark = [(op.LD | op.W | op.ABS, 0, 0, op.SKF_AD_OFF + 20), (op.RET | op.A, 0, 0, 0)]  # SKF_AD_MARK
+    with pytest.raises(FilterError, match=r"instruction 0 \(ld \[4294963220\]\): ancillary load SKF_AD_OFF \+ 20 "
+                                          r"is not supported; supported: proto, type, ifidx"):
+        cbpf_to_c(mark, ancillary=True)
+    assert "return 0;" in cbpf_to_c(mark)  # offline: out of bounds, as before
+
+
+def test_ancillary_translations_compile_cleanly():
+    from pynetmon.toolchain import compile_c
+    exprs = ["vlan", "vlan 100 and udp", "vlan and vlan 20 and tcp port 80", "inbound", "outbound and ifindex 2",
+             "not vlan", "vlan 1 or vlan 2"]
+    source = "\n".join(cbpf_to_c(compile_cbpf_live(e), f"g{i}", ancillary=True) for i, e in enumerate(exprs))
+    assert compile_c(source + "\nchar LICENSE[] __attribute__((section(\"license\"))) = \"GPL\";\n",
+                     filename="ancillary.bpf.c", cflags=("-Wall", "-Werror", "-Wno-unused-function"))
