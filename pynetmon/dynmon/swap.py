@@ -25,18 +25,19 @@ shared (not swap-on-read) and they keep their state. Char arrays (labels) keep t
 """
 from __future__ import annotations
 
-import operator
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
-from ..btf_codec import per_cpu_stride
 from ..errors import BPFError, ConfigError, NotSupportedError
 from ..maps import Map
 from ..object import BPFObject, MapSpec
 from ..program import Program
 from ..quiesce import Quiescer, default_quiescer
+from .collected import DecodedTotals, RawTotals, fold, totals_for
+
+__all__ = ["SwapDataplane", "SwapPathDataplane", "check_swap_maps_not_shared", "fold"]
 
 # Map types whose contents can be read whole and emptied (hash: lookup-and-delete batch; array: zeroed).
 HASH_TYPES = frozenset({"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
@@ -44,100 +45,6 @@ ARRAY_TYPES = frozenset({"array", "percpu_array"})
 SWAPPABLE_TYPES = HASH_TYPES | ARRAY_TYPES
 # The pivot program for each attachable program type (a program array accepts one program type only).
 PIVOT_PROGRAMS = {"sched_cls": "pivot_tc", "xdp": "pivot_xdp"}
-
-def fold(total: Any, delta: Any) -> Any:
-    """Add one period's value to the running total: numbers add, dicts and lists add member by member,
-    anything else takes the newest value (booleans), or the newest one written (char arrays: all zero
-    bytes mean the period did not write it, as in the other CPUs' slots of a per-CPU entry).
-
-    >>> fold({"packets": 3, "last": b"a"}, {"packets": 2, "last": b"b"})
-    {'packets': 5, 'last': b'b'}
-    """
-    if isinstance(delta, bool) or isinstance(total, bool):
-        return delta
-    if isinstance(delta, (int, float)) and isinstance(total, (int, float)):
-        return total + delta
-    if isinstance(delta, dict) and isinstance(total, dict):
-        return {k: fold(total[k], v) if k in total else v for k, v in delta.items()}
-    if isinstance(delta, list) and isinstance(total, list) and len(delta) == len(total):
-        return [fold(t, d) for t, d in zip(total, delta)]
-    if isinstance(delta, (bytes, bytearray)) and not any(delta):
-        return total  # an all-zero char array: this period (or this CPU) did not write it
-    return delta
-
-
-def _is_zero(value: Any) -> bool:
-    if isinstance(value, (int, float)):
-        return value == 0
-    if isinstance(value, dict):
-        return all(_is_zero(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_is_zero(v) for v in value)
-    if isinstance(value, (bytes, bytearray)):
-        return not any(value)
-    return False
-
-
-def folder_for(sample: Any) -> Callable[[Any, Any], Any]:
-    """The fastest correct `fold` for values shaped like `sample` (every value of a map has one shape):
-    a C-level add for integers, one dict comprehension for flat numeric structs, `fold` otherwise."""
-    if isinstance(sample, bool):
-        return fold
-    if isinstance(sample, (int, float)):
-        return operator.add
-    if isinstance(sample, dict) and all(type(v) in (int, float) for v in sample.values()):
-        fields = tuple(sample)
-        return lambda total, delta: {f: total[f] + delta[f] for f in fields}
-    if isinstance(sample, list) and sample:
-        inner = folder_for(sample[0])
-        if inner is not fold and all(type(v) is type(sample[0]) for v in sample):
-            return lambda total, delta: list(map(inner, total, delta))
-    return fold
-
-
-class Collected:
-    """What the flips collected from one swap-on-read map and no read has returned (or, for non-emptying
-    reads, everything): decoded keys and folded values in first-seen order, by key identity (the integer
-    key itself, or the raw key bytes for struct keys, which decode to unhashable dicts)."""
-
-    def __init__(self):
-        self.keys: dict[Any, Any] = {}
-        self.values: dict[Any, Any] = {}
-        self._fold: Callable[[Any, Any], Any] | None = None
-
-    def add(self, raw: bytes, key_size: int, keys: list, values: list) -> None:
-        """Fold one period in: `raw` holds the packed keys, `keys`/`values` the decoded ones."""
-        if not keys:
-            return
-        if type(keys[0]) is int:
-            ids = keys
-        else:
-            ids = [raw[i:i + key_size] for i in range(0, len(keys) * key_size, key_size)]
-        totals = self.values
-        if not totals:
-            totals.update(zip(ids, values))
-        else:
-            add = self._fold or folder_for(values[0])
-            self._fold = add
-            get = totals.get
-            for ident, value in zip(ids, values):
-                total = get(ident)
-                totals[ident] = value if total is None else add(total, value)
-        if ids is not keys:
-            self.keys.update(zip(ids, keys))  # same order as `values`: new keys are appended to both
-
-    def columns(self) -> tuple[list, list]:
-        values = list(self.values.values())
-        keys = list(self.keys.values()) if self.keys else list(self.values)
-        return keys, values
-
-    def clear(self) -> None:
-        self.keys = {}
-        self.values = {}
-
-    def __len__(self) -> int:
-        return len(self.values)
-
 
 class SwapDataplane:
     """One attach point's user program, loaded twice behind the pivot; `program` is what to attach.
@@ -159,13 +66,15 @@ class SwapDataplane:
         self._lock = threading.Lock()
         self._open = _opener(code, name)
         self._objects: list[BPFObject] = []
-        self.collected: dict[str, Collected] = {m: Collected() for m in self.swap_maps}
+        # What the flips collected per swap-on-read map (collected.py); filled once the first instance loaded.
+        self.collected: dict[str, RawTotals | DecodedTotals] = dict.fromkeys(self.swap_maps)
         self.flips = 0
         try:
             first = self._open()
             self._objects.append(first)
             prog_type = _check_code(first, program, self.swap_maps)
             first.load()
+            self.collected = {name: totals_for(first.maps[name]) for name in self.swap_maps}
             second = self._open()
             self._objects.append(second)
             _share_maps(second, first, self.swap_maps)
@@ -240,6 +149,11 @@ class SwapDataplane:
 
         `names` defaults to every swap-on-read map; `empty` is True/False for all, or the names to empty.
         """
+        return {name: list(zip(*columns)) for name, columns in self.read_columns_many(names, empty).items()}
+
+    def read_columns_many(self, names: Iterable[str] | None = None,
+                          empty: bool | Iterable[str] = False) -> dict[str, tuple[list, list]]:
+        """`read_maps` as {name: (keys, values)} (no pairing: the fastest form)."""
         names = list(self.swap_maps if names is None else names)
         unknown = [n for n in names if n not in self.collected]
         if unknown:
@@ -250,7 +164,7 @@ class SwapDataplane:
             result = {}
             for name in names:
                 collected = self.collected[name]
-                result[name] = list(zip(*collected.columns()))
+                result[name] = collected.columns()
                 if name in emptied:
                     collected.clear()
             return result
@@ -363,33 +277,26 @@ def _load_pivot(prog_type: str) -> BPFObject:
     return pivot
 
 
-def _collect(m: Map, into: Collected) -> None:
+def _collect(m: Map, into: RawTotals | DecodedTotals) -> None:
     """Read every entry of an idle instance's map, empty it, and add it to `into`."""
     if m.type in HASH_TYPES:
-        keys, values, count = m.read_raw(delete=True)
+        keys, values, count = m.read_raw(delete=True)  # one kernel operation per batch: read and removed
     else:
         keys, values, count = m.read_raw()
+        _zero_array(m, keys, values, count)
+    into.add(keys, values, count)
+
+
+def _zero_array(m: Map, keys: bytes, values: bytes, count: int) -> None:
+    """Reset the elements of an idle array that are not zero already (arrays cannot delete)."""
     if not count:
         return
-    decoded_keys = m.key_codec.decode_many(keys, count)
-    if m.per_cpu:
-        n = m.ncpus
-        flat = m.value_codec.decode_many(values, count * n, per_cpu_stride(m.value_size))
-        decoded_values = [flat[i * n:(i + 1) * n] for i in range(count)]
-    else:
-        decoded_values = m.value_codec.decode_many(values, count)
-    if m.type in ARRAY_TYPES:
-        _zero_array(m, keys, decoded_values, count)
-    into.add(keys, m.key_size, decoded_keys, decoded_values)
-
-
-def _zero_array(m: Map, keys: bytes, values: list, count: int) -> None:
-    """Reset the elements of an idle array that are not zero already (arrays cannot delete)."""
-    ks = m.key_size
-    dirty = [i for i in range(count) if not _is_zero(values[i])]
-    if not dirty:
+    size = len(values) // count
+    zero = bytes(size)
+    if values.count(0) == len(values):
         return
-    zero = bytes(per_cpu_stride(m.value_size) * m.ncpus if m.per_cpu else m.value_size)
+    dirty = [i for i in range(count) if values[i * size:(i + 1) * size] != zero]
+    ks = m.key_size
     m.update_batch((keys[i * ks:(i + 1) * ks], zero) for i in dirty)
 
 
@@ -478,8 +385,7 @@ class SwapPathDataplane:
         swapped = [name for name in requests if name in self.swap_maps]
         columns = {}
         if swapped:
-            pairs = self.swap.read_maps(swapped, empty=[n for n in swapped if requests[n]])
-            columns = {name: tuple(map(list, zip(*p))) if p else ([], []) for name, p in pairs.items()}
+            columns = self.swap.read_columns_many(swapped, empty=[n for n in swapped if requests[n]])
         return {name: self._entries(name, *columns[name]) if name in columns
                 else read_entries(self.maps[name], empty, self._addresses.get(name, ({}, {})))
                 for name, empty in requests.items()}
