@@ -162,8 +162,9 @@ class PacketCapture:
 
     def update(self, *, capture: str | None = None, filter: FilterSpec = _UNSET,  # type: ignore[assignment]
                snaplen: int | None = None) -> None:
-        """Change several settings at once. Everything is checked (and a new filter loaded) before
-        anything changes, so an error leaves the capture exactly as it was."""
+        """Change several settings at once, all or nothing: everything is checked, a new filter loaded and
+        new direction hooks attached before anything that runs changes, and an error (a bad filter, an
+        interface that vanished) undoes what was done, leaving the capture exactly as it was."""
         problems = []
         if capture is not None and capture not in CAPTURE_MODES:
             problems.append(("capture", f"must be one of {', '.join(CAPTURE_MODES)}, not {capture!r}"))
@@ -176,21 +177,33 @@ class PacketCapture:
             new_object = None
             if filter is not self._UNSET:
                 new_object = self._dataplane.build(compile_filter(filter))
+            new_mode = capture if capture is not None and capture != self._capture else None
             try:
+                added = self._add_directions(new_mode) if new_mode else []
+                try:
+                    if new_object is not None:
+                        self._dataplane.install(new_object)  # puts it behind the added hooks too
+                except BaseException as exc:
+                    self._detach_links(added, exc)
+                    raise
+            except BaseException as exc:
                 if new_object is not None:
-                    self._dataplane.install(new_object)
-                    self._filter = filter
-            except BaseException:
-                new_object.close()
+                    new_object.close()
+                if new_mode:
+                    exc.add_note(f"capture {self.name!r} is unchanged: still {self._capture!r}")
                 raise
+            if new_object is not None:
+                self._filter = filter
             if snaplen is not None and snaplen != self._snaplen:
                 self._snaplen = snaplen
                 if self._writer is not None:
                     self._writer.raise_snaplen(snaplen)
                 self._configure()
-            if capture is not None and capture != self._capture:
-                self._capture = capture
-                self._apply_directions()
+            if new_mode:
+                self._capture = new_mode
+                for direction in DIRECTIONS:  # the new hooks run: only now drop the ones not wanted
+                    if direction not in _MODE_DIRECTIONS[new_mode]:
+                        self._dataplane.detach(direction=direction)
 
     def _configure(self) -> None:
         # Its own lock: the reader thread calls this on its tick while close() may hold self._lock
@@ -219,14 +232,29 @@ class PacketCapture:
             if not self._reader.running and self._reader.error is None:
                 self._reader.start()
 
-    def _apply_directions(self) -> None:
-        wanted = _MODE_DIRECTIONS[self._capture]
-        for ifname, netns in self._interfaces:  # add first, so bidirectional → egress keeps a hook
-            for direction in wanted:
-                self._dataplane.attach(ifname, direction, netns)
-        for direction in DIRECTIONS:
-            if direction not in wanted:
-                self._dataplane.detach(direction=direction)
+    def _add_directions(self, mode: str) -> list[tuple[str, str | None, str]]:
+        """Attach the hooks `mode` needs on every interface (added first, so bidirectional → egress keeps a
+        hook); return the (ifname, netns, direction) added. On failure, detach those again and raise."""
+        added: list[tuple[str, str | None, str]] = []
+        try:
+            for ifname, netns in self._interfaces:
+                for direction in _MODE_DIRECTIONS[mode]:
+                    if (ifname, netns, direction) not in self._dataplane.links:
+                        self._dataplane.attach(ifname, direction, netns)
+                        added.append((ifname, netns, direction))
+        except BaseException as exc:
+            self._detach_links(added, exc)
+            raise
+        return added
+
+    def _detach_links(self, keys: list[tuple[str, str | None, str]], cause: BaseException) -> None:
+        """Undo `_add_directions` because of `cause`; a hook that will not detach is noted on `cause` (the
+        error being handled is the one to raise)."""
+        for ifname, netns, direction in keys:
+            try:
+                self._dataplane.detach(ifname, direction, netns)
+            except Exception as exc:  # noqa: BLE001 - keep undoing the others
+                cause.add_note(f"undoing it, the {direction} hook on {ifname} did not detach: {exc}")
 
     @property
     def interfaces(self) -> list[str]:

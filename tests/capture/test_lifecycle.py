@@ -249,3 +249,25 @@ def test_failed_attach_in_the_root_namespace_keeps_a_namesake_in_another(quiet_h
             cap.attach("pnmdummy0")  # the root namespace has none
         assert cap.interfaces == [f"pnmdummy0@{a.netns}"]
         assert [len(tc_programs("pnmdummy0", d, netns=a.netns)) for d in ("ingress", "egress")] == [1, 1]
+
+
+def test_direction_change_that_cannot_attach_changes_nothing(quiet_hosts, tmp_path):
+    """One of the capture's interfaces vanished: ingress → bidirectional (with a new filter) cannot attach
+    there. The egress hook already put on the other interface comes off again, `capture` and `filter`
+    keep their values, the error names the interface, and the ingress capture goes on."""
+    a, b = quiet_hosts
+    a.run("ip", "link", "add", "pnmgone0", "type", "veth", "peer", "name", "pnmgone1")
+    a.run("ip", "link", "set", "pnmgone0", "up")
+    with PacketCapture("dirs", capture="ingress", filter="udp", dump=tmp_path / "x.pcap") as cap:
+        cap.attach("eth0", netns=a.netns)  # first: its egress hook is attached before the failure
+        cap.attach("pnmgone0", netns=a.netns)
+        a.run("ip", "link", "del", "pnmgone0")
+        with pytest.raises(InterfaceNotFoundError, match="pnmgone0") as info:
+            cap.update(capture="bidirectional", filter="udp port 7000")
+        assert "capture 'dirs' is unchanged: still 'ingress'" in info.value.__notes__
+        assert (cap.capture, cap.filter) == ("ingress", "udp")
+        assert attached(a) == {"ingress": 1, "egress": 0}
+        send_udp(a, b.ip, 7001, udp_payloads(2, b"out"))   # egress: not captured
+        send_udp(b, a.ip, 7001, udp_payloads(3, b"in"))    # ingress, not port 7000: the old filter runs
+    packets = read_pcap(tmp_path / "x.pcap").packets
+    assert [p.data[42:44] for p in packets] == [b"in"] * 3
