@@ -152,16 +152,25 @@ class Dataplane:
         return obj
 
     def install(self, obj: BPFObject) -> None:
-        """Put `obj`'s programs behind every link (each swap is atomic) and release the previous object."""
+        """Put `obj`'s programs behind every link (each swap is atomic) and release the previous object.
+
+        If a swap fails, the links already swapped get the previous programs back and the swap's error is
+        raised; a link that cannot be swapped back is noted on that error (it keeps `obj`'s program, which
+        the kernel holds for it even after `obj` is closed).
+        """
         with self._lock:
             done = []
             try:
                 for (_ifname, _netns, direction), link in self.links.items():
                     link.update(obj.programs[f"capture_{direction}"])
                     done.append((link, direction))
-            except BaseException:
+            except BaseException as exc:
                 for link, direction in done:  # all links keep running one and the same filter
-                    link.update(self.object.programs[f"capture_{direction}"])
+                    try:
+                        link.update(self.object.programs[f"capture_{direction}"])
+                    except Exception as undo:  # noqa: BLE001 - the first error is the one to report
+                        exc.add_note(f"restoring the previous filter on {link.ifname} {direction} failed, so "
+                                     f"it keeps the new one: {undo}")
                 raise
             old, self.object = self.object, obj
         if old is not None and old is not obj:

@@ -10,7 +10,9 @@ import time
 import pytest
 
 from pynetmon.capture import PacketCapture, PcapWriteError
-from pynetmon.errors import ConfigError, Error, FilterError, InterfaceNotFoundError
+from pynetmon.capture.capture import compile_filter
+from pynetmon.capture.dataplane import Dataplane
+from pynetmon.errors import BPFError, ConfigError, Error, FilterError, InterfaceNotFoundError
 from pynetmon.link import tc_programs
 
 from .helpers import ping, read_pcap, send_udp, udp_payloads
@@ -271,3 +273,40 @@ def test_direction_change_that_cannot_attach_changes_nothing(quiet_hosts, tmp_pa
         send_udp(b, a.ip, 7001, udp_payloads(3, b"in"))    # ingress, not port 7000: the old filter runs
     packets = read_pcap(tmp_path / "x.pcap").packets
     assert [p.data[42:44] for p in packets] == [b"in"] * 3
+
+
+def test_failed_filter_swap_raises_its_own_error_when_undoing_fails_too(quiet_hosts):
+    """Dataplane.install swaps the filter on x0, then on y0, which fails; undoing x0 fails as well. The
+    error raised is y0's, with x0's failure noted on it, not the undo's error hiding it. (The interfaces
+    are deleted right before y0's swap, so both failures are the kernel's own: ENOLINK on a severed tcx
+    link.)"""
+    a, _ = quiet_hosts
+    for name in ("pnmx", "pnmy"):
+        a.run("ip", "link", "add", f"{name}0", "type", "veth", "peer", "name", f"{name}1")
+        a.run("ip", "link", "set", f"{name}0", "up")
+    dp = Dataplane(compile_filter("udp"), ring_bytes=1 << 16, mechanism="tcx")
+    new = dp.build(compile_filter("tcp"))
+    try:
+        dp.attach("pnmx0", "ingress", a.netns)
+        dp.attach("pnmy0", "ingress", a.netns)
+        second = dp.links[("pnmy0", a.netns, "ingress")]
+        real_update, raised = second.update, []
+
+        def delete_both_then_update(program):
+            a.run("ip", "link", "del", "pnmx0")
+            a.run("ip", "link", "del", "pnmy0")
+            try:
+                real_update(program)
+            except Exception as exc:
+                raised.append(exc)
+                raise
+
+        second.update = delete_both_then_update
+        with pytest.raises(BPFError) as info:
+            dp.install(new)
+        assert raised and info.value is raised[0] and "pnmy0" in str(info.value)
+        notes = "\n".join(info.value.__notes__)
+        assert "restoring the previous filter on pnmx0 ingress failed" in notes and "pnmx0" in notes
+    finally:
+        new.close()
+        dp.close()
