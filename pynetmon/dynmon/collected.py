@@ -124,8 +124,6 @@ class RawTotals:
         self.value_codec = value_codec
         self.slots = slots
         self.slot_size = per_cpu_stride(value_codec.size) if per_cpu else value_codec.size
-        self.entry_size = self.slot_size * self.slots
-        self._zero_entry = bytes(self.entry_size)
         fmt = value_codec.fmt
         pad = self.slot_size - struct.calcsize("=" + fmt)
         self._slot_struct = struct.Struct("=" + fmt + (f"{pad}x" if pad else ""))
@@ -137,6 +135,7 @@ class RawTotals:
         self._wide_code = self._wide.fmt[0] if len(set(self._wide.fmt)) == 1 else None
         self._pack_cache: tuple[int, struct.Struct] | None = None
         self._key_code = _KEY_CODES.get(self.key_size)
+        self._zero_leaves = [0] * self.leaves
         self.clear()
 
     def clear(self) -> None:
@@ -147,6 +146,7 @@ class RawTotals:
         self._keys = b""                    # packed keys, row order
         self._decoded_keys: list[Any] = []  # decoded keys, row order (filled when a read asks)
         self._flat: list = []               # totals: `leaves` numbers per row
+        self._gather: dict[bytes, list[int]] = {}  # key order → gather index (see _absorb)
 
     def __len__(self) -> int:
         return self._pending[2] if self._pending else len(self._rows)
@@ -187,21 +187,31 @@ class RawTotals:
         return list(chain.from_iterable(self._slot_struct.iter_unpack(values)))
 
     def _absorb(self, keys: bytes, values: bytes, count: int) -> None:
+        period = self._unpack(values)
         if not self._rows:
             idents = self._identities(keys, count)
             self._rows = dict(zip(idents, range(count)))
             if len(self._rows) == count:  # (a batch never repeats a key; if it did, take the general path)
-                self._idents, self._keys, self._flat = idents, keys, self._unpack(values)
+                self._idents, self._keys, self._flat = idents, keys, period
                 return
             self._rows = {}
-        if keys != self._keys:
-            values = self._align(keys, values, count)
-        # The period now lines up with the totals row by row (absent keys are zero): add element-wise.
-        self._flat = list(map(operator.add, self._flat, self._unpack(values)))
+        if keys == self._keys:  # the same keys in the same order as the totals: add element-wise
+            self._flat = list(map(operator.add, self._flat, period))
+            return
+        # Each instance has its own hash seed, so the two alternate between two key orders: the gather
+        # index of a key order is kept while the rows stay the same.
+        index = self._gather.get(keys)
+        if index is None:
+            index = self._gather_index(keys, count)
+            if len(self._gather) >= 4:
+                self._gather.clear()
+            self._gather[keys] = index
+        period += self._zero_leaves  # where the index points for keys this period does not have
+        self._flat = list(map(operator.add, self._flat, map(period.__getitem__, index)))
 
-    def _align(self, keys: bytes, values: bytes, count: int) -> bytes:
-        """The period's values reordered into the totals' row order (new keys become new rows, keys the
-        period does not have get zeros)."""
+    def _gather_index(self, keys: bytes, count: int) -> list[int]:
+        """For each leaf of the totals, the position of the matching leaf in the period's unpacked values
+        (`count * leaves` and on: zeros, for keys the period does not have). New keys become new rows."""
         idents = self._identities(keys, count)
         where = dict(zip(idents, range(count)))
         rows = self._rows
@@ -212,9 +222,13 @@ class RawTotals:
             self._idents += new
             self._keys += b"".join(keys[where[k] * size:(where[k] + 1) * size] for k in new)
             self._flat += [0] * (self.leaves * len(new))
-        entries = _slices(values, self.entry_size, count)
-        entries.append(self._zero_entry)
-        return b"".join(map(entries.__getitem__, map(where.get, self._idents, repeat(count))))
+            self._gather.clear()  # computed for fewer rows
+        positions = map(where.get, self._idents, repeat(count))
+        n = self.leaves
+        if n == 1:
+            return list(positions)
+        starts = list(map(operator.mul, positions, repeat(n)))
+        return list(chain.from_iterable(map(range, starts, map(operator.add, starts, repeat(n)))))
 
     # ---- decoding ---------------------------------------------------------------------------------------
     def _pack(self, rows: int) -> bytes | None:

@@ -119,6 +119,19 @@ def test_new_and_missing_keys_keep_first_seen_order():
                                             {"packets": 3, "bytes": 30}, {"packets": 100, "bytes": 1000}])
 
 
+def test_two_alternating_key_orders_then_a_new_key():
+    """The two instances return the same keys in two orders (their hash seeds differ); a gather index is
+    kept per order, and must be recomputed once a new key adds a row."""
+    raw, decoded = RawTotals(U32, FLOW), DecodedTotals(U32, FLOW)
+    row = struct.Struct("=QQ").pack
+    orders = [[3, 1, 2], [2, 3, 1], [2, 3, 1, 8], [3, 1, 2], [1, 2]]
+    for rnd, keys in enumerate(orders * 2):
+        period = struct.pack(f"={len(keys)}I", *keys), b"".join(row(k + rnd, 10 * k) for k in keys), len(keys)
+        raw.add(*period)
+        decoded.add(*period)
+        _same(raw, decoded)
+
+
 def test_what_is_not_only_numbers_is_folded_value_by_value():
     tagged = StructCodec("t", 12, [("n", 0, U64), ("tag", 8, BytesCodec(4))])
     assert not summable(tagged)
