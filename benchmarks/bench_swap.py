@@ -270,12 +270,17 @@ def _reload_with_clang(n: int, runs: int = 5) -> None:
 
 def test_wait_mechanisms(flood):
     """The wait alone, both proofs, same run, under the flood: what the cpu-hop saves over an RCU grace
-    period (and what the SCHED_FIFO boost of the hop changes)."""
+    period, and how its variants compare: helper threads (the default), the same as normal threads, and
+    the caller migrating over the CPUs itself (with and without the SCHED_FIFO boost)."""
     hop = Quiescer("cpu-hop")
-    plain_hop = Quiescer("cpu-hop", boost=False)
+    plain_helpers = Quiescer("cpu-hop", boost=False)
+    migrating = Quiescer("cpu-hop", helpers=False)
+    plain_migrating = Quiescer("cpu-hop", helpers=False, boost=False)
     rows = {}
-    for label, fn, runs in (("cpu-hop (run on every online CPU once)", hop.wait, 1000),
-                            ("cpu-hop without the SCHED_FIFO boost", plain_hop.wait, 1000),
+    for label, fn, runs in (("cpu-hop (helper threads, SCHED_FIFO)", hop.wait, 1000),
+                            ("cpu-hop (helper threads, normal)", plain_helpers.wait, 1000),
+                            ("cpu-hop (caller migrates, SCHED_FIFO boost)", migrating.wait, 1000),
+                            ("cpu-hop (caller migrates, no boost)", plain_migrating.wait, 1000),
                             ("rcu (membarrier GLOBAL = synchronize_rcu)", synchronize_rcu, 100)):
         samples = []
         for _ in range(runs):
@@ -283,7 +288,10 @@ def test_wait_mechanisms(flood):
             fn()
             samples.append((time.perf_counter() - t) * 1000)
         rows[label] = _ms(samples)
-    hop_median = rows["cpu-hop (run on every online CPU once)"][0]
+    for q in (hop, plain_helpers, migrating, plain_migrating):
+        assert q.stats["rcu"] == 0, q.stats
+        q.close()
+    hop_median = rows["cpu-hop (helper threads, SCHED_FIFO)"][0]
     print(f"\nWaiting for in-flight invocations ({os.cpu_count()} CPUs, during the iperf3 flood)")
     print(f"  {'mechanism':44} {'median ms':>10} {'p99 ms':>10}")
     for label, (median, p99) in rows.items():

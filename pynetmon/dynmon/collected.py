@@ -215,20 +215,24 @@ class RawTotals:
         idents = self._identities(keys, count)
         where = dict(zip(idents, range(count)))
         rows = self._rows
-        if not where.keys() <= rows.keys():
+        positions = list(map(where.get, self._idents, repeat(count)))
+        if len(rows) - positions.count(count) < len(where):  # the period has keys the totals do not
             new = list(dict.fromkeys(ident for ident in idents if ident not in rows))
             size = self.key_size
             rows.update(zip(new, range(len(rows), len(rows) + len(new))))
             self._idents += new
             self._keys += b"".join(keys[where[k] * size:(where[k] + 1) * size] for k in new)
             self._flat += [0] * (self.leaves * len(new))
+            positions += map(where.__getitem__, new)
             self._gather.clear()  # computed for fewer rows
-        positions = map(where.get, self._idents, repeat(count))
         n = self.leaves
         if n == 1:
             return list(positions)
         starts = list(map(operator.mul, positions, repeat(n)))
-        return list(chain.from_iterable(map(range, starts, map(operator.add, starts, repeat(n)))))
+        index = starts * n
+        for leaf in range(n):  # one C-level pass per leaf, never one Python step per entry
+            index[leaf::n] = map(operator.add, starts, repeat(leaf)) if leaf else starts
+        return index
 
     # ---- decoding ---------------------------------------------------------------------------------------
     def _pack(self, rows: int) -> bytes | None:
