@@ -22,7 +22,7 @@ from ..errors import ConfigError, Error, FilterError
 from ..filter.cbpf import RET, Insn, K, compile_cbpf_live
 from .clock import realtime_minus_tai_ns
 from .dataplane import CAPTURE_MAX_CAPLEN, DIRECTIONS, Dataplane
-from .pcap import LINKTYPE_ETHERNET, MAX_SNAPLEN, PcapWriteError, PcapWriter
+from .pcap import LINKTYPE_ETHERNET, MAX_SNAPLEN, PcapWriteError, PcapWriter, iter_records
 from .reader import RingReader
 from .stream import PacketBuffer
 
@@ -82,6 +82,9 @@ class PacketCapture:
       fit is dropped and counted) for `stream()`.
     - `ring_bytes`: the kernel ring buffer (a power of two); `flush_interval`: seconds between file
       flushes; `mechanism`: TC attach mechanism ("auto", "tcx", "clsact").
+    - `max_packets`: deliver (write, or queue for the stream) at most this many packets, like
+      `tcpdump -c`; `finished` is set once they are, and later packets are left out (not counted as
+      dropped). The owner then detaches.
 
     Capture, filter and snaplen can be changed while running (assign the attribute, or `update()`
     several at once): a new filter is compiled and verified first, then swapped in on every hook at
@@ -91,9 +94,10 @@ class PacketCapture:
     def __init__(self, name: str = "capture", capture: str = "bidirectional", filter: FilterSpec = None,
                  snaplen: int = DEFAULT_SNAPLEN, dump: str | os.PathLike | BinaryIO | None = None,
                  network_mode: bool = False, *, ring_bytes: int = DEFAULT_RING_BYTES,
-                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, flush_interval: float = 1.0, mechanism: str = "auto"):
+                 buffer_bytes: int = DEFAULT_BUFFER_BYTES, flush_interval: float = 1.0, mechanism: str = "auto",
+                 max_packets: int | None = None):
         problems = _check_options(name, capture, snaplen, dump, network_mode, ring_bytes, buffer_bytes,
-                                  flush_interval, mechanism)
+                                  flush_interval, mechanism, max_packets)
         if problems:
             raise ConfigError(problems)
         self.name = name
@@ -111,6 +115,8 @@ class PacketCapture:
         self._reader: RingReader | None = None
         self._writer: PcapWriter | None = None
         self._buffer: PacketBuffer | None = None
+        self._remaining = max_packets  # packets still to deliver (None: no limit)
+        self.finished = threading.Event()  # set once max_packets were delivered
 
         insns = compile_filter(filter)  # a bad filter fails here, before anything is loaded
         self._dataplane = Dataplane(insns, ring_bytes=ring_bytes, mechanism=mechanism)
@@ -318,10 +324,20 @@ class PacketCapture:
 
     # ---- data path ------------------------------------------------------------------------------
     def _deliver(self, batch: bytes, count: int) -> None:
-        if self._writer is not None:
-            self._writer.write_records(batch, count)
-        else:
-            self._buffer.put(batch, count)
+        last = False
+        if self._remaining is not None:
+            if count >= self._remaining:  # keep the first records only (a batch holds whole records)
+                ends = [end for _, end in iter_records(batch)]
+                count, last = self._remaining, True
+                batch = batch[:ends[count - 1]] if count else b""
+            self._remaining -= count
+        if count:
+            if self._writer is not None:
+                self._writer.write_records(batch, count)
+            else:
+                self._buffer.put(batch, count)
+        if last:
+            self.finished.set()
 
     def _tick(self) -> None:
         if self._writer is not None:
@@ -399,7 +415,7 @@ def _check_snaplen(snaplen) -> list[tuple[str, str]]:
 
 
 def _check_options(name, capture, snaplen, dump, network_mode, ring_bytes, buffer_bytes, flush_interval,
-                   mechanism) -> list[tuple[str, str]]:
+                   mechanism, max_packets) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not name:
         problems.append(("name", f"must be a non-empty string, not {name!r}"))
@@ -418,4 +434,7 @@ def _check_options(name, capture, snaplen, dump, network_mode, ring_bytes, buffe
         problems.append(("flush_interval", f"must be a positive number of seconds, not {flush_interval!r}"))
     if mechanism not in ("auto", "tcx", "clsact"):
         problems.append(("mechanism", f"must be 'auto', 'tcx' or 'clsact', not {mechanism!r}"))
+    if max_packets is not None and (not isinstance(max_packets, int) or isinstance(max_packets, bool) or
+                                    max_packets <= 0):
+        problems.append(("max_packets", f"must be a positive integer or None, not {max_packets!r}"))
     return problems

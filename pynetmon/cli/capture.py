@@ -5,39 +5,73 @@ The filter runs in the kernel; matching packets are written to FILE as a nanosec
 one line per packet is printed. Ctrl-C (or SIGTERM) stops cleanly: the dataplane is detached, the
 file flushed and closed, and the counts printed on standard error, as tcpdump does.
 
-The filter is -f EXPR, or the words after the interface when the options come first
-(`pynetmon capture -w x.pcap eth0 tcp port 80`); without one, everything is captured."""
+The filter is -f EXPR, or the words after the interface, with options before, between or after them as
+tcpdump allows (`pynetmon capture eth0 tcp port 80 -w x.pcap -c 100`); without one, everything is
+captured. -c COUNT stops after COUNT packets."""
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
 import time
 
 from ..capture import PacketCapture
+from ..capture.capture import compile_filter
 from ..capture.pcap import RECORD_HEADER, iter_records
-from ..errors import Error, FilterError
-from ..filter import compile_cbpf
+from ..errors import Error
 
 NAME = "capture"
 HELP = "capture packets on an interface into a pcap file (like tcpdump -w)"
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("iface", help="the network interface to capture on")
-    parser.add_argument("expression", nargs="*", help="the filter, as for tcpdump (alternative to -f; options must come before IFACE)")
-    parser.add_argument("-f", "--filter", help="pcap-filter(7) expression (default: every packet)")
-    parser.add_argument("-s", "--snaplen", type=int, default=262144,
+def _add_options(parser, defaults: bool = True) -> None:
+    """The options; without `defaults`, an option not given leaves the namespace as it is."""
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("-f", "--filter", default=default(None),
+                        help="pcap-filter(7) expression (default: every packet)")
+    parser.add_argument("-s", "--snaplen", type=int, default=default(262144),
                         help="bytes to keep of each packet (default 262144)")
+    parser.add_argument("-c", "--count", type=int, default=default(None), metavar="COUNT",
+                        help="stop after COUNT packets (like tcpdump -c)")
     parser.add_argument("-d", "--direction", choices=("ingress", "egress", "bidirectional"),
-                        default="bidirectional", help="which packets to capture (default bidirectional)")
-    parser.add_argument("-w", "--write", metavar="FILE",
+                        default=default("bidirectional"), help="which packets to capture (default bidirectional)")
+    parser.add_argument("-w", "--write", metavar="FILE", default=default(None),
                         help="write a pcap file (overwritten if it exists); '-' for standard output")
-    parser.add_argument("-U", "--packet-buffered", action="store_true",
+    parser.add_argument("-U", "--packet-buffered", action="store_true", default=default(False),
                         help="flush the output every 50 ms instead of every second")
-    parser.add_argument("-n", "--netns", help="the network namespace the interface is in")
-    parser.add_argument("--ring-size", type=int, default=8 << 20, metavar="BYTES",
+    parser.add_argument("-n", "--netns", default=default(None), help="the network namespace the interface is in")
+    parser.add_argument("--ring-size", type=int, default=default(8 << 20), metavar="BYTES",
                         help="kernel ring buffer size, a power of two (default 8 MiB)")
+
+
+def add_arguments(parser) -> None:
+    _add_options(parser)
+    parser.add_argument("iface", help="the network interface to capture on")
+    # Everything after IFACE: filter words with options among them (parsed again in run(), since a
+    # subcommand's parser stops at the first positional run).
+    parser.add_argument("expression", nargs=argparse.REMAINDER, metavar="FILTER",
+                        help="the filter, as for tcpdump (alternative to -f); options may come anywhere")
+
+
+class _RestParser(argparse.ArgumentParser):
+    """Parses what follows IFACE; a mistake there is an error naming it, like any other of this command."""
+
+    def error(self, message):
+        raise Error(message)
+
+
+def _parse_rest(args) -> None:
+    """Move the options found among the filter words into `args`; leave the words in args.expression."""
+    rest = _RestParser(prog="pynetmon capture", add_help=False)
+    _add_options(rest, defaults=False)
+    rest.add_argument("words", nargs="*")
+    rest.parse_intermixed_args(args.expression, namespace=args)
+    args.expression = args.words
+    if args.count is not None and args.count <= 0:
+        raise Error(f"-c/--count must be a positive number of packets, not {args.count}")
 
 
 def _filter(args) -> str:
@@ -65,28 +99,28 @@ def run(args) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     output = None
     try:
+        _parse_rest(args)
         expr = _filter(args)
-        try:  # before the output is opened, so that a bad filter leaves no empty file behind
-            compile_cbpf(expr)
-        except FilterError as exc:
-            raise FilterError(f"filter {expr!r}: {exc}") from None
+        compile_filter(expr)  # before the output is opened, so that a bad filter leaves no empty file behind
         if args.write:
             output = _open_output(args.write)
             cap = PacketCapture("cli", capture=args.direction, filter=expr, snaplen=args.snaplen, dump=output,
-                                ring_bytes=args.ring_size, flush_interval=0.05 if args.packet_buffered else 1.0)
+                                ring_bytes=args.ring_size, flush_interval=0.05 if args.packet_buffered else 1.0,
+                                max_packets=args.count)
         else:
             cap = PacketCapture("cli", capture=args.direction, filter=expr, snaplen=args.snaplen,
-                                network_mode=True, ring_bytes=args.ring_size, flush_interval=0.2)
+                                network_mode=True, ring_bytes=args.ring_size, flush_interval=0.2,
+                                max_packets=args.count)
         with cap:
             cap.attach(args.iface, netns=args.netns)
             where = f"{args.iface} in {args.netns}" if args.netns else args.iface
             print(f"pynetmon capture: listening on {where}, {args.direction}, filter {expr!r}, "
                   f"snapshot length {args.snaplen} bytes", file=sys.stderr)
             if args.write:
-                while not stop.wait(0.2) and cap.error is None:
+                while not stop.wait(0.05) and cap.error is None and not cap.finished.is_set():
                     pass
             else:
-                _print_packets(cap, stop, args.iface)
+                _print_packets(cap, stop, args.iface, args.count)
         stats = cap.stats()
     finally:
         for sig, handler in previous.items():
@@ -101,11 +135,12 @@ def run(args) -> int:
     return 0
 
 
-def _print_packets(cap: PacketCapture, stop: threading.Event, iface: str) -> None:
-    """One line per packet: time, interface, lengths and a dpkt summary of the headers."""
+def _print_packets(cap: PacketCapture, stop: threading.Event, iface: str, count: int | None) -> None:
+    """One line per packet: time, interface, lengths and a dpkt summary of the headers; at most `count`."""
     stream = cap.stream()
     next(stream)  # the global header
     pending = b""
+    printed = 0
     for chunk in stream:
         pending += chunk
         end = 0
@@ -115,8 +150,9 @@ def _print_packets(cap: PacketCapture, stop: threading.Event, iface: str) -> Non
             stamp = time.strftime("%H:%M:%S", time.localtime(sec))
             print(f"{stamp}.{nsec:09d} {iface} {_describe(frame)}, length {wirelen}"
                   f"{'' if caplen == wirelen else f' (captured {caplen})'}", flush=True)
+            printed += 1
         pending = pending[end:]
-        if stop.is_set() or cap.error:
+        if stop.is_set() or cap.error or (count is not None and printed >= count):
             return
 
 

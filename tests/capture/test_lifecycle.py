@@ -143,6 +143,8 @@ def test_bad_options_name_the_field():
     assert fields == ["capture", "snaplen", "ring_bytes"]
     with pytest.raises(ConfigError, match="dump: a local capture needs a file"):
         PacketCapture("x")
+    with pytest.raises(ConfigError, match="max_packets: must be a positive integer or None, not 0"):
+        PacketCapture("x", dump="/tmp/never", max_packets=0)
 
 
 def test_unwritable_dump_path_fails_before_anything_is_attached(quiet_hosts, tmp_path):

@@ -175,3 +175,53 @@ def test_cli_prints_packets_without_w(quiet_hosts):
     lines = out.splitlines()
     assert len(lines) == 3
     assert all(f"UDP {a.ip}." in line and f"> {b.ip}.7000, length 92" in line for line in lines)
+
+
+def test_cli_takes_options_among_filter_words_and_stops_after_count(quiet_hosts, tmp_path):
+    """Like `tcpdump -i eth0 udp -w x port 7000 -c 4`: options before, between and after the filter words,
+    and -c ends the capture by itself after exactly COUNT packets (the first ones, in order)."""
+    a, b = quiet_hosts
+    path = tmp_path / "c.pcap"
+    proc = pynetmon_cli("capture", "eth0", "udp", "-w", str(path), "port", "7000", "-n", a.netns, "-c", "4",
+                        stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on eth0" in proc.stderr.readline()
+        send_udp(a, b.ip, 7001, udp_payloads(3, b"other", 80))  # not selected by the filter words
+        send_udp(a, b.ip, 7000, udp_payloads(10, b"count", 80))
+        _, err = proc.communicate(timeout=30)  # no signal: -c stops it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "4 packets captured" in err
+    packets = read_pcap(path).packets
+    assert [p.data[42:54] for p in packets] == [b"count-%06d" % i for i in range(4)]
+    for direction in ("ingress", "egress"):
+        assert tc_programs("eth0", direction, netns=a.netns) == []
+
+
+def test_cli_prints_count_packets_then_exits(quiet_hosts):
+    a, b = quiet_hosts
+    proc = pynetmon_cli("capture", "eth0", "-c", "2", "udp", "-n", a.netns, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on eth0" in proc.stderr.readline()
+        send_udp(a, b.ip, 7000, udp_payloads(5, b"print", 50))
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert len(out.splitlines()) == 2 and "2 packets captured" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-c", "0"], "-c/--count must be a positive number of packets, not 0"),
+    (["-c", "many"], "argument -c/--count: invalid int value: 'many'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["-f", "tcp"], "give the filter either with -f or after the interface, not both"),
+])
+def test_cli_names_a_bad_option_among_the_filter_words(args, message):
+    proc = pynetmon_cli("capture", "eth0", "udp", *args, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and f"pynetmon capture: {message}" in err, err
