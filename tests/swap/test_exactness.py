@@ -266,12 +266,15 @@ def _test_runs_repeat(program, length: int, calls: int, repeat: int, keep_going,
         done.append(packets)
 
 
-@pytest.mark.parametrize("mechanism", ["cpu-hop", "rcu"])
-def test_snapshots_consistent_while_invocations_dwell(bpf, mechanism):
-    with SwapDataplane(counting_opener(DWELL_NS), "count_tc", ["by_len", "by_slot"],
-                       quiescer=Quiescer(mechanism)) as dp:
+@pytest.mark.parametrize("mechanism, helpers", [("cpu-hop", True), ("cpu-hop", False), ("rcu", False)],
+                         ids=["cpu-hop helper threads", "cpu-hop caller migrates", "rcu"])
+def test_snapshots_consistent_while_invocations_dwell(bpf, mechanism, helpers):
+    quiescer = Quiescer(mechanism, helpers=helpers)
+    with SwapDataplane(counting_opener(DWELL_NS), "count_tc", ["by_len", "by_slot"], quiescer=quiescer) as dp:
         seen = _run_consistency(dp)
-    print(f"\n{mechanism} with {DWELL_NS} ns invocations: {seen}")
+        assert quiescer.stats[mechanism] == dp.flips, quiescer.stats  # every wait took the way under test
+    quiescer.close()
+    print(f"\n{mechanism} ({'helpers' if helpers else 'no helpers'}) with {DWELL_NS} ns invocations: {seen}")
     assert seen["inconsistent"] == 0
     assert seen["by_len"] == seen["by_slot"] == seen["truth"]
     assert seen["reads"] >= MIN_SNAPSHOTS

@@ -3,6 +3,7 @@ pure helpers (fold, cpu lists) and the quiescer on their own."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -42,9 +43,10 @@ def test_parse_cpu_list(text, cpus):
 
 
 # ---- the quiescer ---------------------------------------------------------------------------------------
-def test_quiescer_uses_the_cpu_hop_on_this_kernel_and_restores_affinity():
+@pytest.mark.parametrize("helpers", [True, False], ids=["helper threads", "caller migrates"])
+def test_quiescer_uses_the_cpu_hop_on_this_kernel_and_restores_affinity(helpers):
     assert not realtime_kernel()
-    q = Quiescer()
+    q = Quiescer(helpers=helpers)
     assert q.mechanism == "cpu-hop", q.fallback_reason
     before = os.sched_getaffinity(0)
     try:
@@ -56,6 +58,33 @@ def test_quiescer_uses_the_cpu_hop_on_this_kernel_and_restores_affinity():
     finally:
         os.sched_setaffinity(0, before)
     assert q.stats["cpu-hop"] == 1
+    assert q.helpers == helpers and q.helper_problem is None
+    q.close()
+
+
+def test_quiescer_helpers_start_again_in_a_forked_child():
+    """Threads do not survive fork: a child's first wait starts its own helpers (joining the parent's
+    would hang), and the parent's keep working."""
+    q = Quiescer()
+    assert q.wait() == "cpu-hop"
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its waits took the cpu-hop way
+        ok = False
+        try:
+            ok = q.wait() == "cpu-hop" and q.wait() == "cpu-hop" and q.helper_problem is None
+            q.close()
+        finally:
+            os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 30
+    while (status := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if status[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's wait hung")
+    assert os.waitstatus_to_exitcode(status[1]) == 0
+    assert q.wait() == "cpu-hop" and q.stats == {"cpu-hop": 2, "rcu": 0}
+    q.close()
 
 
 def test_quiescer_rcu_and_bad_mechanism():
