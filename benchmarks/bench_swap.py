@@ -251,7 +251,8 @@ def test_swap_read_latency(flood, n):
         print(f"  {label:60} {median:10.3f} {p99:10.3f}  {median / plain_median:6.2f}x")
     median, p99 = _ms(waits.samples)
     print(f"  {'of which the wait (cpu-hop) in the swap reads':60} {median:10.3f} {p99:10.3f}")
-    print(f"  ({flips} flips; waits so far in this process: {waits.stats})")
+    fallback = f", last fallback to RCU: {waits.inner.last_fallback}" if waits.stats["rcu"] else ""
+    print(f"  ({flips} flips; waits so far in this process: {waits.stats}{fallback})")
     if n == SIZES[0]:
         _reload_with_clang(n)
 

@@ -40,7 +40,10 @@ from ._binding import ffi, lib
 from .errors import NotSupportedError
 
 _ONLINE = "/sys/devices/system/cpu/online"
-HELPER_TIMEOUT_NS = 50_000_000   # a helper that has not answered by then: this wait falls back to RCU
+# A helper that has not answered by then makes this wait fall back to RCU. Only a CPU that cannot run the
+# helper (a long non-preemptible kernel section, higher real-time tasks, a stolen virtual CPU) delays an
+# answer, and a grace period would have to wait for that CPU as well; so the limit is generous.
+HELPER_TIMEOUT_NS = 1_000_000_000
 HELPER_PRIORITY = 1              # SCHED_FIFO priority of the helpers (they run a few microseconds per wait)
 
 # glibc's sched_getcpu() is a vDSO read of the CPU number (RDPID/LSL on x86): about a microsecond through
@@ -191,6 +194,7 @@ class Quiescer:
         self._hop_helpers = None                  # the native helper set (cdata), started at the first wait
         self._helpers_pid = 0
         self.stats = {"cpu-hop": 0, "rcu": 0}
+        self.last_fallback: str | None = None  # why the last cpu-hop wait that fell back to RCU did
 
     def wait(self) -> str:
         """Block until every invocation that started before this call has finished; returns how."""
@@ -215,15 +219,23 @@ class Quiescer:
         if online != self._online:  # hotplug in progress or just done: a CPU may be missed
             self._online = online
             self._drop_helpers()
+            self.last_fallback = "the online CPUs changed"
             return False
         helpers = self._helpers_for(online) if self.helpers else None
         if helpers is not None:
-            if lib.pynetmon_hop_run(helpers, HELPER_TIMEOUT_NS) != 0:
+            ret = lib.pynetmon_hop_run(helpers, HELPER_TIMEOUT_NS)
+            if ret != 0:
                 self._drop_helpers()  # late or moved: start afresh at the next wait
+                self.last_fallback = ("a helper thread answered from another CPU" if ret == -errno.EXDEV else
+                                      f"the helper threads did not answer ({os.strerror(-ret)})")
                 return False
         elif not self._hop_by_migration(online):
+            self.last_fallback = "the caller could not run on every online CPU"
             return False
-        return self._online_cpus.read() == online
+        if self._online_cpus.read() != online:
+            self.last_fallback = "the online CPUs changed during the hop"
+            return False
+        return True
 
     def _helpers_for(self, online: frozenset[int]):
         """The helper threads for `online` (started on first use, and again after a fork); None when they
