@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from typing import BinaryIO, Self
 
 from ..errors import ConfigError, Error, FilterError
-from ..filter.cbpf import RET, Insn, K, compile_cbpf_live
+from ..filter.cbpf import RET, Insn, K, LiveCompileDenied, compile_cbpf, compile_cbpf_live
 from .clock import realtime_minus_tai_ns
 from .dataplane import CAPTURE_MAX_CAPLEN, DIRECTIONS, Dataplane
 from .pcap import LINKTYPE_ETHERNET, MAX_SNAPLEN, PcapWriteError, PcapWriter, iter_records
@@ -52,7 +52,16 @@ def compile_filter(spec: FilterSpec) -> list[Insn]:
         return list(NOTHING)
     if isinstance(spec, str):
         try:
-            return compile_cbpf_live(spec, MAX_SNAPLEN)
+            try:
+                return compile_cbpf_live(spec, MAX_SNAPLEN)
+            except LiveCompileDenied as denied:
+                # Least privilege (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) has no CAP_NET_RAW: compile as
+                # `tcpdump -r` does. Only VLAN tests differ: they then read the tag from the frame bytes,
+                # so tags the kernel moved into skb metadata are not seen by `vlan`.
+                insns = compile_cbpf(spec, MAX_SNAPLEN)
+                log.warning("%s; compiled %r offline instead (`vlan` will not see tags held in skb "
+                            "metadata)", denied, spec)
+                return insns
         except FilterError as exc:
             raise FilterError(f"filter {spec!r}: {exc}") from None
     try:

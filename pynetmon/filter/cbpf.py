@@ -18,7 +18,7 @@ from typing import NamedTuple
 from .._libpcap import ffi, lib
 from ..errors import FilterError
 
-__all__ = ["ANCILLARY", "OPCODES", "SKF_AD_OFF", "Insn", "OfflineFilter", "compile_cbpf", "compile_cbpf_live",
+__all__ = ["ANCILLARY", "OPCODES", "SKF_AD_OFF", "Insn", "OfflineFilter", "compile_cbpf", "compile_cbpf_live", "LiveCompileDenied",
            "disassemble", "interpret", "libpcap_version"]
 
 # Instruction classes and fields (<pcap/bpf.h>).
@@ -132,6 +132,10 @@ def compile_cbpf_live(expr: str, snaplen: int = DEFAULT_SNAPLEN, device: str = L
     return list(_compile_live(text, snaplen, device))
 
 
+class LiveCompileDenied(FilterError):
+    """compile_cbpf_live could not open its packet socket for lack of CAP_NET_RAW."""
+
+
 @functools.lru_cache(maxsize=1024)
 def _compile_live(text: str, snaplen: int, device: str) -> tuple[Insn, ...]:
     if "\0" in text or "\0" in device:
@@ -146,6 +150,9 @@ def _compile_live(text: str, snaplen: int, device: str) -> tuple[Insn, ...]:
             lib.pcap_set_snaplen(handle, snaplen)
             lib.pcap_set_buffer_size(handle, 1 << 16)  # nothing is read from it: keep the ring small
             status = lib.pcap_activate(handle)
+            if status == lib.PCAP_ERROR_PERM_DENIED:
+                raise LiveCompileDenied(f"cannot open a live libpcap handle on {device!r} to compile the filter "
+                                        f"as a live capture does: a packet socket needs CAP_NET_RAW")
             if status < 0:
                 detail = ffi.string(lib.pcap_geterr(handle)).decode(errors="replace") or \
                     ffi.string(lib.pcap_statustostr(status)).decode(errors="replace")
