@@ -18,8 +18,19 @@ from typing import NamedTuple
 from .._libpcap import ffi, lib
 from ..errors import FilterError
 
-__all__ = ["ANCILLARY", "OPCODES", "SKF_AD_OFF", "Insn", "OfflineFilter", "compile_cbpf", "compile_cbpf_live", "LiveCompileDenied",
-           "disassemble", "interpret", "libpcap_version"]
+__all__ = [
+    "ANCILLARY",
+    "OPCODES",
+    "SKF_AD_OFF",
+    "Insn",
+    "LiveCompileDenied",
+    "OfflineFilter",
+    "compile_cbpf",
+    "compile_cbpf_live",
+    "disassemble",
+    "interpret",
+    "libpcap_version",
+]
 
 # Instruction classes and fields (<pcap/bpf.h>).
 LD, LDX, ST, STX, ALU, JMP, RET, MISC = (lib.BPF_LD, lib.BPF_LDX, lib.BPF_ST, lib.BPF_STX,
