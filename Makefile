@@ -12,9 +12,13 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -Wno-unused-f
 BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/*.h) $(shell find bpf/include -name '*.h')
+# Ready monitors: bpf/monitors/KIND.bpf.c + KIND.h → pynetmon/data/monitors/KIND.bpf.o
+MON_SRC := $(wildcard bpf/monitors/*.bpf.c)
+MON_OBJ := $(patsubst bpf/monitors/%.bpf.c,pynetmon/data/monitors/%.bpf.o,$(MON_SRC))
+MON_HDR := $(wildcard bpf/monitors/*.h)
 BPF_SRC_COPY := $(patsubst bpf/%,pynetmon/data/src/%,$(BPF_SRC) $(wildcard bpf/*.h))
 INCLUDE_COPY := $(patsubst bpf/%,pynetmon/data/%,$(shell find bpf/include -name '*.h'))
-VMLINUX_USERS := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(shell grep -l 'vmlinux\.h' $(BPF_SRC)))
+VMLINUX_USERS := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(shell grep -l 'vmlinux\.h' $(BPF_SRC) $(MON_SRC)))
 # <linux/if.h> (from <linux/icmp.h>, which Dynmon code includes) pulls in glibc's <sys/socket.h>; under
 # -target bpf glibc then asks for the 32-bit <gnu/stubs-32.h>, which only libc6-dev-i386 has.
 X86_STUBS := $(if $(filter x86_64,$(shell uname -m)),libc6-dev-i386)
@@ -29,11 +33,16 @@ PYTEST_ARGS ?=
 
 all: build
 
-bpf: $(BPF_OBJ) $(INCLUDE_COPY) $(BPF_SRC_COPY)
+bpf: $(BPF_OBJ) $(MON_OBJ) $(INCLUDE_COPY) $(BPF_SRC_COPY)
 
 pynetmon/data/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p pynetmon/data
 	$(CLANG) $(BPF_CFLAGS) -Ipynetmon/data -c $< -o $@
+	$(LLVM_STRIP) -g $@
+
+pynetmon/data/monitors/%.bpf.o: bpf/monitors/%.bpf.c $(MON_HDR) $(BPF_HDR)
+	@mkdir -p pynetmon/data/monitors
+	$(CLANG) $(BPF_CFLAGS) -Ibpf/monitors -Ipynetmon/data -c $< -o $@
 	$(LLVM_STRIP) -g $@
 
 # vmlinux.h for the tracing monitors (CO-RE): generated from the build machine's BTF, never shipped to
@@ -96,4 +105,4 @@ lint: deps
 	$(PY) -m ruff check pynetmon tests benchmarks
 
 clean:
-	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/include pynetmon/data/src pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c
+	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/monitors pynetmon/data/include pynetmon/data/src pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c

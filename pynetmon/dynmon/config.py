@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..validation import problems_of
 
 METRIC_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
 DIRECTIONS = ("ingress", "egress")
@@ -202,30 +203,6 @@ class DataplaneConfig(_Model):
         return out
 
 
-def json_path(loc: tuple) -> str:
-    """pydantic's error location as a JSON path: ('ingress-path', 'metric-configs', 1, 'map-name') →
-    'ingress-path.metric-configs[1].map-name'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "union[")):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _message(err: dict) -> str:
-    kind = err.get("type")
-    if kind == "missing":
-        return "field required"
-    if kind == "extra_forbidden":
-        return "unknown field"
-    msg = err.get("msg", "invalid")
-    return msg.removeprefix("Value error, ")
-
-
 def _load_source(source: Any) -> Any:
     """A dict from a dict, JSON text, or a path to a JSON file."""
     if isinstance(source, (DataplaneConfig, dict)):
@@ -272,7 +249,7 @@ def parse_config(source: Any) -> DataplaneConfig:
     try:
         return DataplaneConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [(json_path(e["loc"]), _message(e)) for e in exc.errors()]
+        problems = problems_of(exc)
         raise ConfigError(problems) from None
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
+from ..validation import problems_of
 from .problems import ApiError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -152,28 +153,11 @@ def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
         raise ApiError(400, "the request body is nested too deeply", [("", "nested too deeply")]) from None
 
 
-def json_path(loc: tuple) -> str:
-    """pydantic's error location as a JSON path: ('dataplane-config', 'ingress-path', 'code') →
-    'dataplane-config.ingress-path.code'; list indices become [i]."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
 def validate(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
     """`model` built from `data`, or an ApiError(400) listing every problem with its JSON path."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for e in exc.errors(include_url=False):
-            path = json_path(e["loc"])
-            if prefix:
-                path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
-            problems.append((path, e["msg"]))
+        problems = problems_of(exc, prefix)
         text = "; ".join(f"{p}: {r}" if p else r for p, r in problems)
         raise ApiError(400, f"invalid request: {text}", problems) from None

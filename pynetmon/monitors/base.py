@@ -1,0 +1,167 @@
+"""The one shape every ready monitor has: validated options, start/close, a snapshot, metric families.
+
+A monitor is one C file (`bpf/monitors/KIND.bpf.c`), one header shared with Python
+(`bpf/monitors/KIND.h`) and one Python module (`pynetmon/monitors/KIND.py`) holding a `Monitor` subclass
+decorated with `@register`. Everything that reads monitors — the library's `monitors.open()`, the CLI
+(`pynetmon monitor KIND`), the service (`/monitors/NAME`), `top`, the state file — knows them only
+through this class, so a new monitor never touches a shared file.
+
+>>> from pynetmon import monitors
+>>> with monitors.open("flows", interface="eth0", netns="h1", top=10) as m:
+...     ...
+...     m.snapshot()["flows"]
+"""
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from prometheus_client.core import Metric
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import ConfigError, Error, NotSupportedError
+from ..link.base import Link
+from ..object import BPFObject
+from ..validation import validate
+
+
+class MonitorOptions(BaseModel):
+    """Base of every monitor's options: unknown options are refused and types are strict (`"10"` is not
+    a number), so a typo never silently falls back to a default. Subclasses add their fields with
+    defaults and bounds (`Field(16384, ge=1, le=1 << 22)`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Monitor(abc.ABC):
+    """A ready monitor. Subclasses set the class attributes, implement `_start`, `snapshot` and
+    `families`, and keep what they load and attach through `_own` and `_keep`, so that `close()` removes
+    exactly what they added (links first, in reverse order, then objects)."""
+
+    kind: ClassVar[str]
+    """The registry name: `pynetmon monitor KIND`, `{"kind": KIND}` in REST bodies."""
+    summary: ClassVar[str]
+    """One line: what it watches and how (shown by `available()` and `pynetmon monitor --list`)."""
+    Options: ClassVar[type[MonitorOptions]] = MonitorOptions
+    needs_interface: ClassVar[bool] = True
+    """False for monitors on global hooks (tracepoints, fentry), which take `netns` as a filter instead."""
+
+    def __init__(self, interface: str | None = None, netns: str | None = None,
+                 options: MonitorOptions | Mapping[str, Any] | None = None):
+        if self.needs_interface and not interface:
+            raise ConfigError([("interface", f"the {self.kind} monitor needs an interface")])
+        self.interface = interface
+        self.netns = netns
+        self.options: MonitorOptions = self.parse_options(options)
+        self.objects: list[BPFObject] = []
+        self.links: list[Link] = []
+        self.lock = threading.RLock()
+        self._started = False
+
+    # -- options -------------------------------------------------------------------------------
+    @classmethod
+    def parse_options(cls, options: MonitorOptions | Mapping[str, Any] | None) -> MonitorOptions:
+        """Validated options; a ConfigError names every bad one as `options.NAME`."""
+        if isinstance(options, cls.Options):
+            return options
+        if options is not None and not isinstance(options, Mapping):
+            raise ConfigError([("options", f"must be an object, not {type(options).__name__}")])
+        return validate(cls.Options, dict(options or {}), prefix="options")
+
+    # -- life ----------------------------------------------------------------------------------
+    def start(self) -> Monitor:
+        """Load and attach. On failure everything added so far is removed again and the error raised."""
+        with self.lock:
+            if self._started:
+                raise Error(f"{self.kind} monitor is already started")
+            try:
+                self._start()
+            except BaseException:
+                self._release()
+                raise
+            self._started = True
+        return self
+
+    def close(self) -> None:
+        """Detach and unload everything this monitor added. Safe to call twice."""
+        with self.lock:
+            self._stop()
+            self._release()
+            self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def __enter__(self) -> Monitor:
+        if not self._started:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def _start(self) -> None:
+        """Load the object(s) (setting `const volatile` knobs from the options first) and attach them,
+        registering each with `_own`/`_keep` as soon as it exists."""
+
+    def _stop(self) -> None:
+        """Hook for work before the links and objects go (stopping reader threads, health checkers)."""
+
+    def _own(self, obj: BPFObject) -> BPFObject:
+        self.objects.append(obj)
+        return obj
+
+    def _keep(self, link: Link) -> Link:
+        self.links.append(link)
+        return link
+
+    def _release(self) -> None:
+        errors = []
+        while self.links:
+            link = self.links.pop()
+            try:
+                link.detach()
+            except Error as exc:  # keep going: the rest must still be removed
+                errors.append(exc)
+        while self.objects:
+            self.objects.pop().close()
+        if errors:
+            raise errors[0]
+
+    # -- reading -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """A plain JSON-serialisable dict (the schema is each monitor's contract), with the monitor's
+        own cost under `"self"`."""
+
+    @abc.abstractmethod
+    def families(self) -> list[Metric]:
+        """The monitor's metric families (prometheus_client), without a monitor label: the service adds
+        `monitor="NAME"` to every sample."""
+
+    def open_metrics(self) -> str:
+        """The families in the OpenMetrics text format."""
+        from .exposition import render_openmetrics
+        return render_openmetrics(self.families())
+
+    def update(self, **options: Any) -> None:
+        """Change options while running, all or nothing. Monitors that support it override this."""
+        raise NotSupportedError(f"the {self.kind} monitor cannot change its options while running")
+
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """A stream of events (state changes, blocks, triggers), for monitors that emit them."""
+        raise NotSupportedError(f"the {self.kind} monitor emits no events")
+
+    def describe(self) -> dict[str, Any]:
+        """What rebuilds this monitor (the state file, `GET /monitors/NAME`'s config part)."""
+        return {"kind": self.kind, "interface": self.interface, "netns": self.netns,
+                "options": self.options.model_dump(mode="json")}
+
+    def __repr__(self) -> str:
+        where = f" on {self.interface}" if self.interface else ""
+        ns = f" in {self.netns}" if self.netns else ""
+        return f"<{type(self).__name__} {self.kind}{where}{ns}{' started' if self._started else ''}>"
