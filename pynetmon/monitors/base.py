@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from prometheus_client.core import Metric
 from pydantic import BaseModel, ConfigDict
@@ -71,7 +71,7 @@ class Monitor(abc.ABC):
         return validate(cls.Options, dict(options or {}), prefix="options")
 
     # -- life ----------------------------------------------------------------------------------
-    def start(self) -> Monitor:
+    def start(self) -> Self:
         """Load and attach. On failure everything added so far is removed again and the error raised."""
         with self.lock:
             if self._started:
@@ -95,7 +95,7 @@ class Monitor(abc.ABC):
     def started(self) -> bool:
         return self._started
 
-    def __enter__(self) -> Monitor:
+    def __enter__(self) -> Self:
         if not self._started:
             self.start()
         return self

@@ -16,7 +16,7 @@ from pynetmon.monitors.histogram import Histogram, family, slot_bounds
 
 class _Options(MonitorOptions):
     top: int = Field(100, ge=1, le=10_000)
-    ports: list[int] = [53]
+    ports: list[int] = Field(default_factory=lambda: [53])
 
 
 @register
