@@ -38,9 +38,9 @@ import pytest
 from pynetmon import BPFObject
 from pynetmon.dynmon.config import parse_config
 from pynetmon.dynmon.dataplane import PathDataplane, read_entries
-from pynetmon.dynmon.swap import SwapPathDataplane
+from pynetmon.dynmon.swap_path import SwapPathDataplane
 from pynetmon.link import attach_tc
-from pynetmon.quiesce import Quiescer, synchronize_rcu
+from pynetmon.swap.quiesce import Quiescer, synchronize_rcu
 from pynetmon.testhosts import TestHosts
 from pynetmon.toolchain import compile_c
 

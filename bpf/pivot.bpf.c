@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The pivot of swap-on-read (pynetmon/dynmon/swap.py): the program that is attached instead of the user's
+/* The pivot of swap-on-read (pynetmon/swap/dataplane.py): the program that is attached instead of the user's
  * code. It reads which instance is active and tail-calls into it, so user space can redirect every new
  * packet to the other instance with one 4-byte map write, without touching the attachment.
  *

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Shared between bpf/pivot.bpf.c and pynetmon/dynmon/swap.py. */
+/* Shared between bpf/pivot.bpf.c and pynetmon/swap/dataplane.py. */
 #ifndef PYNETMON_PIVOT_H
 #define PYNETMON_PIVOT_H
 

@@ -1,4 +1,4 @@
-"""Helper threads for the cpu-hop wait of swap-on-read (pynetmon/quiesce.py): one native thread pinned to each
+"""Helper threads for the cpu-hop wait of swap-on-read (pynetmon/swap/quiesce.py): one native thread pinned to each
 online CPU, sleeping on a futex. `pynetmon_hop_run()` wakes every helper except the one of the caller's own
 CPU and spins until each has answered from user mode on its CPU.
 

@@ -7,10 +7,11 @@ links, replaced in place) → `PathDataplane.read_map` (batch reads → `entries
 `metrics` (Polycube JSON) / `openmetrics` (OpenMetrics text).
 """
 from .config import DataplaneConfig, MetricConfig, PathConfig, parse_config
-from .dataplane import PathDataplane, build_path_dataplane
+from .dataplane import PathDataplane
 from .entries import MapEntries
 from .monitor import Dynmon, MetricNotFoundError
-from .swap import SwapDataplane, SwapPathDataplane
+from .paths import LoadedPath, build_path_dataplane
+from .swap_path import SwapPathDataplane
 
-__all__ = ["DataplaneConfig", "Dynmon", "MapEntries", "MetricConfig", "MetricNotFoundError", "PathConfig",
-           "PathDataplane", "SwapDataplane", "SwapPathDataplane", "build_path_dataplane", "parse_config"]
+__all__ = ["DataplaneConfig", "Dynmon", "LoadedPath", "MapEntries", "MetricConfig", "MetricNotFoundError",
+           "PathConfig", "PathDataplane", "SwapPathDataplane", "build_path_dataplane", "parse_config"]

@@ -7,10 +7,11 @@
 * `read_map(name, empty)`: the decoded entries of one map (`MapEntries`), emptied if asked;
   `read_maps({name: empty})` several at once (the swap-on-read variant reads them from one flip).
 
-Swap-on-read (pynetmon/dynmon/swap.py) provides another class with the same constructor and the same
-three members, whose `program` is the pivot and whose `read_map` flips instances. `build_path_dataplane`
-picks between the two; the helpers below (`compile_path`, `open_path_object`, `check_metric_maps`,
-`reuse_shared_maps`, `select_program`) are meant to be shared by both.
+Swap-on-read (swap_path.py, on the core engine in pynetmon/swap/) provides another class with the same
+constructor and the same members (`paths.LoadedPath`), whose `program` is the pivot and whose `read_map`
+flips instances. `paths.build_path_dataplane` picks between the two; the helpers below (`compile_path`,
+`open_path_object`, `check_metric_maps`, `reuse_shared_maps`, `select_program`, `read_entries`) are shared
+by both.
 """
 from __future__ import annotations
 
@@ -156,6 +157,7 @@ class PathDataplane:
         self.path = path
         self.direction = direction
         self.hook = hook
+        self.swap_maps: frozenset[str] = frozenset()  # no swap-on-read map: every read is a plain batch read
         image, preferred = compile_path(path, direction, hook, pcn_log=pcn_log)
         self._obj = open_path_object(image, direction)
         try:
@@ -211,18 +213,3 @@ def read_entries(m: Map, empty: bool, addresses=({}, {})) -> MapEntries:
     return MapEntries(m.name, m.type, kind, keys, values, m.per_cpu, *addresses,
                       digest=content_digest(m.type, count, raw_keys, raw_values))
 
-
-def build_path_dataplane(path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
-                         *, shared_origin: str = "the other path", pcn_log: bool = False):
-    """A PathDataplane, or the swap-on-read variant when a metric of the path asks for swap-on-read."""
-    if path.swap_on_read:
-        try:
-            from .swap import SwapPathDataplane
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.swap":
-                raise
-            where = next(i for i, m in enumerate(path.metric_configs) if m.extraction_options.swap_on_read)
-            raise ConfigError([(f"{direction}-path.metric-configs[{where}].extraction-options.swap-on-read",
-                                "swap-on-read is not available in this version of pynetmon")]) from None
-        return SwapPathDataplane(path, direction, hook, shared, shared_origin=shared_origin, pcn_log=pcn_log)
-    return PathDataplane(path, direction, hook, shared, shared_origin=shared_origin, pcn_log=pcn_log)

@@ -25,11 +25,10 @@ from prometheus_client.core import Metric
 from ..errors import ConfigError, Error
 from .attachment import Attachment, check_mode, ingress_hook
 from .config import DIRECTIONS, DataplaneConfig, PathConfig, parse_config
-from .dataplane import build_path_dataplane
 from .entries import MapEntries
 from .metrics import metric_json
 from .openmetrics import FORMATS, exposition, families, shape_problem
-from .swap import check_swap_maps_not_shared
+from .paths import LoadedPath, build_path_dataplane, check_swap_maps_not_shared
 
 log = logging.getLogger("pynetmon.dynmon")
 
@@ -62,7 +61,7 @@ class Dynmon:
         self._change_lock = threading.RLock()   # one configuration change / attach / detach at a time
         self._state_lock = threading.RLock()    # what reads see: taken by reads and by the final swap
         self._configs: dict[str, PathConfig | None] = dict.fromkeys(DIRECTIONS)
-        self._paths: dict[str, Any] = dict.fromkeys(DIRECTIONS)
+        self._paths: dict[str, LoadedPath | None] = dict.fromkeys(DIRECTIONS)
         # (direction, metric name, labels) → (dataplane, metric config, labels, content digest, families): see families()
         self._family_cache: dict[tuple[str, str], tuple] = {}
         self._text_cache: dict[str, tuple[list, str]] = {}  # format → (families, open_metrics() text)
@@ -116,7 +115,7 @@ class Dynmon:
 
     def _build(self, changes: dict[str, PathConfig], hook_for_ingress: str, keep: dict | None = None) -> dict:
         """Load the changed paths (ingress first, so egress can share its maps); all or nothing."""
-        built: dict[str, Any] = {}
+        built: dict[str, LoadedPath | None] = {}
         try:
             for direction in DIRECTIONS:
                 if direction not in changes:
@@ -273,7 +272,7 @@ class Dynmon:
             requests[m.map_name] = requests.get(m.map_name, False) or m.extraction_options.empty_on_read
         return self._paths[direction].read_maps(requests)
 
-    def path_dataplane(self, direction: str):
+    def path_dataplane(self, direction: str) -> LoadedPath | None:
         """The loaded dataplane of a path (a PathDataplane or the swap-on-read variant), or None."""
         return self._paths[_direction(direction)]
 

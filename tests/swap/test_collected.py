@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pynetmon.btf_codec import ArrayCodec, BytesCodec, FloatCodec, IntCodec, StructCodec, per_cpu_stride
-from pynetmon.dynmon.collected import DecodedTotals, RawTotals, summable, widened
+from pynetmon.swap.collected import DecodedTotals, RawTotals, summable, widened
 
 U8, U16, U32, U64 = IntCodec(1), IntCodec(2), IntCodec(4), IntCodec(8)
 S32 = IntCodec(4, signed=True)

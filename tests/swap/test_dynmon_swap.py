@@ -10,7 +10,7 @@ import pytest
 
 from pynetmon import ConfigError
 from pynetmon.dynmon import Dynmon
-from pynetmon.dynmon.swap import SwapPathDataplane
+from pynetmon.dynmon.swap_path import SwapPathDataplane
 from pynetmon.link import tc_programs
 
 from .programs import exactness_config, program_source

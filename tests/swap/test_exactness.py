@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import pytest
 
 from pynetmon.dynmon import Dynmon
-from pynetmon.dynmon.swap import SwapDataplane, SwapPathDataplane
-from pynetmon.quiesce import Quiescer
+from pynetmon.dynmon.swap_path import SwapPathDataplane
+from pynetmon.swap import SwapDataplane
+from pynetmon.swap.quiesce import Quiescer
 
 from .programs import counting_object, counting_opener, exactness_config
 

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from pynetmon import ConfigError, NotSupportedError, VerifierError
-from pynetmon.dynmon.swap import SwapDataplane, fold
 from pynetmon.link import attach_tc, attach_xdp
-from pynetmon.quiesce import Quiescer, parse_cpu_list, realtime_kernel
+from pynetmon.swap import SwapDataplane, fold
+from pynetmon.swap.quiesce import Quiescer, parse_cpu_list, realtime_kernel
 from pynetmon.toolchain import compile_c
 
 from .programs import counting_object, program_source

@@ -6,7 +6,7 @@ each swap-on-read map exists once per instance. The shipped pivot program (bpf/p
 attached: it reads the active index from a one-entry array and tail-calls into slot 0 (A) or 1 (B).
 
 A read flips the index, waits until no invocation that saw the old index can still be running
-(pynetmon/quiesce.py: a hop over every CPU, or an RCU grace period), and then reads and empties the now
+(quiesce.py: a hop over every CPU, or an RCU grace period), and then reads and empties the now
 idle instance's copy of *every* swap-on-read map of the path: the flip moved all of them at once, so each
 one's period is collected into `collected` (what has not been returned yet). A read of map M returns M's
 collected total; an emptying read also resets it. So every increment lands in exactly one emptying read,
@@ -34,10 +34,10 @@ from ..errors import BPFError, ConfigError, NotSupportedError
 from ..maps import Map
 from ..object import BPFObject, MapSpec
 from ..program import Program
-from ..quiesce import Quiescer, default_quiescer
 from .collected import DecodedTotals, RawTotals, fold, totals_for
+from .quiesce import Quiescer, default_quiescer
 
-__all__ = ["SwapDataplane", "SwapPathDataplane", "check_swap_maps_not_shared", "fold"]
+__all__ = ["SwapDataplane", "fold"]
 
 # Map types whose contents can be read whole and emptied (hash: lookup-and-delete batch; array: zeroed).
 HASH_TYPES = frozenset({"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
@@ -298,131 +298,3 @@ def _zero_array(m: Map, keys: bytes, values: bytes, count: int) -> None:
     dirty = [i for i in range(count) if values[i * size:(i + 1) * size] != zero]
     ks = m.key_size
     m.update_batch((keys[i * ks:(i + 1) * ks], zero) for i in dirty)
-
-
-class SwapPathDataplane:
-    """Dynmon's path dataplane with swap-on-read metrics: the same members as `PathDataplane` (`program`,
-    `maps`, `read_map`), with the pivot as `program` and flipping reads for the swap-on-read maps.
-
-    Built by `dataplane.build_path_dataplane` when a metric of the path asks for swap-on-read. A swap-on-read
-    map belongs to this path alone: it exists once per instance, so it cannot be one map shared with the
-    other path's code (`check_swap_maps_not_shared`).
-    """
-
-    def __init__(self, path, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
-                 *, shared_origin: str = "the other path", pcn_log: bool = False,
-                 quiescer: Quiescer | None = None):
-        from .dataplane import (
-            check_metric_maps,
-            compile_path,
-            open_path_object,
-            reuse_shared_maps,
-            select_program,
-            user_map_names,
-        )
-        from .entries import map_address_fields
-
-        self.path = path
-        self.direction = direction
-        self.hook = hook
-        self._option_paths = {}
-        for i, metric in enumerate(path.metric_configs):
-            if metric.extraction_options.swap_on_read:
-                self._option_paths.setdefault(
-                    metric.map_name, f"{direction}-path.metric-configs[{i}].extraction-options.swap-on-read")
-        image, preferred = compile_path(path, direction, hook, pcn_log=pcn_log)
-        first = open_path_object(image, direction)
-        try:
-            check_metric_maps(path, direction, first)
-            # Swap maps are never taken from elsewhere: each instance needs its own copy.
-            outside = {n: m for n, m in (shared or {}).items() if n not in self._option_paths}
-            self.shared_names = reuse_shared_maps(first, direction, outside, shared_origin)
-            program_name = select_program(first, direction, hook, preferred)
-        except BaseException:
-            first.close()
-            raise
-        pending = [first]
-
-        def open_instance() -> BPFObject:
-            if pending:
-                return pending.pop()
-            obj = open_path_object(image, direction)
-            select_program(obj, direction, hook, program_name)
-            return obj  # SwapDataplane makes it share every non-swap map with the first instance
-
-        try:
-            self.swap = SwapDataplane(open_instance, program_name, list(self._option_paths),
-                                      quiescer=quiescer)
-        except ConfigError as exc:
-            problems = [(self._option_paths.get(where, where), reason) for where, reason in exc.problems]
-            raise ConfigError(problems) from None
-        except NotSupportedError as exc:
-            where = next(iter(self._option_paths.values()))
-            raise ConfigError([(where, str(exc))]) from exc
-        finally:
-            for obj in pending:
-                obj.close()
-        a = self.swap.instances[0]
-        self.program: Program = self.swap.program
-        self.maps: dict[str, Map] = {name: a.maps[name] for name in user_map_names(a) if name in a.maps}
-        self.swap_maps = frozenset(self._option_paths)
-        self._addresses = {name: map_address_fields(a.btf, name) for name in self.maps}
-
-    def read_map(self, name: str, empty: bool = False):
-        """`MapEntries` of map `name`: an atomic flip-and-collect read for swap-on-read maps, a plain batch
-        read of the shared map otherwise."""
-        from .dataplane import read_entries
-
-        if name not in self.swap_maps:
-            return read_entries(self.maps[name], empty, self._addresses.get(name, ({}, {})))
-        return self._entries(name, *self.swap.read_columns(name, empty))
-
-    def read_maps(self, requests: Mapping[str, bool]) -> dict:
-        """`read_map` for several maps ({name: empty} → {name: MapEntries}) with one flip for all of the
-        swap-on-read ones: a mutually consistent snapshot, and one wait instead of one per map."""
-        from .dataplane import read_entries
-
-        swapped = [name for name in requests if name in self.swap_maps]
-        columns = {}
-        if swapped:
-            columns = self.swap.read_columns_many(swapped, empty=[n for n in swapped if requests[n]])
-        return {name: self._entries(name, *columns[name]) if name in columns
-                else read_entries(self.maps[name], empty, self._addresses.get(name, ({}, {})))
-                for name, empty in requests.items()}
-
-    def _entries(self, name: str, keys: list, values: list):
-        from .entries import MapEntries, kind_of
-
-        addresses = self._addresses.get(name, ({}, {}))
-        m = self.maps[name]
-        kind = kind_of(m.type)
-        if kind == "array":
-            if keys != sorted(keys):
-                keys, values = zip(*sorted(zip(keys, values), key=lambda kv: kv[0]))
-            return MapEntries(name, m.type, kind, [], list(values), m.per_cpu, *addresses)
-        return MapEntries(name, m.type, kind, keys, values, m.per_cpu, *addresses)
-
-    def close(self) -> None:
-        """Release both instances and the pivot (detach first: see `SwapDataplane.close`)."""
-        self.swap.close()
-
-    def __repr__(self) -> str:
-        return (f"<SwapPathDataplane {self.direction} {self.hook} program={self.swap.program_name} "
-                f"swap={sorted(self.swap_maps)} flips={self.swap.flips}>")
-
-
-def check_swap_maps_not_shared(dataplane, other) -> None:
-    """ConfigError when a swap-on-read map of one path is also defined by the other path's code: the two
-    paths would share one copy of a map that has to exist once per instance."""
-    if dataplane is None or other is None:
-        return
-    problems = []
-    for mine, theirs in ((dataplane, other), (other, dataplane)):
-        for name in sorted(set(getattr(mine, "swap_maps", ())) & set(theirs.maps)):
-            owner = mine.direction
-            problems.append((f"{owner}-path.code",
-                             (f"map {name!r} is swap-on-read on the {owner} path and also defined by the "
-                             f"{theirs.direction} path's code; a swap-on-read map cannot be shared between "
-                             "paths (rename one of them, or drop swap-on-read)")))
-    if problems:
-        raise ConfigError(problems)

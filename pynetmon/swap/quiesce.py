@@ -1,7 +1,7 @@
 """Waiting out BPF program invocations: after `wait()` returns, every TC/XDP program invocation that was
 running (or had already read shared state) when `wait()` was called has finished.
 
-This is what makes a swap-on-read flip exact (pynetmon/dynmon/swap.py): the pivot program reads the active
+This is what makes a swap-on-read flip exact (pynetmon/swap/dataplane.py): the pivot program reads the active
 index once per invocation, so once every invocation that may have read the old index has finished, the
 inactive instance's maps are no longer written by anyone and can be read and emptied.
 
@@ -36,8 +36,8 @@ import os
 import threading
 import time
 
-from ._binding import ffi, lib
-from .errors import NotSupportedError
+from .._binding import ffi, lib
+from ..errors import NotSupportedError
 
 _ONLINE = "/sys/devices/system/cpu/online"
 # A helper that has not answered by then makes this wait fall back to RCU. Only a CPU that cannot run the

@@ -1,0 +1,126 @@
+"""Dynmon's path dataplane with swap-on-read metrics, on the core swap-on-read engine (pynetmon/swap/).
+
+`SwapPathDataplane` offers what `dataplane.PathDataplane` offers (`paths.LoadedPath`): the pivot as
+`program`, the user's maps as `maps`, and flipping reads of the swap-on-read maps in `read_map(s)`. What it
+adds to the engine is Dynmon's: the path's code compiled from its config, metric maps checked, maps shared
+with the other path, and errors named by their JSON path in the dataplane-config.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigError, NotSupportedError
+from ..maps import Map
+from ..object import BPFObject
+from ..program import Program
+from ..swap import Quiescer, SwapDataplane
+from .config import PathConfig
+from .dataplane import (
+    check_metric_maps,
+    compile_path,
+    open_path_object,
+    read_entries,
+    reuse_shared_maps,
+    select_program,
+    user_map_names,
+)
+from .entries import MapEntries, kind_of, map_address_fields
+
+__all__ = ["SwapPathDataplane"]
+
+
+class SwapPathDataplane:
+    """Dynmon's path dataplane with swap-on-read metrics: the same members as `PathDataplane` (`program`,
+    `maps`, `read_map`), with the pivot as `program` and flipping reads for the swap-on-read maps.
+
+    Built by `paths.build_path_dataplane` when a metric of the path asks for swap-on-read. A swap-on-read
+    map belongs to this path alone: it exists once per instance, so it cannot be one map shared with the
+    other path's code (`check_swap_maps_not_shared`).
+    """
+
+    def __init__(self, path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
+                 *, shared_origin: str = "the other path", pcn_log: bool = False,
+                 quiescer: Quiescer | None = None):
+        self.path = path
+        self.direction = direction
+        self.hook = hook
+        self._option_paths: dict[str, str] = {}
+        for i, metric in enumerate(path.metric_configs):
+            if metric.extraction_options.swap_on_read:
+                self._option_paths.setdefault(
+                    metric.map_name, f"{direction}-path.metric-configs[{i}].extraction-options.swap-on-read")
+        image, preferred = compile_path(path, direction, hook, pcn_log=pcn_log)
+        first = open_path_object(image, direction)
+        try:
+            check_metric_maps(path, direction, first)
+            # Swap maps are never taken from elsewhere: each instance needs its own copy.
+            outside = {n: m for n, m in (shared or {}).items() if n not in self._option_paths}
+            self.shared_names = reuse_shared_maps(first, direction, outside, shared_origin)
+            program_name = select_program(first, direction, hook, preferred)
+        except BaseException:
+            first.close()
+            raise
+        pending = [first]
+
+        def open_instance() -> BPFObject:
+            if pending:
+                return pending.pop()
+            obj = open_path_object(image, direction)
+            select_program(obj, direction, hook, program_name)
+            return obj  # SwapDataplane makes it share every non-swap map with the first instance
+
+        try:
+            self.swap = SwapDataplane(open_instance, program_name, list(self._option_paths),
+                                      quiescer=quiescer)
+        except ConfigError as exc:
+            problems = [(self._option_paths.get(where, where), reason) for where, reason in exc.problems]
+            raise ConfigError(problems) from None
+        except NotSupportedError as exc:
+            where = next(iter(self._option_paths.values()))
+            raise ConfigError([(where, str(exc))]) from exc
+        finally:
+            for obj in pending:
+                obj.close()
+        a = self.swap.instances[0]
+        self.program: Program = self.swap.program
+        self.maps: dict[str, Map] = {name: a.maps[name] for name in user_map_names(a) if name in a.maps}
+        self.swap_maps = frozenset(self._option_paths)
+        self._addresses = {name: map_address_fields(a.btf, name) for name in self.maps}
+
+    def read_map(self, name: str, empty: bool = False) -> MapEntries:
+        """`MapEntries` of map `name`: an atomic flip-and-collect read for swap-on-read maps, a plain batch
+        read of the shared map otherwise."""
+        if name not in self.swap_maps:
+            return read_entries(self.maps[name], empty, self._addresses.get(name, ({}, {})))
+        return self._entries(name, *self.swap.read_columns(name, empty))
+
+    def read_maps(self, requests: Mapping[str, bool]) -> dict[str, MapEntries]:
+        """`read_map` for several maps ({name: empty} → {name: MapEntries}) with one flip for all of the
+        swap-on-read ones: a mutually consistent snapshot, and one wait instead of one per map."""
+        swapped = [name for name in requests if name in self.swap_maps]
+        columns: dict[str, tuple[list[Any], list[Any]]] = {}
+        if swapped:
+            columns = self.swap.read_columns_many(swapped, empty=[n for n in swapped if requests[n]])
+        return {name: self._entries(name, *columns[name]) if name in columns
+                else read_entries(self.maps[name], empty, self._addresses.get(name, ({}, {})))
+                for name, empty in requests.items()}
+
+    def _entries(self, name: str, keys: list[Any], values: list[Any]) -> MapEntries:
+        addresses = self._addresses.get(name, ({}, {}))
+        m = self.maps[name]
+        kind = kind_of(m.type)
+        if kind == "array":
+            if keys != sorted(keys):
+                pairs = sorted(zip(keys, values), key=lambda kv: kv[0])
+                values = [v for _, v in pairs]
+            return MapEntries(name, m.type, kind, [], values, m.per_cpu, *addresses)
+        return MapEntries(name, m.type, kind, keys, values, m.per_cpu, *addresses)
+
+    def close(self) -> None:
+        """Release both instances and the pivot (detach first: see `SwapDataplane.close`)."""
+        self.swap.close()
+
+    def __repr__(self) -> str:
+        return (f"<SwapPathDataplane {self.direction} {self.hook} program={self.swap.program_name} "
+                f"swap={sorted(self.swap_maps)} flips={self.swap.flips}>")
