@@ -229,8 +229,9 @@ def _load_source(source: Any) -> Any:
             from None
 
 
-def parse_config(source: Any) -> DataplaneConfig:
-    """Validate a dataplane-config (dict, JSON text, or path of a JSON file).
+def parse_config(source: Any, *, strict: bool = False) -> DataplaneConfig:
+    """Validate a dataplane-config (dict, JSON text, or path of a JSON file). `strict` refuses values of
+    the wrong JSON type that would otherwise be converted ("true" for true, 1 for true, 5 for "5").
 
     >>> parse_config({"ingress-path": {"name": "n", "code": "...", "metric-configs": []}}).ingress_path.name
     'n'
@@ -247,7 +248,7 @@ def parse_config(source: Any) -> DataplaneConfig:
     if "code" in data and not ({"ingress-path", "egress-path"} & set(data)):
         data = {"ingress-path": data}  # the oldest published examples: one path, which is ingress
     try:
-        return DataplaneConfig.model_validate(data)
+        return DataplaneConfig.model_validate(data, strict=strict)
     except ValidationError as exc:
         problems = problems_of(exc)
         raise ConfigError(problems) from None

@@ -7,16 +7,53 @@ must define); the models here describe it for clients and reject what is structu
 from __future__ import annotations
 
 import json
+import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from ..validation import problems_of
 from .problems import ApiError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RE = re.compile(NAME_PATTERN)
 MAX_SNAPLEN = 262144
+# Fields Polycube shows on every cube and its tools send back unchanged: accepted and ignored. Any other
+# unknown field is an error (a misspelt "snaplen" must not be silently ignored).
+POLYCUBE_READ_ONLY = frozenset({"name", "uuid", "service-name", "type-name", "loglevel", "parent", "shadow", "span",
+                                "ports", "status", "_links"})
+
+
+def check_name(name: str, path: str = "name") -> str:
+    """`name` if it is a valid cube name, else ApiError(422) naming the pattern."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        reason = f"{name!r} is not a valid cube name (pattern {NAME_PATTERN}: letters, digits, '_', '.', '-', " \
+                 "at most 64 characters, starting with a letter or digit)"
+        raise ApiError(422, f"{path}: {reason}", [(path, reason)])
+    return name
+
+
+class StrictBody(BaseModel):
+    """Base of every request body: strict types (no "96" for 96, no true for 1, no 1.0 for 1) and unknown
+    fields refused, so that a client's mistake is a 422 naming the field instead of a silent surprise."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_read_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and POLYCUBE_READ_ONLY & data.keys():
+            data = {k: v for k, v in data.items() if k not in POLYCUBE_READ_ONLY or k in cls.model_fields}
+        return data
 
 
 class CubeType(str, Enum):
@@ -38,10 +75,9 @@ DATAPLANE_CONFIG_REF = {"$ref": "#/components/schemas/DataplaneConfig"}
 DataplaneConfigJson = Annotated[dict[str, Any], WithJsonSchema(DATAPLANE_CONFIG_REF)]
 
 
-class DynmonBody(BaseModel):
-    """Body of `POST /polycube/v1/dynmon/{name}`: Polycube also sends read-only fields back; they are ignored."""
+class DynmonBody(StrictBody):
+    """Body of `POST /polycube/v1/dynmon/{name}`: Polycube's read-only fields are ignored, others refused."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
     dataplane_config: DataplaneConfigJson | None = Field(None, alias="dataplane-config")
     type: CubeType = CubeType.TC
 
@@ -60,10 +96,9 @@ def _capture(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-class PacketCaptureBody(BaseModel):
+class PacketCaptureBody(StrictBody):
     """Body of `POST`/`PATCH /polycube/v1/packetcapture/{name}` (PATCH: only the fields to change)."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
     capture: Capture | None = None
     filter: str | None = Field(None, max_length=4096, description="tcpdump filter expression")
     snaplen: int | None = Field(None, ge=1, le=MAX_SNAPLEN)
@@ -74,10 +109,9 @@ class PacketCaptureBody(BaseModel):
     _lower_capture = field_validator("capture", mode="before")(staticmethod(_capture))
 
 
-class AttachBody(BaseModel):
+class AttachBody(StrictBody):
     """Body of `POST /polycube/v1/attach` and `/detach`: `port` is an interface name."""
 
-    model_config = ConfigDict(extra="ignore")
     cube: str = Field(pattern=NAME_PATTERN)
     port: str = Field(min_length=1, max_length=15, pattern=r"^[^/\s:]+$")
     position: str | None = None
@@ -154,10 +188,16 @@ def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
 
 
 def validate(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
-    """`model` built from `data`, or an ApiError(400) listing every problem with its JSON path."""
+    """`model` built from `data` (JSON values) with JSON's strict rules, or an ApiError(422) listing every
+    problem with its JSON path."""
     try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = problems_of(exc, prefix)
+        # Validated as JSON text: strict mode then takes "ingress" for an enum member, as a client sends it.
+        return model.model_validate_json(json.dumps(data), strict=True)
+    except (TypeError, ValueError) as exc:
+        if not isinstance(exc, ValidationError):  # not JSON at all (NaN, ...): say so, as a client error
+            raise ApiError(422, f"invalid request: {exc}", [(prefix, str(exc))]) from None
+        known = ", ".join(sorted(f.alias or n for n, f in model.model_fields.items()))
+        problems = [(path, f"{reason} (known: {known})" if reason == "unknown field" else reason)
+                    for path, reason in problems_of(exc, prefix)]
         text = "; ".join(f"{p}: {r}" if p else r for p, r in problems)
-        raise ApiError(400, f"invalid request: {text}", problems) from None
+        raise ApiError(422, f"invalid request: {text}", problems) from None

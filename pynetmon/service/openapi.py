@@ -59,6 +59,11 @@ def build(endpoints: list[Endpoint], *, token: bool) -> dict[str, Any]:
         if e.body is not None:
             op["responses"]["400"] = _error("invalid request: `problems` lists each JSON path and reason")
             op["responses"]["413"] = _error("the request body is too large")
+        if e.body is not None or "name" in names:
+            op["responses"]["422"] = _error("a field has the wrong type, an unknown field, or a bad cube name")
+        if e.method in ("POST", "PUT", "PATCH"):
+            op["responses"]["507"] = _error("a resource limit of the daemon would be exceeded (the answer "
+                                            "names the limit and the `pynetmon serve` option that raises it)")
         if names:
             op["responses"]["404"] = _error("no such cube or metric")
         if e.method != "GET":

@@ -15,14 +15,17 @@ log = logging.getLogger("pynetmon.service")
 
 
 def check_dataplane_config(config: Any, path_prefix: str) -> None:
-    """Refuse a structurally wrong dataplane-config before anything is created or compiled."""
+    """Refuse a structurally wrong dataplane-config (wrong JSON types, unknown fields) with a 422 before
+    anything is created or compiled."""
     from ..dynmon.config import parse_config
-    if not isinstance(config, dict):
-        raise from_exception(ConfigError([("", "must be a JSON object")]), path_prefix)
     try:
-        parse_config(config)
+        if not isinstance(config, dict):
+            raise ConfigError([("", f"must be a JSON object, not {type(config).__name__}")])
+        parse_config(config, strict=True)
     except ConfigError as exc:
-        raise from_exception(exc, path_prefix) from None
+        err = from_exception(exc, path_prefix)
+        err.status = 422
+        raise err from None
 
 
 def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:

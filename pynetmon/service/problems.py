@@ -63,7 +63,8 @@ def from_exception(exc: BaseException, path_prefix: str = "") -> ApiError:
     if isinstance(exc, errors.FilterError):
         return ApiError(400, str(exc), [(_prefixed(path_prefix, "filter"), str(exc))])
     if isinstance(exc, errors.InterfaceNotFoundError):
-        return ApiError(400, str(exc), [("port", str(exc))])
+        # Requests fail fast on a missing interface (only restored cubes wait for theirs to appear).
+        return ApiError(404, str(exc), [("port", str(exc))])
     if isinstance(exc, errors.NotSupportedError):
         return ApiError(501, str(exc))
     if isinstance(exc, errors.PermissionDeniedError):

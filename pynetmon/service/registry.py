@@ -13,6 +13,7 @@ from typing import Any
 
 from . import state_file
 from .cube import Cube
+from .models import check_name
 from .problems import ApiError, from_exception, not_found
 
 log = logging.getLogger("pynetmon.service")
@@ -51,6 +52,7 @@ class Registry:
     # -- changes -----------------------------------------------------------------------------
     def create(self, name: str, build) -> Cube:
         """Register the cube `build()` returns under `name`; 409 if the name is taken."""
+        check_name(name)
         with self._lock:
             if name in self._cubes:
                 existing = self._cubes[name]

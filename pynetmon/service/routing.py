@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .guards import BodyTooLarge
+from .models import check_name
 from .problems import ApiError, from_exception, response
 
 
@@ -57,6 +58,8 @@ class Endpoint:
 
     async def _endpoint(self, request: Request) -> Response:
         try:
+            if "name" in request.path_params:  # every route that creates or names a cube
+                check_name(request.path_params["name"])
             body = await request.body() if self.method in ("POST", "PUT", "PATCH") else b""
             call = Call(request, dict(request.path_params), body, request.app.state.service)
             if inspect.iscoroutinefunction(self.handler):

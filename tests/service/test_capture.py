@@ -85,7 +85,7 @@ def test_run_time_changes_and_bad_filters(host_daemon, tmp_path):
     assert r.status_code == 400 and r.json()["problems"][0]["path"] == "filter", r.text
     assert c.get("/polycube/v1/packetcapture/chg/filter").json() == "udp"  # the old filter runs on
     r = c.patch("/polycube/v1/packetcapture/chg/snaplen", json=0)
-    assert r.status_code == 400 and r.json()["problems"][0]["path"] == "snaplen"
+    assert r.status_code == 422 and r.json()["problems"][0]["path"] == "snaplen"
     assert c.patch("/polycube/v1/packetcapture/chg", json={"filter": f"udp port {UDP_PORT}",
                                                           "capture": "BIDIRECTIONAL"}).status_code == 200
     info = c.get("/polycube/v1/packetcapture/chg").json()

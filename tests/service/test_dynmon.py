@@ -94,7 +94,7 @@ def test_polycube_tools_request_sequence(host_daemon):
     r = requests.post(f"{endpoint}/detach", json.dumps({"cube": name, "port": "eth0"}), timeout=5)
     assert r.status_code == 409 and "not attached" in r.json()["error"]
     r = requests.post(f"{endpoint}/attach", json.dumps({"cube": name, "port": "nosuch0"}), timeout=5)
-    assert r.status_code == 400 and r.json()["problems"][0]["path"] == "port"
+    assert r.status_code == 404 and r.json()["problems"][0]["path"] == "port" and "nosuch0" in r.text
     requests.delete(f"{endpoint}/dynmon/{name}", timeout=5).raise_for_status()
     assert requests.get(f"{endpoint}/dynmon/{name}", timeout=5).status_code == 404
 
@@ -107,12 +107,15 @@ def test_rejects_do_not_touch_the_running_monitor(host_daemon):
     programs = tc_programs("eth0", "ingress", netns=b.netns)
     cases = [
         (broken_config(), 400, "code"),
-        ({"ingress-path": {"name": "x", "code": "int x;", "metric-configs": [{"name": "m"}]}}, 400,
+        ({"ingress-path": {"name": "x", "code": "int x;", "metric-configs": [{"name": "m"}]}}, 422,
          "ingress-path.metric-configs[0].map-name"),
         ({"ingress-path": {"code": counter_config()["ingress-path"]["code"],
                            "metric-configs": [{"name": "m", "map-name": "NO_SUCH_MAP"}]}}, 400, "ingress-path"),
-        ({"sideways-path": {}}, 400, "sideways-path"),
-        ([1, 2], 400, ""),
+        ({"sideways-path": {}}, 422, "sideways-path"),
+        ([1, 2], 422, ""),
+        ({"ingress-path": {"code": "int x;", "metric-configs": [
+            {"name": "m", "map-name": "M", "extraction-options": {"empty-on-read": "true"}}]}}, 422,
+         "ingress-path.metric-configs[0].extraction-options.empty-on-read"),
     ]
     for body, status, path in cases:
         r = c.put("/polycube/v1/dynmon/m/dataplane-config", json=body)

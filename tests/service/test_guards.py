@@ -77,14 +77,14 @@ def test_openapi_describes_polycube_routes(daemon):
 
 def test_errors_name_the_json_path(daemon):
     r = daemon.client.post("/polycube/v1/attach", content=b'{"cube": 7}')
-    assert r.status_code == 400
+    assert r.status_code == 422
     problems = {p["path"]: p["reason"] for p in r.json()["problems"]}
     assert set(problems) == {"cube", "port"}, problems
     r = daemon.client.post("/polycube/v1/dynmon/m1", content=b'{"dataplane-config": {"ingress-path": 5}}')
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert r.json()["problems"][0]["path"].startswith("dataplane-config.ingress-path"), r.json()
     r = daemon.client.post("/polycube/v1/packetcapture/c1", content=b'{"capture": "sideways", "snaplen": -1}')
-    assert r.status_code == 400
+    assert r.status_code == 422
     assert {p["path"] for p in r.json()["problems"]} == {"capture", "snaplen"}
     r = daemon.client.put("/polycube/v1/dynmon/m1/dataplane-config", content=b"{not json")
     assert r.status_code in (400, 404)
