@@ -15,11 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import BinaryIO, Self
 
 from ..errors import ConfigError, Error, FilterError
-from ..filter.cbpf import RET, Insn, K, LiveCompileDenied, compile_cbpf, compile_cbpf_live
+from ..filter import policy
+from ..filter.cbpf import Insn
+from ..filter.policy import FilterSpec
 from .clock import realtime_minus_tai_ns
 from .dataplane import CAPTURE_MAX_CAPLEN, DIRECTIONS, Dataplane
 from .pcap import LINKTYPE_ETHERNET, MAX_SNAPLEN, PcapWriteError, PcapWriter, iter_records
@@ -32,43 +34,24 @@ log = logging.getLogger("pynetmon.capture")
 
 CAPTURE_MODES = ("ingress", "egress", "bidirectional", "off")
 _MODE_DIRECTIONS = {"ingress": ("ingress",), "egress": ("egress",), "bidirectional": DIRECTIONS, "off": ()}
-NOTHING = [Insn(RET | K, 0, 0, 0)]  # the default filter: capture nothing
 DEFAULT_SNAPLEN = MAX_SNAPLEN
 DEFAULT_RING_BYTES = 8 << 20
 DEFAULT_BUFFER_BYTES = 32 << 20
 COUNTER_FIELDS = ("seen", "matched", "captured", "dropped", "errors", "captured_bytes")
-
-FilterSpec = str | Sequence[Sequence[int]] | None
 
 
 def compile_filter(spec: FilterSpec) -> list[Insn]:
     """Filter text ("all" for everything), classic BPF instructions, or None (nothing) → instructions.
 
     Text is compiled as libpcap compiles it for a live capture on Linux (`tcpdump -i`), since the
-    dataplane runs it as the kernel runs a packet socket's filter: on the frame without the VLAN tag the
-    kernel keeps in skb metadata, which `vlan` reads through ancillary loads.
+    dataplane runs it as the kernel runs a packet socket's filter (pynetmon/filter/policy.py).
     """
-    if spec is None:
-        return list(NOTHING)
-    if isinstance(spec, str):
-        try:
-            try:
-                return compile_cbpf_live(spec, MAX_SNAPLEN)
-            except LiveCompileDenied as denied:
-                # Least privilege (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON) has no CAP_NET_RAW: compile as
-                # `tcpdump -r` does. Only VLAN tests differ: they then read the tag from the frame bytes,
-                # so tags the kernel moved into skb metadata are not seen by `vlan`.
-                insns = compile_cbpf(spec, MAX_SNAPLEN)
-                log.warning("%s; compiled %r offline instead (`vlan` will not see tags held in skb "
-                            "metadata)", denied, spec)
-                return insns
-        except FilterError as exc:
-            raise FilterError(f"filter {spec!r}: {exc}") from None
     try:
-        return [Insn(*insn) for insn in spec]
-    except TypeError:
-        raise FilterError(f"filter must be a pcap-filter expression, classic BPF instructions or None, "
-                          f"not {spec!r}") from None
+        return policy.compile_filter(spec, live=True, snaplen=MAX_SNAPLEN)
+    except FilterError as exc:
+        if not isinstance(spec, str):
+            raise
+        raise FilterError(f"filter {spec!r}: {exc}") from None
 
 
 def _dump_path(dump: str | os.PathLike) -> str:

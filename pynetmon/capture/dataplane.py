@@ -6,8 +6,10 @@ filter replaces the old one on every link in one step each (`Link.update`, BPF_L
 record, counter or setting is lost. Snaplen and clock offset live in the config map and change without
 a reload.
 
-Filters that do not look at the packet (capture nothing, capture everything) use the object built by
-the Makefile, with the verdict set before load; others are compiled at run time: the filter's C
+What the filter reads and whether it looks at the packet at all are the filter package's answers
+(pynetmon/filter/analysis.py). Filters that do not look at the packet (capture nothing, capture
+everything) use the object built by the Makefile, with the verdict set before load; others are
+compiled at run time: the filter's C
 (`pynetmon.filter.cbpf_to_c` with the kernel's ancillary loads, as a packet socket runs the filter)
 followed by capture.bpf.c, which the Makefile ships in data/src.
 """
@@ -20,59 +22,21 @@ import threading
 from collections.abc import Sequence
 
 from ..filter import cbpf_to_c
-from ..filter.cbpf import ABS, IND, LD, LDX, MSH, RET, B, H, Insn, K, W
+from ..filter.analysis import constant_verdict, filter_window
+from ..filter.cbpf import Insn
 from ..link import Link, attach_tc
 from ..maps import Map, possible_cpus
 from ..object import DATA_DIR, BPFObject
 from ..toolchain import compile_c
 
-__all__ = ["CAPTURE_MAX_CAPLEN", "DIRECTIONS", "Dataplane", "dataplane_source", "filter_window"]
+__all__ = ["CAPTURE_MAX_CAPLEN", "DIRECTIONS", "Dataplane", "dataplane_source"]
 
 SOURCE_DIR = DATA_DIR / "src"
 CAPTURE_MAX_CAPLEN = 262144  # bpf/capture.h
-CAPTURE_MAX_WINDOW = 65535
 DIRECTIONS = ("ingress", "egress")  # enum capture_direction: the index is the counters key
-# How far past its largest constant offset a filter with variable offsets (ld [x + k]) may read. In
-# libpcap's code X holds a header length (at most 60 for IPv4 options, as much again for TCP's),
-# so a frame's first k + 1500 bytes leave room to spare; farther reads see the packet end there.
-INDIRECT_REACH = 1500
-MIN_WINDOW = 16  # a filter that reads at all gets the Ethernet + 802.1Q header in one copy
 SHARED_MAPS = ("capture_ring", "capture_counters", "capture_config", "capture_scratch")
-_SIZES = {W: 4, H: 2, B: 1}
 _VERDICT = struct.Struct("=I")
 ANY_NETNS = object()  # Dataplane.detach: links in every namespace (None means the root namespace)
-
-
-def filter_window(insns: Sequence[Sequence[int]]) -> int:
-    """How many leading bytes of a frame the filter may read (0 when it reads none); pure.
-
-    The dataplane copies that many bytes (at most the packet) for the filter, and the rest of what is
-    captured only once the filter has matched.
-    """
-    reach = indirect = 0
-    for code, _jt, _jf, k in insns:
-        mode = code & 0xE0
-        # Loads past the widest window are out of bounds whatever is copied (ancillary loads read skb
-        # metadata, not bytes): they widen nothing.
-        if code & 0x07 == LD and mode == ABS:
-            end = k + _SIZES[code & 0x18]
-            reach = max(reach, end if end <= CAPTURE_MAX_WINDOW else 0)
-        elif code & 0x07 == LD and mode == IND:
-            end = k + _SIZES[code & 0x18]
-            indirect = max(indirect, end + INDIRECT_REACH if end <= CAPTURE_MAX_WINDOW else 0)
-        elif code == LDX | B | MSH and k < CAPTURE_MAX_WINDOW:
-            reach = max(reach, k + 1)
-    reach = max(reach, indirect)
-    if reach == 0:
-        return 0
-    return min(max(reach, MIN_WINDOW), CAPTURE_MAX_WINDOW)
-
-
-def constant_verdict(insns: Sequence[Sequence[int]]) -> int | None:
-    """The filter's return value if it does not depend on the packet (a lone `ret #k`), else None."""
-    if len(insns) == 1 and insns[0][0] == RET | K:
-        return insns[0][3]
-    return None
 
 
 def template_source() -> tuple[str, str]:

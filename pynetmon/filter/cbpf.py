@@ -20,6 +20,7 @@ from ..errors import FilterError
 
 __all__ = [
     "ANCILLARY",
+    "LOAD_SIZES",
     "OPCODES",
     "SKF_AD_OFF",
     "Insn",
@@ -36,6 +37,7 @@ __all__ = [
 LD, LDX, ST, STX, ALU, JMP, RET, MISC = (lib.BPF_LD, lib.BPF_LDX, lib.BPF_ST, lib.BPF_STX,
                                          lib.BPF_ALU, lib.BPF_JMP, lib.BPF_RET, lib.BPF_MISC)
 W, H, B = lib.BPF_W, lib.BPF_H, lib.BPF_B
+LOAD_SIZES = {W: 4, H: 2, B: 1}  # bytes read by a load of each size
 IMM, ABS, IND, MEM, LEN, MSH = lib.BPF_IMM, lib.BPF_ABS, lib.BPF_IND, lib.BPF_MEM, lib.BPF_LEN, lib.BPF_MSH
 ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR = (
     lib.BPF_ADD, lib.BPF_SUB, lib.BPF_MUL, lib.BPF_DIV, lib.BPF_OR, lib.BPF_AND, lib.BPF_LSH,

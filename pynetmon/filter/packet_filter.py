@@ -24,8 +24,9 @@ from typing import Self
 from ..errors import BPFError, FilterError
 from ..object import BPFObject
 from ..toolchain import compile_c
-from .cbpf import DEFAULT_SNAPLEN, Insn, compile_cbpf
-from .translate import MAX_CAPLEN, cbpf_to_c, check_cbpf
+from .cbpf import DEFAULT_SNAPLEN, Insn
+from .policy import compile_filter
+from .translate import MAX_CAPLEN, cbpf_to_c
 
 __all__ = ["PacketFilter", "filter_object_source"]
 
@@ -120,9 +121,9 @@ class _SharedObject:
 
 
 def _as_insns(expr_or_insns: str | Iterable, snaplen: int) -> tuple[str | None, list[Insn]]:
-    if isinstance(expr_or_insns, str):
-        return expr_or_insns, compile_cbpf(expr_or_insns, snaplen)
-    return None, check_cbpf(expr_or_insns)
+    # The filter runs on a frame's bytes (BPF_PROG_TEST_RUN), as `tcpdump -r` runs it: offline semantics.
+    expr = expr_or_insns if isinstance(expr_or_insns, str) else None
+    return expr, compile_filter(expr_or_insns, live=False, snaplen=snaplen)
 
 
 class PacketFilter:

@@ -63,6 +63,7 @@ from .cbpf import (
     LD,
     LDX,
     LEN,
+    LOAD_SIZES,
     LSH,
     MEM,
     MEMWORDS,
@@ -84,7 +85,6 @@ from .cbpf import (
     XOR,
     A,
     B,
-    H,
     Insn,
     K,
     W,
@@ -98,7 +98,6 @@ MAX_INSNS = 4096  # BPF_MAXINSNS of <linux/bpf_common.h>: the kernel's limit for
 MAX_CAPLEN = 0xFFFF  # MAX_PACKET_OFF in the kernel's verifier
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_SIZES = {W: 4, H: 2, B: 1}
 _CONDITIONAL_JUMPS = {JMP | op | src for op in (JEQ, JGT, JGE, JSET) for src in (K, X)}
 # With ancillary=True: the parameter each ancillary load reads, in the order of the function's parameters.
 ANCILLARY_PARAMETERS = {
@@ -305,14 +304,14 @@ class _Emitter:
         cls = code & 0x07
         kc = f"{k:#x}U"
         if cls == LD and code & 0xE0 == ABS:
-            size = _SIZES[code & 0x18]
+            size = LOAD_SIZES[code & 0x18]
             if self.ancillary and SKF_AD_OFF <= k < _SKF_AD_END:
                 return self._ancillary_load(pc, insn)
             if k + size > self.cap:
                 return ["return 0;  /* past the largest captured length: out of bounds */"]
             return [f"if (pkt + {k} + {size} > end)", "\treturn 0;", self._load(size, f"pkt + {k}")]
         if cls == LD and code & 0xE0 == IND:
-            size = _SIZES[code & 0x18]
+            size = LOAD_SIZES[code & 0x18]
             if k + size > self.cap:
                 return ["return 0;  /* past the largest captured length: out of bounds */"]
             bound = self.cap - size - k

@@ -8,17 +8,11 @@ import time
 import pytest
 
 from pynetmon.capture.clock import realtime_minus_tai_ns
-from pynetmon.capture.dataplane import (
-    CAPTURE_MAX_WINDOW,
-    INDIRECT_REACH,
-    constant_verdict,
-    dataplane_source,
-    filter_window,
-)
+from pynetmon.capture.dataplane import dataplane_source
 from pynetmon.capture.pcap import PcapWriteError, PcapWriter, global_header, iter_records, record_header
 from pynetmon.capture.stream import PacketBuffer
 from pynetmon.errors import Error
-from pynetmon.filter import compile_cbpf, compile_cbpf_live
+from pynetmon.filter import compile_cbpf
 
 from .helpers import dpkt_reader_packets, read_pcap
 
@@ -99,42 +93,6 @@ def test_one_stream_at_a_time():
     first.close()
     second = buf.stream(10, 1)
     assert next(second) == global_header(10, 1)
-
-
-@pytest.mark.parametrize(("expr", "window"), [
-    ("all", 0),
-    ("len > 100", 0),
-    ("ip proto 17", 24),   # ethertype at 12, IPv4 protocol at 23
-    ("ether[100] = 1", 101),
-    ("tcp port 80", None),  # variable offsets: the indirect reach
-])
-def test_filter_window(expr, window):
-    insns = compile_cbpf(expr)
-    got = filter_window(insns)
-    if window is None:
-        assert INDIRECT_REACH < got <= CAPTURE_MAX_WINDOW
-    else:
-        assert got == window or (window and got == max(window, 16))
-
-
-def test_filter_window_is_capped():
-    assert filter_window(compile_cbpf("ether[65534] = 1")) == CAPTURE_MAX_WINDOW
-    # a load that can never be inside the window is out of bounds whatever is copied: nothing to copy for it
-    assert filter_window(compile_cbpf("ether[70000] = 1")) == 0
-
-
-def test_ancillary_loads_widen_no_window():
-    """[type], [vlanp], [vlan_tci] read skb metadata: `inbound` copies nothing, `vlan` only the bytes of an
-    in-band tag's EtherType."""
-    assert filter_window(compile_cbpf_live("inbound")) == 0
-    assert filter_window(compile_cbpf_live("vlan")) == 16
-    assert filter_window(compile_cbpf_live("vlan 100")) == 16
-
-
-def test_constant_verdicts_need_no_compiler():
-    assert constant_verdict(compile_cbpf("all")) == 262144
-    assert constant_verdict([(6, 0, 0, 0)]) == 0
-    assert constant_verdict(compile_cbpf("udp")) is None
 
 
 def test_dataplane_source_puts_the_filter_before_the_template():
