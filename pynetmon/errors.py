@@ -7,6 +7,10 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+# The kernel's own ENOTSUPP (include/linux/errno.h, not a userspace errno, so not in Python's errno): what
+# bpf() returns, for instance, for a batch operation a map type does not implement.
+ENOTSUPP = 524
+
 
 class Error(Exception):
     """Base class of every error pynetmon raises."""

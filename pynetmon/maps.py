@@ -14,12 +14,15 @@ from typing import Any
 
 from ._binding import check, ffi, lib
 from .btf_codec import BytesCodec, Codec, IntCodec, gc_paused, per_cpu_stride
-from .errors import MapKeyError, NotSupportedError, error_from_errno
+from .errors import ENOTSUPP, MapKeyError, NotSupportedError, error_from_errno
 
 MAP_TYPE_NAMES = {getattr(lib, n): n[len("BPF_MAP_TYPE_"):].lower() for n in dir(lib) if n.startswith("BPF_MAP_TYPE_")}
 PER_CPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
-BATCH_TYPES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "array", "percpu_array"}
-DELETABLE_BATCH_TYPES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"}
+# Types whose whole content batch calls read; the hash family's batch reads can also delete what they read.
+DELETABLE_BATCH_TYPES = frozenset({"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
+BATCH_TYPES = DELETABLE_BATCH_TYPES | {"array", "percpu_array"}
+# How bpf() says that a map type has no batch operations (or not this one).
+NO_BATCH_ERRNOS = (errno.EINVAL, errno.EOPNOTSUPP, ENOTSUPP)
 ARRAY_TYPES = {"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array", "array_of_maps"}
 KEYLESS_TYPES = {"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"}
 DEFAULT_BATCH = 65536           # entries per batch call at most ...
@@ -285,7 +288,7 @@ class Map:
                 kbuf = ffi.new("uint8_t[]", batch * self.key_size)
                 vbuf = ffi.new("uint8_t[]", batch * self._value_bytes)
                 continue
-            if err in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524) \
+            if err in NO_BATCH_ERRNOS \
                     and first and total == 0:
                 self._batch_ok = False
                 return None
@@ -344,7 +347,7 @@ class Map:
             if ret < 0:
                 if -ret == errno.ENOENT:
                     continue  # deleted since we saw it
-                if delete and -ret in (errno.EINVAL, errno.EOPNOTSUPP, 524):
+                if delete and -ret in NO_BATCH_ERRNOS:
                     ret = lib.bpf_map_lookup_elem(self.fd, kp, out)
                     if ret == 0:
                         lib.bpf_map_delete_elem(self.fd, kp)
@@ -420,7 +423,7 @@ class Map:
                                                ffi.from_buffer(values[done * self._value_bytes:]), n, opts)
                 done += n[0]
                 if ret < 0:
-                    if -ret in (errno.EINVAL, errno.EOPNOTSUPP, 524) and done == 0:
+                    if -ret in NO_BATCH_ERRNOS and done == 0:
                         break
                     raise error_from_errno(-ret, f"batch update on map {self.name!r}",
                                            f"{done} of {count} entries written")

@@ -20,11 +20,12 @@ from typing import BinaryIO, Self
 
 from ..errors import ConfigError, Error, FilterError
 from ..filter import policy
-from ..filter.cbpf import Insn
+from ..filter.cbpf import MAX_SNAPLEN, Insn
 from ..filter.policy import FilterSpec
+from ..link import DIRECTIONS
 from .clock import realtime_minus_tai_ns
-from .dataplane import CAPTURE_MAX_CAPLEN, DIRECTIONS, Dataplane
-from .pcap import LINKTYPE_ETHERNET, MAX_SNAPLEN, PcapWriteError, PcapWriter, iter_records
+from .dataplane import Dataplane
+from .pcap import LINKTYPE_ETHERNET, PcapWriteError, PcapWriter, iter_records
 from .reader import RingReader
 from .stream import PacketBuffer
 
@@ -32,7 +33,7 @@ __all__ = ["CAPTURE_MODES", "PacketCapture"]
 
 log = logging.getLogger("pynetmon.capture")
 
-CAPTURE_MODES = ("ingress", "egress", "bidirectional", "off")
+CAPTURE_MODES = (*DIRECTIONS, "bidirectional", "off")
 _MODE_DIRECTIONS = {"ingress": ("ingress",), "egress": ("egress",), "bidirectional": DIRECTIONS, "off": ()}
 DEFAULT_SNAPLEN = MAX_SNAPLEN
 DEFAULT_RING_BYTES = 8 << 20
@@ -66,7 +67,7 @@ class PacketCapture:
     - `capture`: "ingress", "egress", "bidirectional" or "off" (off detaches the dataplane).
     - `filter`: a pcap-filter(7) expression run in the kernel; "all" captures everything and the
       default, None, captures nothing. Classic BPF instructions are accepted too.
-    - `snaplen`: bytes kept of each packet (1..262144).
+    - `snaplen`: bytes kept of each packet (1..MAX_SNAPLEN, 262144).
     - `dump`: local mode's file: a path (".pcap" is appended when missing; an existing file is
       overwritten) or a binary file object (flushed, never closed). Opened here, so an unwritable path
       fails before anything is loaded or attached.
@@ -207,7 +208,7 @@ class PacketCapture:
         # Its own lock: the reader thread calls this on its tick while close() may hold self._lock
         # waiting for that thread.
         with self._config_lock:
-            self._dataplane.configure(snaplen=min(self._snaplen, CAPTURE_MAX_CAPLEN),
+            self._dataplane.configure(snaplen=self._snaplen,
                                       clock_offset_ns=realtime_minus_tai_ns(), wakeup_bytes=self._wakeup_bytes)
 
     # ---- attaching ------------------------------------------------------------------------------

@@ -24,16 +24,14 @@ from collections.abc import Sequence
 from ..filter import cbpf_to_c
 from ..filter.analysis import constant_verdict, filter_window
 from ..filter.cbpf import Insn
-from ..link import Link, attach_tc
+from ..link import DIRECTIONS, Link, attach_tc
 from ..maps import Map, possible_cpus
 from ..object import DATA_DIR, BPFObject
 from ..toolchain import compile_c
 
-__all__ = ["CAPTURE_MAX_CAPLEN", "DIRECTIONS", "Dataplane", "dataplane_source"]
+__all__ = ["Dataplane", "dataplane_source"]
 
 SOURCE_DIR = DATA_DIR / "src"
-CAPTURE_MAX_CAPLEN = 262144  # bpf/capture.h
-DIRECTIONS = ("ingress", "egress")  # enum capture_direction: the index is the counters key
 SHARED_MAPS = ("capture_ring", "capture_counters", "capture_config", "capture_scratch")
 _VERDICT = struct.Struct("=I")
 ANY_NETNS = object()  # Dataplane.detach: links in every namespace (None means the root namespace)

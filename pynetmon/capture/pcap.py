@@ -20,13 +20,13 @@ import time
 from typing import BinaryIO, Self
 
 from ..errors import Error
+from ..filter.cbpf import MAX_SNAPLEN
 
 __all__ = ["LINKTYPE_ETHERNET", "MAGIC_NANOSECOND", "MAX_SNAPLEN", "PcapWriteError", "PcapWriter",
            "global_header", "iter_records", "record_header"]
 
 MAGIC_NANOSECOND = 0xA1B23C4D
 LINKTYPE_ETHERNET = 1
-MAX_SNAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: readers refuse larger snaplens
 VERSION = (2, 4)
 GLOBAL_HEADER = struct.Struct("=IHHiIII")  # magic, major, minor, thiszone, sigfigs, snaplen, linktype
 RECORD_HEADER = struct.Struct("=IIII")  # ts_sec, ts_nsec, caplen (incl_len), wirelen (orig_len)

@@ -17,9 +17,10 @@ import threading
 import time
 
 from ..capture import PacketCapture
-from ..capture.capture import compile_filter
+from ..capture.capture import CAPTURE_MODES, DEFAULT_RING_BYTES, compile_filter
 from ..capture.pcap import RECORD_HEADER, iter_records
 from ..errors import Error
+from ..filter.cbpf import MAX_SNAPLEN
 
 NAME = "capture"
 HELP = "capture packets on an interface into a pcap file (like tcpdump -w)"
@@ -32,18 +33,18 @@ def _add_options(parser, defaults: bool = True) -> None:
 
     parser.add_argument("-f", "--filter", default=default(None),
                         help="pcap-filter(7) expression (default: every packet)")
-    parser.add_argument("-s", "--snaplen", type=int, default=default(262144),
-                        help="bytes to keep of each packet (default 262144)")
+    parser.add_argument("-s", "--snaplen", type=int, default=default(MAX_SNAPLEN),
+                        help=f"bytes to keep of each packet (default {MAX_SNAPLEN})")
     parser.add_argument("-c", "--count", type=int, default=default(None), metavar="COUNT",
                         help="stop after COUNT packets (like tcpdump -c)")
-    parser.add_argument("-d", "--direction", choices=("ingress", "egress", "bidirectional"),
+    parser.add_argument("-d", "--direction", choices=CAPTURE_MODES[:-1],
                         default=default("bidirectional"), help="which packets to capture (default bidirectional)")
     parser.add_argument("-w", "--write", metavar="FILE", default=default(None),
                         help="write a pcap file (overwritten if it exists); '-' for standard output")
     parser.add_argument("-U", "--packet-buffered", action="store_true", default=default(False),
                         help="flush the output every 50 ms instead of every second")
     parser.add_argument("-n", "--netns", default=default(None), help="the network namespace the interface is in")
-    parser.add_argument("--ring-size", type=int, default=default(8 << 20), metavar="BYTES",
+    parser.add_argument("--ring-size", type=int, default=default(DEFAULT_RING_BYTES), metavar="BYTES",
                         help="kernel ring buffer size, a power of two (default 8 MiB)")
 
 

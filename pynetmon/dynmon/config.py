@@ -31,10 +31,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..link.base import DIRECTIONS
 from ..validation import problems_of
 
 METRIC_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
-DIRECTIONS = ("ingress", "egress")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 ELF_MAGIC = b"\x7fELF"

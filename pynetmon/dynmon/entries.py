@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._binding import ffi, lib
+from ..maps import BATCH_TYPES, DELETABLE_BATCH_TYPES
 
-HASH_TYPES = {"hash", "percpu_hash", "lru_hash", "lru_percpu_hash", "lpm_trie"}
-ARRAY_TYPES = {"array", "percpu_array"}
+# How each readable map type is read as a metric: by key (hash), by index (array), or popped (queue).
+HASH_TYPES = DELETABLE_BATCH_TYPES | {"lpm_trie"}
+ARRAY_TYPES = BATCH_TYPES - DELETABLE_BATCH_TYPES
 QUEUE_TYPES = {"queue", "stack"}
 READABLE_TYPES = HASH_TYPES | ARRAY_TYPES | QUEUE_TYPES
 ADDRESS_TYPEDEFS = {"pynetmon_ipv4_t": "ipv4", "pynetmon_ipv6_t": "ipv6", "pynetmon_mac_t": "mac"}

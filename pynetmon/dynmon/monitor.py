@@ -23,8 +23,9 @@ from typing import Any
 from prometheus_client.core import Metric
 
 from ..errors import ConfigError, Error
+from ..link import DIRECTIONS
 from .attachment import Attachment, check_mode, ingress_hook
-from .config import DIRECTIONS, DataplaneConfig, PathConfig, parse_config
+from .config import DataplaneConfig, PathConfig, parse_config
 from .entries import MapEntries
 from .metrics import metric_json
 from .openmetrics import FORMATS, exposition, families, shape_problem

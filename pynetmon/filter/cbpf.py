@@ -21,6 +21,7 @@ from ..errors import FilterError
 __all__ = [
     "ANCILLARY",
     "LOAD_SIZES",
+    "MAX_SNAPLEN",
     "OPCODES",
     "SKF_AD_OFF",
     "Insn",
@@ -48,7 +49,10 @@ TAX, TXA = lib.BPF_TAX, lib.BPF_TXA
 MEMWORDS = lib.BPF_MEMWORDS
 
 DLT_EN10MB = lib.DLT_EN10MB
-DEFAULT_SNAPLEN = 262144
+# libpcap's MAXIMUM_SNAPLEN (private to libpcap): the largest snaplen pcap readers accept, the capture's
+# (bpf/capture.h CAPTURE_MAX_CAPLEN) and the default everywhere.
+MAX_SNAPLEN = 262144
+DEFAULT_SNAPLEN = MAX_SNAPLEN
 
 # Linux's ancillary loads: `ld [SKF_AD_OFF + n]` (any size) reads skb metadata instead of packet bytes
 # (<linux/filter.h>). libpcap emits them for live Linux handles; its own interpreter, like the kernel for

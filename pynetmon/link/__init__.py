@@ -7,14 +7,14 @@ was attached and nothing else.
 from __future__ import annotations
 
 from ..program import Program
-from .base import Link
+from .base import DIRECTIONS, Link
 from .clsact import ClsactLink, attach_clsact
 from .query import tc_programs, xdp_programs
 from .tcx import TcxLink, attach_tcx, tcx_supported
 from .xdp import XdpLink, attach_xdp
 
 __all__ = [
-    "ClsactLink", "Link", "TcxLink", "XdpLink", "attach_tc", "attach_xdp", "tc_programs", "tcx_supported",
+    "DIRECTIONS", "ClsactLink", "Link", "TcxLink", "XdpLink", "attach_tc", "attach_xdp", "tc_programs", "tcx_supported",
     "xdp_programs",
 ]
 
@@ -30,7 +30,7 @@ def attach_tc(program: Program | int, ifname: str | int, direction: str = "ingre
     >>> with attach_tc(obj.programs["count_ingress"], "eth0", "ingress"):
     ...     ...
     """
-    if direction not in ("ingress", "egress"):
+    if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'ingress' or 'egress', not {direction!r}")
     if mechanism not in ("auto", "tcx", "clsact"):
         raise ValueError(f"mechanism must be 'auto', 'tcx' or 'clsact', not {mechanism!r}")

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import os
 
+# The two TC hooks of an interface, in the order of the kernel's BPF_TCX_INGRESS/BPF_TCX_EGRESS (and of
+# bpf/capture.h's enum capture_direction, whose index keys the capture counters).
+DIRECTIONS = ("ingress", "egress")
+
 
 class Link:
     """Something pynetmon attached. `detach()` is idempotent; a Link is also a context manager."""

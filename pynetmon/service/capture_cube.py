@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..filter.cbpf import MAX_SNAPLEN
 from .cube import Cube
 from .models import Capture, PacketCaptureBody
 from .problems import ApiError, bad_request, from_exception
@@ -33,7 +34,7 @@ class CaptureCube(Cube):
     def __init__(self, name: str, body: PacketCaptureBody, netns: str | None, capture_dir: Path):
         super().__init__(name, netns)
         self.capture_dir = capture_dir
-        self.settings: dict[str, Any] = {"capture": Capture.off.value, "filter": "all", "snaplen": 262144,
+        self.settings: dict[str, Any] = {"capture": Capture.off.value, "filter": "all", "snaplen": MAX_SNAPLEN,
                                          "dump": None, "networkmode": False}
         self._apply_body(body)
         self._cursor: PacketCursor | None = None

@@ -7,13 +7,12 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
+from ..link import DIRECTIONS
 from .cube import Cube
 from .models import CubeType
 from .problems import from_exception
 
 log = logging.getLogger("pynetmon.service")
-
-DIRECTIONS = ("ingress", "egress")
 
 
 class DynmonCube(Cube):

@@ -21,12 +21,12 @@ from pydantic import (
     model_validator,
 )
 
+from ..filter.cbpf import MAX_SNAPLEN
 from ..validation import problems_of
 from .problems import ApiError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RE = re.compile(NAME_PATTERN)
-MAX_SNAPLEN = 262144
 # Fields Polycube shows on every cube and its tools send back unchanged: accepted and ignored. Any other
 # unknown field is an error (a misspelt "snaplen" must not be silently ignored).
 POLYCUBE_READ_ONLY = frozenset({"name", "uuid", "service-name", "type-name", "loglevel", "parent", "shadow", "span",

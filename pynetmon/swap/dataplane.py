@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
 from ..errors import BPFError, ConfigError, NotSupportedError
-from ..maps import Map
+from ..maps import BATCH_TYPES, DELETABLE_BATCH_TYPES, Map
 from ..object import BPFObject, MapSpec
 from ..program import Program
 from .collected import DecodedTotals, RawTotals, fold, totals_for
@@ -40,9 +40,7 @@ from .quiesce import Quiescer, default_quiescer
 __all__ = ["SwapDataplane", "fold"]
 
 # Map types whose contents can be read whole and emptied (hash: lookup-and-delete batch; array: zeroed).
-HASH_TYPES = frozenset({"hash", "percpu_hash", "lru_hash", "lru_percpu_hash"})
-ARRAY_TYPES = frozenset({"array", "percpu_array"})
-SWAPPABLE_TYPES = HASH_TYPES | ARRAY_TYPES
+SWAPPABLE_TYPES = BATCH_TYPES
 # The pivot program for each attachable program type (a program array accepts one program type only).
 PIVOT_PROGRAMS = {"sched_cls": "pivot_tc", "xdp": "pivot_xdp"}
 
@@ -279,7 +277,7 @@ def _load_pivot(prog_type: str) -> BPFObject:
 
 def _collect(m: Map, into: RawTotals | DecodedTotals) -> None:
     """Read every entry of an idle instance's map, empty it, and add it to `into`."""
-    if m.type in HASH_TYPES:
+    if m.type in DELETABLE_BATCH_TYPES:
         keys, values, count = m.read_raw(delete=True)  # one kernel operation per batch: read and removed
     else:
         keys, values, count = m.read_raw()

@@ -5,9 +5,10 @@ import re
 
 import pytest
 
-from pynetmon.capture.dataplane import CAPTURE_MAX_CAPLEN, template_source
+from pynetmon.capture.dataplane import template_source
 from pynetmon.filter import compile_cbpf, compile_cbpf_live
 from pynetmon.filter.analysis import INDIRECT_REACH, MAX_WINDOW, constant_verdict, filter_window
+from pynetmon.filter.cbpf import MAX_SNAPLEN
 
 
 @pytest.mark.parametrize(("expr", "window"), [
@@ -51,4 +52,4 @@ def test_window_and_caplen_limits_match_capture_h():
     _, header = template_source()
     defines = dict(re.findall(r"^#define (CAPTURE_MAX_\w+) (\d+)$", header, re.MULTILINE))
     assert int(defines["CAPTURE_MAX_WINDOW"]) == MAX_WINDOW
-    assert int(defines["CAPTURE_MAX_CAPLEN"]) == CAPTURE_MAX_CAPLEN
+    assert int(defines["CAPTURE_MAX_CAPLEN"]) == MAX_SNAPLEN
