@@ -183,6 +183,32 @@ class BPFObject:
         }
         return self
 
+    def set_rodata(self, **values: int | bytes) -> None:
+        """Set `const volatile` globals (load-time knobs) by name before load: an int is stored in the
+        variable's own size (native order), bytes must have exactly its size. An unknown name raises,
+        listing the names there are.
+
+        >>> obj.set_rodata(flows_keep=0x3, netns_inum=4026531840)
+        """
+        if self.loaded:
+            raise LoadError(errno.EBUSY, f"setting read-only globals of {self.name!r}", "the object is already loaded")
+        spec = next((m for m in self.maps.values() if isinstance(m, MapSpec) and m.name.endswith(".rodata")), None)
+        data = spec.initial_value() if spec is not None else None
+        if spec is None or data is None:
+            raise LoadError(errno.ENOENT, f"setting read-only globals of {self.name!r}", "it has no .rodata")
+        layout = _datasec_layout(self.btf, lib.bpf_map__btf_value_type_id(spec._ptr))
+        buf = bytearray(data)
+        for name, value in values.items():
+            if name not in layout:
+                raise LoadError(errno.ENOENT, f"setting read-only global {name!r} of {self.name!r}",
+                                f"it has {', '.join(sorted(layout)) or 'none'}")
+            off, size = layout[name]
+            raw = value if isinstance(value, bytes) else int(value).to_bytes(size, "little", signed=value < 0)
+            if len(raw) != size:
+                raise LoadError(errno.EINVAL, f"setting read-only global {name!r}", f"{len(raw)} bytes for {size}")
+            buf[off:off + size] = raw
+        spec.set_initial_value(bytes(buf))
+
     def close(self) -> None:
         """Release every map and program descriptor of the object (attached links keep programs alive)."""
         if self._ptr != ffi.NULL:
@@ -204,6 +230,19 @@ class BPFObject:
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else "opened"
         return f"<BPFObject {self.name!r} {state}: programs={list(self.programs)} maps={list(self.maps)}>"
+
+
+def _datasec_layout(btf, datasec_id: int) -> dict[str, tuple[int, int]]:
+    """{variable name: (offset, size)} of a BTF DATASEC (.rodata, .bss)."""
+    t = lib.btf__type_by_id(btf, datasec_id) if datasec_id else ffi.NULL
+    if t == ffi.NULL or lib.btf_kind(t) != lib.BTF_KIND_DATASEC:
+        return {}
+    infos = ffi.cast("struct btf_var_secinfo *", ffi.cast("char *", t) + ffi.sizeof("struct btf_type"))
+    layout = {}
+    for i in range(lib.btf_vlen(t)):
+        var = lib.btf__type_by_id(btf, infos[i].type)
+        layout[ffi.string(lib.btf__name_by_offset(btf, var.name_off)).decode()] = (infos[i].offset, infos[i].size)
+    return layout
 
 
 def _last_lines(lines: list[str], n: int = 6) -> str:

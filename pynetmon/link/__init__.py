@@ -1,5 +1,6 @@
 """Attaching programs to network hooks. One module per mechanism: tcx.py (kernel-owned TC links, linux ≥ 6.6),
-clsact.py (qdisc + cls_bpf filter, older kernels), xdp.py (XDP through bpf_link).
+clsact.py (qdisc + cls_bpf filter, older kernels), xdp.py (XDP through bpf_link), tracing.py
+(tracepoints, tp_btf, fentry/fexit).
 
 `attach_tc` and `attach_xdp` pick the mechanism and return a `Link`; `Link.detach()` removes exactly what
 was attached and nothing else.
@@ -11,11 +12,12 @@ from .base import DIRECTIONS, Link
 from .clsact import ClsactLink, attach_clsact
 from .query import tc_programs, xdp_programs
 from .tcx import TcxLink, attach_tcx, tcx_supported
+from .tracing import TracingLink, attach_tracing
 from .xdp import XdpLink, attach_xdp
 
 __all__ = [
-    "DIRECTIONS", "ClsactLink", "Link", "TcxLink", "XdpLink", "attach_tc", "attach_xdp", "tc_programs", "tcx_supported",
-    "xdp_programs",
+    "DIRECTIONS", "ClsactLink", "Link", "TcxLink", "TracingLink", "XdpLink", "attach_tc", "attach_tracing",
+    "attach_xdp", "tc_programs", "tcx_supported", "xdp_programs",
 ]
 
 

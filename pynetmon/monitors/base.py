@@ -25,6 +25,7 @@ from ..errors import ConfigError, Error, NotSupportedError
 from ..link.base import Link
 from ..object import BPFObject
 from ..validation import validate
+from . import selfcost
 
 
 class MonitorOptions(BaseModel):
@@ -45,6 +46,8 @@ class Monitor(abc.ABC):
     summary: ClassVar[str]
     """One line: what it watches and how (shown by `available()` and `pynetmon monitor --list`)."""
     Options: ClassVar[type[MonitorOptions]] = MonitorOptions
+    live_options: ClassVar[frozenset[str]] = frozenset()
+    """Options `update()` may change while the monitor runs (the others need a restart)."""
     needs_interface: ClassVar[bool] = True
     """False for monitors on global hooks (tracepoints, fentry), which take `netns` as a filter instead."""
 
@@ -81,15 +84,20 @@ class Monitor(abc.ABC):
             except BaseException:
                 self._release()
                 raise
+            selfcost.STATS.acquire()
             self._started = True
         return self
 
     def close(self) -> None:
         """Detach and unload everything this monitor added. Safe to call twice."""
         with self.lock:
-            self._stop()
-            self._release()
-            self._started = False
+            try:
+                self._stop()
+                self._release()
+            finally:
+                if self._started:
+                    selfcost.STATS.release()
+                self._started = False
 
     @property
     def started(self) -> bool:
@@ -143,14 +151,32 @@ class Monitor(abc.ABC):
         """The monitor's metric families (prometheus_client), without a monitor label: the service adds
         `monitor="NAME"` to every sample."""
 
+    def self_cost(self) -> dict[str, Any]:
+        """What this monitor costs the kernel (`snapshot()["self"]`): run_count, run_time_ns (null when
+        the kernel is not counting, with the reason in `stats`), maps_bytes, and per program."""
+        return selfcost.cost(self.objects)
+
+    def self_families(self, cost: dict[str, Any] | None = None) -> list[Metric]:
+        """The self-metrics families (pynetmon_program_run_seconds_total{program}, ...) of `cost`
+        (measured now when not given); monitors append them to `families()`."""
+        return selfcost.families(cost if cost is not None else self.self_cost())
+
     def open_metrics(self) -> str:
         """The families in the OpenMetrics text format."""
         from .exposition import render_openmetrics
         return render_openmetrics(self.families())
 
     def update(self, **options: Any) -> None:
-        """Change options while running, all or nothing. Monitors that support it override this."""
-        raise NotSupportedError(f"the {self.kind} monitor cannot change its options while running")
+        """Change `live_options` while running, all or nothing: the merged options are validated first,
+        and a change of any other option is refused naming it (it needs a new monitor)."""
+        merged = {**self.options.model_dump(), **options}
+        new = self.parse_options(merged)
+        fixed = sorted(k for k in options if k not in self.live_options and getattr(new, k) != getattr(self.options, k))
+        if fixed:
+            raise NotSupportedError(f"the {self.kind} monitor cannot change {', '.join(fixed)} while running"
+                                    f" (live: {', '.join(sorted(self.live_options)) or 'none'})")
+        with self.lock:
+            self.options = new
 
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """A stream of events (state changes, blocks, triggers), for monitors that emit them."""

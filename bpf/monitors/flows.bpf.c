@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: GPL-2.0
+/* flows: packets and bytes per 5-tuple and direction, at tcx ingress and egress (or XDP ingress).
+ *
+ * One per-CPU hash entry per flow: each CPU adds to its own copy, so counts are exact without atomics.
+ * The table is a plain hash, not an LRU: an LRU would silently evict flows and lose their counts, while
+ * a full hash refuses the new flow, which we count as overflow. User space removes flows idle for
+ * `idle_timeout` seconds, so the table frees itself. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "packet.bpf.h"
+#include "flows.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Which key fields to keep (option aggregate): FLOWS_KEEP_* bits. */
+const volatile __u32 flows_keep = FLOWS_KEEP_ALL;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);	/* option max_entries */
+	__type(key, struct pnm_flow_key);
+	__type(value, struct flows_value);
+} flows_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLOWS_NR_CTR);
+	__type(key, __u32);
+	__type(value, __u64);
+} flows_counters SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&flows_counters, &which);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void account(void *data, void *data_end, __u64 len, __u8 direction)
+{
+	struct pnm_packet pkt;
+	struct flows_value *v, init = {};
+	__u64 now;
+	long err;
+
+	if (pnm_parse(data, data_end, &pkt) < 0) {
+		count(FLOWS_CTR_NON_IP);
+		return;
+	}
+	pkt.key.direction = direction;
+	if (flows_keep != FLOWS_KEEP_ALL) {
+		if (!(flows_keep & FLOWS_KEEP_SRC))
+			__builtin_memset(pkt.key.saddr, 0, 16);
+		if (!(flows_keep & FLOWS_KEEP_DST))
+			__builtin_memset(pkt.key.daddr, 0, 16);
+		if (!(flows_keep & FLOWS_KEEP_SPORT))
+			pkt.key.sport = 0;
+		if (!(flows_keep & FLOWS_KEEP_DPORT))
+			pkt.key.dport = 0;
+		if (!(flows_keep & FLOWS_KEEP_PROTO))
+			pkt.key.proto = 0;
+	}
+	now = bpf_ktime_get_ns();
+	v = bpf_map_lookup_elem(&flows_table, &pkt.key);
+	if (!v) {
+		init.packets = 1;
+		init.bytes = len;
+		init.first_seen_ns = now;
+		init.last_seen_ns = now;
+		init.tcp_flags = pkt.tcp_flags;
+		err = bpf_map_update_elem(&flows_table, &pkt.key, &init, BPF_NOEXIST);
+		if (!err)
+			return;
+		if (err != -17 /* EEXIST: another CPU created it meanwhile; add to our copy */) {
+			count(FLOWS_CTR_OVERFLOW);
+			return;
+		}
+		v = bpf_map_lookup_elem(&flows_table, &pkt.key);
+		if (!v)
+			return;
+	}
+	/* Our CPU's copy: no other writer (TC and XDP programs do not nest on one CPU). */
+	if (!v->packets)
+		v->first_seen_ns = now;
+	v->packets += 1;
+	v->bytes += len;
+	v->last_seen_ns = now;
+	v->tcp_flags |= pkt.tcp_flags;
+}
+
+/* A pcap record's original length: the frame as on the wire, with a VLAN tag the kernel holds aside. */
+static __always_inline __u64 wire_len(struct __sk_buff *skb)
+{
+	return skb->len + (skb->vlan_present ? 4 : 0);
+}
+
+SEC("tc")
+int flows_ingress(struct __sk_buff *skb)
+{
+	account((void *)(long)skb->data, (void *)(long)skb->data_end, wire_len(skb), PNM_DIR_INGRESS);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int flows_egress(struct __sk_buff *skb)
+{
+	account((void *)(long)skb->data, (void *)(long)skb->data_end, wire_len(skb), PNM_DIR_EGRESS);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("xdp")
+int flows_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+
+	account(data, data_end, data_end - data, PNM_DIR_INGRESS);
+	return XDP_PASS;
+}
