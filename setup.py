@@ -35,6 +35,8 @@ setup(
         "pydantic>=2",
         "prometheus_client>=0.17",
     ],
+    # NumPy arrays, DataFrames, plots and the Recorder's frames (pynetmon.frames, pynetmon.plot).
+    extras_require={"data": ["numpy>=1.24", "pandas>=2.0", "matplotlib>=3.7"]},
     cffi_modules=["cffi_build.py:ffibuilder", "cffi_build.py:pcap_ffibuilder"],
     cmdclass={"build_py": BuildWithBPF},
     entry_points={"console_scripts": ["pynetmon=pynetmon.cli:main"]},

@@ -175,10 +175,12 @@ class FloatCodec(Codec):
 
 
 class BytesCodec(Codec):
-    """Opaque bytes: unions, unknown types, maps without BTF, and char arrays."""
+    """Opaque bytes: unions, unknown types, maps without BTF, and char arrays (`text=True`: a C string,
+    shown as text in tables)."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, text: bool = False):
         self.size = size
+        self.text = text
         self.fmt = f"{size}s" if size else ""
 
     def build(self, it):
@@ -234,11 +236,13 @@ class StructCodec(Codec):
     """A C struct as a dict. Padding is explicit in the format; bitfields are decoded from their storage."""
 
     def __init__(self, name: str, size: int, fields: list[tuple[str, int, Codec]],
-                 bitfields: list[tuple[str, int, int]] | None = None):
+                 bitfields: list[tuple[str, int, int]] | None = None, tags: dict[str, str] | None = None):
         self.name = name
         self.size = size
         self.fields = fields  # (name, byte offset, codec), sorted by offset, non-overlapping
         self.bitfields = bitfields or []  # (name, bit offset, bit size)
+        # Member name → its BTF decl tag (`__attribute__((btf_decl_tag("ipv4")))`): how tables show it.
+        self.tags = tags or {}
         self._known = frozenset(n for n, _, _ in self.fields) | {n for n, _, _ in self.bitfields}
         if self.bitfields:
             # Struct with bitfields: decode from the raw bytes (rare in maps; correctness over speed).
@@ -445,6 +449,7 @@ class BTFTypes:
     def __init__(self, btf):
         self.btf = btf
         self._cache: dict[int, Codec] = {}
+        self._decl_tags: dict[int, dict[int, str]] | None = None
 
     def name(self, type_id: int) -> str:
         t = lib.btf__type_by_id(self.btf, type_id)
@@ -482,7 +487,7 @@ class BTFTypes:
             arr = lib.btf_array(t)
             elem = self._build(arr.type, big_endian)
             if isinstance(elem, IntCodec) and elem.size == 1 and self._is_char(arr.type):
-                return BytesCodec(arr.nelems)
+                return BytesCodec(arr.nelems, text=True)
             return ArrayCodec(elem, arr.nelems)
         if kind == lib.BTF_KIND_STRUCT:
             return self._struct(type_id, t)
@@ -530,7 +535,29 @@ class BTFTypes:
                 continue
             cleaned.append((name, off, codec))
             end = off + codec.size
-        return StructCodec(self.name(type_id), t.size, cleaned, bitfields)
+        tags = self.member_tags(type_id)
+        names = {i: (ffi.string(lib.btf__name_by_offset(self.btf, members[i].name_off)).decode()
+                     if members[i].name_off else f"_{i}") for i in tags if i < lib.btf_vlen(t)}
+        return StructCodec(self.name(type_id), t.size, cleaned, bitfields,
+                           {names[i]: tag for i, tag in tags.items() if i in names})
+
+    def member_tags(self, type_id: int) -> dict[int, str]:
+        """Member index → decl tag of struct `type_id` (the last tag wins when a member has several).
+
+        Found by one scan of the whole BTF on first use: a DECL_TAG points at its struct, not the
+        other way round."""
+        if self._decl_tags is None:
+            self._decl_tags = {}
+            header = ffi.sizeof("struct btf_type")
+            for tid in range(1, lib.btf__type_cnt(self.btf)):
+                t = lib.btf__type_by_id(self.btf, tid)
+                if lib.btf_kind(t) != lib.BTF_KIND_DECL_TAG:
+                    continue
+                # struct btf_decl_tag { __s32 component_idx; } follows the btf_type header.
+                component = ffi.cast("__s32 *", ffi.cast("char *", t) + header)[0]
+                if component >= 0:
+                    self._decl_tags.setdefault(t.type, {})[component] = self.name(tid)
+        return self._decl_tags.get(type_id, {})
 
 
 def per_cpu_stride(value_size: int) -> int:

@@ -97,6 +97,15 @@ class FilterError(Error, ValueError):
     """A packet filter expression or a classic BPF program is invalid."""
 
 
+class MissingExtraError(Error, ImportError):
+    """An optional dependency is not installed; the message names the pip extra that brings it."""
+
+    def __init__(self, module: str, extra: str, what: str):
+        super().__init__(f"{what} needs {module}, which is not installed: pip install 'pynetmon[{extra}]'",
+                         name=module)
+        self.extra = extra
+
+
 class ConfigError(Error, ValueError):
     """A configuration is invalid. `.problems` lists (json_path, reason) pairs; the message shows them all."""
 

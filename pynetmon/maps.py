@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._binding import check, ffi, lib
@@ -242,6 +242,35 @@ class Map:
             return self.read_raw()[2]
         return sum(1 for _ in self._iter_raw_keys())
 
+    # ---- arrays and tables (the optional `pynetmon[data]` extra) -----------------------------------
+    def to_numpy(self, per_cpu: str = "axis") -> Any:
+        """Every entry as a NumPy structured array with fields `key` and `value`, dtypes from BTF.
+
+        Nested structs are nested fields, C arrays subarrays, big-endian fields read as host-order
+        numbers, char arrays `S` strings. Per-CPU values get an extra axis of one value per possible CPU
+        (`per_cpu="axis"`) or are summed field by field (`per_cpu="sum"`). The kernel's batch reads fill
+        NumPy buffers directly: no Python object is made per entry.
+
+        >>> flows = m.to_numpy()
+        >>> flows["value"]["bytes"].sum(), flows["key"]["dport"][:5]
+        """
+        from .frames.arrays import map_to_numpy
+        return map_to_numpy(self, per_cpu)
+
+    def to_pandas(self, per_cpu: str = "sum", index: bool = False, addresses: dict[str, str] | None = None) -> Any:
+        """Every entry as a pandas DataFrame: one column per key and value field (nested names joined
+        with "."), `index=True` makes the key columns a (Multi)Index. Big-endian fields are host-order
+        numbers, char arrays text, and fields declared addresses (a BTF decl tag "ipv4", "ipv6" or "mac"
+        on the struct member, or `addresses={"saddr": "ipv4"}` by column name) are shown as addresses.
+        Per-CPU values are summed (`per_cpu="sum"`) or one column per CPU (`per_cpu="axis"`).
+        """
+        from .frames.table import map_to_pandas
+        return map_to_pandas(self, per_cpu=per_cpu, index=index, addresses=addresses)
+
+    def _repr_html_(self) -> str:
+        from .frames.html import map_html
+        return map_html(self)
+
     def _decode_pairs(self, keys: bytes, values: bytes, count: int) -> list[tuple[Any, Any]]:
         with gc_paused(count >= 10_000):  # millions of small containers: see gc_paused
             ks = self.key_codec.decode_many(keys, count)
@@ -260,33 +289,62 @@ class Map:
         (BPF_MAP_LOOKUP_AND_DELETE_BATCH), so an increment can never fall between read and delete.
         """
         if self._batch_ok is not False and (not delete or self.type in DELETABLE_BATCH_TYPES):
-            result = self._read_batch(delete)
+            result = self._read_batch(delete, bytearray, None)
             if result is not None:
-                return result
+                keys, values, count = result
+                return (bytes(memoryview(keys)[:count * self.key_size]),
+                        bytes(memoryview(values)[:count * self._value_bytes]), count)
         return self._read_iterating(delete)
 
-    def _read_batch(self, delete: bool):
+    def read_buffers(self, delete: bool = False, alloc: Callable[[int], Any] = bytearray,
+                     expect: int | None = None) -> tuple[Any, Any, int]:
+        """Every entry as (keys, values, count) in two writable buffers that the kernel fills directly.
+
+        `alloc(nbytes)` makes a buffer (`bytearray`, or `numpy.empty(n, numpy.uint8)` whose untouched
+        pages cost nothing); the first `count * key_size` bytes of keys and `count * value bytes` of
+        values are the entries, the rest is spare room. `expect` is the number of entries to make room
+        for at first (default: a few batches; buffers grow by doubling). Map types without batch
+        operations are read key by key and copied in.
+        """
+        if self._batch_ok is not False and (not delete or self.type in DELETABLE_BATCH_TYPES):
+            result = self._read_batch(delete, alloc, expect)
+            if result is not None:
+                return result
+        keys, values, count = self._read_iterating(delete)
+        kbuf, vbuf = alloc(max(len(keys), 1)), alloc(max(len(values), 1))
+        memoryview(kbuf).cast("B")[:len(keys)] = keys
+        memoryview(vbuf).cast("B")[:len(values)] = values
+        return kbuf, vbuf, count
+
+    def _read_batch(self, delete: bool, alloc: Callable[[int], Any], expect: int | None):
         fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
+        ksize, vsize = self.key_size, self._value_bytes
         # Fewer, larger calls: the per-call cost dominates below a few thousand entries.
-        per_entry = self.key_size + self._value_bytes
-        batch = min(max(self.max_entries, 1), DEFAULT_BATCH, max(MIN_BATCH, BATCH_BUFFER_BYTES // per_entry))
-        token_size = max(self.key_size, 8)
+        batch = min(max(self.max_entries, 1), DEFAULT_BATCH, max(MIN_BATCH, BATCH_BUFFER_BYTES // (ksize + vsize)))
+        token_size = max(ksize, 8)
         in_tok = ffi.new("uint8_t[]", token_size)
         out_tok = ffi.new("uint8_t[]", token_size)
         opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
         count = ffi.new("__u32 *")
-        key_chunks, value_chunks, total = [], [], 0
+        # The kernel writes each batch straight into its place in the result: no chunks to join. Room for
+        # a whole batch is kept free before every call (a map changing under the read can return more
+        # entries than max_entries, and a hash bucket larger than the batch doubles it).
+        capacity = max(expect if expect is not None else min(max(self.max_entries, 1), 3 * batch), 1) + batch
+        keys, values = alloc(capacity * ksize), alloc(capacity * vsize)
+        kptr, vptr = _writable(keys), _writable(values)
+        total = 0
         first = True
-        kbuf = ffi.new("uint8_t[]", batch * self.key_size)
-        vbuf = ffi.new("uint8_t[]", batch * self._value_bytes)
         while True:
+            if capacity - total < batch:
+                capacity = max(2 * capacity, total + batch)
+                keys, kptr = _grown(alloc, kptr, total * ksize, capacity * ksize)
+                values, vptr = _grown(alloc, vptr, total * vsize, capacity * vsize)
             count[0] = batch
-            ret = fn(self.fd, ffi.NULL if first else in_tok, out_tok, kbuf, vbuf, count, opts)
+            ret = fn(self.fd, ffi.NULL if first else in_tok, out_tok, kptr + total * ksize, vptr + total * vsize,
+                     count, opts)
             err = -ret if ret < 0 else 0
             if err == errno.ENOSPC and count[0] == 0:
                 batch *= 2  # one hash bucket holds more entries than the batch: grow and retry
-                kbuf = ffi.new("uint8_t[]", batch * self.key_size)
-                vbuf = ffi.new("uint8_t[]", batch * self._value_bytes)
                 continue
             if err in NO_BATCH_ERRNOS \
                     and first and total == 0:
@@ -294,21 +352,15 @@ class Map:
                 return None
             if err and err not in (errno.ENOENT, errno.ENOSPC):
                 check(ret, f"batch {'lookup-and-delete' if delete else 'lookup'} on map {self.name!r}")
-            n = count[0]
-            if n:
-                key_chunks.append(ffi.buffer(kbuf, n * self.key_size)[:])
-                value_chunks.append(ffi.buffer(vbuf, n * self._value_bytes)[:])
-                total += n
+            total += count[0]
             if err == errno.ENOENT:
                 break
             if err == errno.ENOSPC:
                 batch *= 2
-                kbuf = ffi.new("uint8_t[]", batch * self.key_size)
-                vbuf = ffi.new("uint8_t[]", batch * self._value_bytes)
             ffi.memmove(in_tok, out_tok, token_size)
             first = False
         self._batch_ok = True
-        return b"".join(key_chunks), b"".join(value_chunks), total
+        return keys, values, total
 
     def _iter_raw_keys(self) -> Iterator:
         """Keys via BPF_MAP_GET_NEXT_KEY. If the current key is deleted concurrently, the kernel restarts
@@ -433,3 +485,15 @@ class Map:
             check(lib.bpf_map_update_elem(self.fd, ffi.from_buffer(keys[i * self.key_size:(i + 1) * self.key_size]),
                                           ffi.from_buffer(values[i * self._value_bytes:(i + 1) * self._value_bytes]),
                                           flags), f"update in map {self.name!r}")
+
+
+def _writable(buf):
+    return ffi.from_buffer("uint8_t[]", buf, require_writable=True)
+
+
+def _grown(alloc: Callable[[int], Any], old, used: int, size: int):
+    """A new buffer of `size` bytes from `alloc` holding the first `used` bytes of `old` (a cdata)."""
+    new = alloc(size)
+    ptr = _writable(new)
+    ffi.memmove(ptr, old, used)
+    return new, ptr

@@ -170,6 +170,22 @@ class _BufferReader:
         """The samples that wait now, without waiting."""
         return self._records(*self.consume_batch())
 
+    # Records a to_numpy() call read beyond its max_records: the next to_numpy() call returns them first.
+    _numpy_surplus = None
+
+    def to_numpy(self, dtype: object, max_records: int = 65536, timeout_ms: int = 1000) -> object:
+        """Up to `max_records` fixed-size records as a NumPy structured array of `dtype` (a NumPy dtype,
+        or a BTF codec such as `obj.maps["m"].value_codec`), waiting at most `timeout_ms` for them.
+
+        The batch is turned into the array in C (one strided copy when every record has the same
+        size); records longer than the dtype are cut to it (perf samples carry padding), a shorter one
+        is an error. The `callback` is not called. Needs the `pynetmon[data]` extra.
+
+        >>> events = rb.to_numpy(np.dtype([("ts", "u8"), ("len", "u4"), ("ifindex", "u4")]), 10_000, 500)
+        """
+        from .frames.arrays import collect_records
+        return collect_records(self, dtype, max_records, timeout_ms)
+
     def __iter__(self) -> Iterator[bytes]:
         """Every sample, as it comes; ends when the reader is closed (from another thread)."""
         while not self.closed:

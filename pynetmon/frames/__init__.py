@@ -1,0 +1,11 @@
+"""Maps, ring buffers and snapshots as NumPy arrays and pandas DataFrames (the `pynetmon[data]` extra).
+
+- `dtype`: BTF codecs → NumPy structured dtypes (nested structs, arrays, bitfields, big-endian fields),
+  per-CPU sums, and the way back to the Python shapes `Map.items()` gives;
+- `arrays`: whole maps and batches of ring/perf buffer records as structured arrays, filled straight
+  from the kernel's batch buffers;
+- `table`: structured arrays → DataFrames (one column per leaf field, addresses as text);
+- `html`: compact HTML tables for Jupyter's rich display.
+
+Nothing here imports numpy or pandas at import time: `extra.require` does, on first use.
+"""
