@@ -5,14 +5,16 @@
   pcap's classic `struct bpf_insn`/`struct bpf_program` clash with libbpf's names of the same spelling.
 
 Declarations live in pynetmon/_cffi_src/, one file per C header (INCLUDES, TYPES, FUNCTIONS,
-CUSTOMIZATIONS); this script only lists them in order.
+CUSTOMIZATIONS, and SOURCES: the .c files beside it that implement pynetmon's own C, compiled into the
+module); this script only lists them in order.
 """
 import importlib.util
 from pathlib import Path
 
 from cffi import FFI
 
-SRC = Path(__file__).resolve().parent / "pynetmon" / "_cffi_src"
+ROOT = Path(__file__).resolve().parent
+SRC = ROOT / "pynetmon" / "_cffi_src"
 
 
 def _load(name):
@@ -24,13 +26,18 @@ def _load(name):
 
 def _builder(module_name, headers, libraries):
     modules = [_load(name) for name in headers]
+    # setuptools wants the C sources relative to setup.py's directory (it also puts them in the sdist).
+    sources = [str((SRC / c).relative_to(ROOT)) for m in modules for c in getattr(m, "SOURCES", [])]
     ffi = FFI()
     ffi.cdef("\n".join(m.TYPES + "\n" + m.FUNCTIONS for m in modules))
     ffi.set_source(
         module_name,
         "\n".join(m.INCLUDES for m in modules) + "\n" + "\n".join(m.CUSTOMIZATIONS for m in modules),
+        sources=sources,
+        include_dirs=[str(SRC.relative_to(ROOT))],
+        depends=[str(h.relative_to(ROOT)) for h in sorted(SRC.glob("*.h"))],
         libraries=libraries,
-        extra_compile_args=["-O2", "-Wno-deprecated-declarations"],
+        extra_compile_args=["-O2", "-Wall", "-Wno-deprecated-declarations"],
     )
     return ffi
 

@@ -7,6 +7,8 @@ INCLUDES = """
 #include <string.h>
 #include <errno.h>
 #include <bpf/libbpf.h>
+#include "libbpf_log.h"
+#include "sink.h"
 """
 
 TYPES = """
@@ -70,12 +72,7 @@ struct bpf_xdp_query_opts {
     ...;
 };
 
-/* A growable byte sink that ring/perf buffer callbacks (written in C below) append records to, so
- * that Python handles a whole batch per poll instead of one callback per sample. Each record is
- * a native-endian u32 length followed by the sample bytes, padded to 8 bytes; with the flag
- * PYNETMON_SINK_CONCAT the samples are appended back to back instead (for records that carry their
- * own length, such as pcap records). A ring buffer poll stops once `used` reaches `limit` (0: no
- * limit) so that a batch stays bounded while producers keep writing; `stopped` tells it happened. */
+/* The batch sink of ring/perf buffer callbacks: see sink.h. */
 struct pynetmon_sink {
     uint8_t *buf;
     size_t cap;
@@ -175,8 +172,8 @@ int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms);
 int perf_buffer__consume(struct perf_buffer *pb);
 int perf_buffer__epoll_fd(const struct perf_buffer *pb);
 
-/* pynetmon helpers (CUSTOMIZATIONS) */
-extern "Python" void _pynetmon_libbpf_log(int level, const char *msg);
+/* pynetmon helpers (libbpf_log.h, sink.h) */
+extern "Python+C" void _pynetmon_libbpf_log(int level, const char *msg);
 void pynetmon_install_print(void);
 struct ring_buffer *pynetmon_ring_buffer_new(int map_fd, struct pynetmon_sink *sink);
 int pynetmon_ring_buffer_add(struct ring_buffer *rb, int map_fd, struct pynetmon_sink *sink);
@@ -184,109 +181,5 @@ struct perf_buffer *pynetmon_perf_buffer_new(int map_fd, size_t page_cnt, struct
 void pynetmon_sink_free(struct pynetmon_sink *sink);
 """
 
-CUSTOMIZATIONS = """
-struct pynetmon_sink {
-    uint8_t *buf;
-    size_t cap;
-    size_t used;
-    uint64_t records;
-    uint64_t lost;
-    int oom;
-    uint32_t flags;
-    size_t limit;
-    int stopped;
-};
-#define PYNETMON_SINK_CONCAT 1
-/* What the ring callback returns to make libbpf stop a poll early (the sample is consumed first). */
-#define PYNETMON_SINK_STOP (-ENOBUFS)
-
-static void _pynetmon_libbpf_log(int level, const char *msg);
-
-static int pynetmon_print(enum libbpf_print_level level, const char *fmt, va_list args)
-{
-    char *msg = NULL;
-    if (vasprintf(&msg, fmt, args) < 0 || msg == NULL)
-        return 0;
-    _pynetmon_libbpf_log((int)level, msg);
-    free(msg);
-    return 0;
-}
-
-static void pynetmon_install_print(void)
-{
-    libbpf_set_print(pynetmon_print);
-}
-
-static int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, uint32_t size)
-{
-    int concat = sink->flags & PYNETMON_SINK_CONCAT;
-    size_t need = concat ? (size_t)size : (4 + (size_t)size + 7) & ~(size_t)7;
-    if (sink->used + need > sink->cap) {
-        size_t cap = sink->cap ? sink->cap : 1 << 16;
-        while (cap < sink->used + need)
-            cap *= 2;
-        uint8_t *grown = realloc(sink->buf, cap);
-        if (!grown) {
-            sink->oom++;
-            return 0;   /* drop this record rather than stop the ring: counted in oom */
-        }
-        sink->buf = grown;
-        sink->cap = cap;
-    }
-    if (concat) {
-        memcpy(sink->buf + sink->used, data, size);
-    } else {
-        memcpy(sink->buf + sink->used, &size, 4);
-        memcpy(sink->buf + sink->used + 4, data, size);
-        memset(sink->buf + sink->used + 4 + size, 0, need - 4 - size);
-    }
-    sink->used += need;
-    sink->records++;
-    return 0;
-}
-
-static int pynetmon_ring_sample(void *ctx, void *data, size_t size)
-{
-    struct pynetmon_sink *sink = (struct pynetmon_sink *)ctx;
-    pynetmon_sink_append(sink, data, (uint32_t)size);
-    if (sink->limit && sink->used >= sink->limit) {
-        sink->stopped = 1;
-        return PYNETMON_SINK_STOP;
-    }
-    return 0;
-}
-
-static struct ring_buffer *pynetmon_ring_buffer_new(int map_fd, struct pynetmon_sink *sink)
-{
-    return ring_buffer__new(map_fd, pynetmon_ring_sample, sink, NULL);
-}
-
-static int pynetmon_ring_buffer_add(struct ring_buffer *rb, int map_fd, struct pynetmon_sink *sink)
-{
-    return ring_buffer__add(rb, map_fd, pynetmon_ring_sample, sink);
-}
-
-static void pynetmon_perf_sample(void *ctx, int cpu, void *data, __u32 size)
-{
-    (void)cpu;
-    pynetmon_sink_append((struct pynetmon_sink *)ctx, data, size);
-}
-
-static void pynetmon_perf_lost(void *ctx, int cpu, __u64 cnt)
-{
-    (void)cpu;
-    ((struct pynetmon_sink *)ctx)->lost += cnt;
-}
-
-static struct perf_buffer *pynetmon_perf_buffer_new(int map_fd, size_t page_cnt, struct pynetmon_sink *sink)
-{
-    return perf_buffer__new(map_fd, page_cnt, pynetmon_perf_sample, pynetmon_perf_lost, sink, NULL);
-}
-
-static void pynetmon_sink_free(struct pynetmon_sink *sink)
-{
-    free(sink->buf);
-    sink->buf = NULL;
-    sink->cap = sink->used = 0;
-}
-"""
+CUSTOMIZATIONS = ""
+SOURCES = ["libbpf_log.c", "sink.c"]

@@ -23,7 +23,7 @@ def tc_programs(ifname: str | int, direction: str, *, netns: str | None = None) 
         buf = ffi.new("uint8_t[]", 128)
         attr = _QUERY.pack(ifindex, tcx_attach_type(direction), 0, 0, int(ffi.cast("uintptr_t", ids)), 64, 0, 0, 0, 0)
         ffi.memmove(buf, attr, len(attr))
-        ret = lib.pynetmon_bpf_syscall(lib.PYNETMON_BPF_PROG_QUERY, buf, 128)
+        ret = lib.pynetmon_bpf_syscall(lib.BPF_PROG_QUERY, buf, 128)
     if ret < 0:
         if -ret in (errno.ENOENT, errno.EINVAL):
             return []

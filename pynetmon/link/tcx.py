@@ -36,7 +36,7 @@ def tcx_supported() -> bool:
     attr = _LINK_CREATE_TCX.pack(0xFFFFFFFF, 1, lib.PYNETMON_BPF_TCX_INGRESS, 0, 0, 0)
     buf = ffi.new("uint8_t[]", 128)
     ffi.memmove(buf, attr, len(attr))
-    ret = lib.pynetmon_bpf_syscall(lib.PYNETMON_BPF_LINK_CREATE, buf, 128)
+    ret = lib.pynetmon_bpf_syscall(lib.BPF_LINK_CREATE, buf, 128)
     return ret == -errno.EBADF
 
 
@@ -57,6 +57,6 @@ def attach_tcx(program: Program | int, ifname: str | int, direction: str, *, net
     with _netns.enter(netns):
         ifindex = _netns.ifindex(ifname)
         attr = _LINK_CREATE_TCX.pack(prog.fd, ifindex, tcx_attach_type(direction), 0, 0, 0)
-        fd = bpf_syscall(lib.PYNETMON_BPF_LINK_CREATE, attr,
+        fd = bpf_syscall(lib.BPF_LINK_CREATE, attr,
                          f"attaching {prog.name!r} to {ifname} {direction} (tcx)")
     return TcxLink(fd, ifname, ifindex, direction, prog.id, netns)

@@ -36,6 +36,6 @@ def attach_xdp(program: Program | int, ifname: str | int, mode: str = "auto", *,
     prog = program if isinstance(program, Program) else Program.from_fd(program)
     with _netns.enter(netns):
         ifindex = _netns.ifindex(ifname)
-        fd = bpf_syscall(lib.PYNETMON_BPF_LINK_CREATE, _LINK_CREATE.pack(prog.fd, ifindex, lib.BPF_XDP, flags),
+        fd = bpf_syscall(lib.BPF_LINK_CREATE, _LINK_CREATE.pack(prog.fd, ifindex, lib.BPF_XDP, flags),
                          f"attaching {prog.name!r} to {ifname} (XDP, {mode} mode)")
     return XdpLink(fd, mode, ifname, ifindex, "ingress", prog.id, netns)
