@@ -26,13 +26,14 @@ from .link import attach_tc, attach_xdp
 from .maps import Map
 from .object import BPFObject
 from .program import Program, TestRun
+from .recorder import Recorder
 from .ringbuf import PerfBuffer, RingBuffer
 
 __all__ = [
     "BPFError", "BPFObject", "CompileError", "ConfigError", "Dynmon", "Error", "FilterError",
     "InterfaceNotFoundError", "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError",
-    "PacketCapture", "PacketFilter", "PerfBuffer", "PermissionDeniedError", "Program", "RingBuffer",
-    "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "filter",
+    "PacketCapture", "PacketFilter", "PerfBuffer", "PermissionDeniedError", "Program", "Recorder", "RingBuffer",
+    "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "filter", "plot",
 ]
 __version__ = "0.1.0"
 
@@ -45,6 +46,9 @@ def __getattr__(name: str):
     if name == "PacketCapture":  # brings libpcap's filter compiler
         from .capture import PacketCapture
         return PacketCapture
+    if name == "plot":  # matplotlib is imported by the first plot, not here
+        import importlib
+        return importlib.import_module(".plot", __name__)
     if name in ("filter", "PacketFilter"):
         import importlib
         module = importlib.import_module(".filter", __name__)
