@@ -13,12 +13,13 @@ Memory is bounded: at most `max_rows` samples (the oldest are dropped) and `max_
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from .frames.extra import require
 
@@ -106,7 +107,7 @@ def counter_deltas(values: list[float | None], wrap_bits: tuple[int, ...] = (32,
     and the new one fits that range (the counter went round: add 2**bits), else a reset (the counter
     restarted from zero: the increment is the new reading)."""
     out: list[float | None] = [None]
-    for prev, cur in zip(values, values[1:]):
+    for prev, cur in itertools.pairwise(values):
         if prev is None or cur is None or _nan(prev) or _nan(cur):
             out.append(None)
         elif cur >= prev:
@@ -212,8 +213,9 @@ class Recorder:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def __enter__(self) -> Recorder:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -245,7 +247,7 @@ class Recorder:
         frame = self.frame()
         names = self._counter_columns(frame, columns)
         elapsed = frame["elapsed"].tolist()
-        data: dict[str, list] = {"interval": [None] + [b - a for a, b in zip(elapsed, elapsed[1:])]}
+        data: dict[str, list] = {"interval": [None] + [b - a for a, b in itertools.pairwise(elapsed)]}
         for name in names:
             values = [None if _nan(v) else v for v in frame[name].tolist()]
             data[name] = counter_deltas(values)
