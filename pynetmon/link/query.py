@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import errno
-import struct
 
 from .. import netns as _netns
-from .._binding import ffi, lib
+from .._binding import check, ffi, lib
 from ..errors import Error
+from .syscall import prog_query
 from .tcx import tcx_attach_type, tcx_supported
-
-_QUERY = struct.Struct("=IIIIQI4xQQQQ")
 
 
 def tc_programs(ifname: str | int, direction: str, *, netns: str | None = None) -> list[int]:
@@ -19,18 +17,11 @@ def tc_programs(ifname: str | int, direction: str, *, netns: str | None = None) 
         return []
     with _netns.enter(netns):
         ifindex = _netns.ifindex(ifname)
-        ids = ffi.new("__u32[]", 64)
-        buf = ffi.new("uint8_t[]", 128)
-        attr = _QUERY.pack(ifindex, tcx_attach_type(direction), 0, 0, int(ffi.cast("uintptr_t", ids)), 64, 0, 0, 0, 0)
-        ffi.memmove(buf, attr, len(attr))
-        ret = lib.pynetmon_bpf_syscall(lib.BPF_PROG_QUERY, buf, 128)
-    if ret < 0:
-        if -ret in (errno.ENOENT, errno.EINVAL):
-            return []
-        from .._binding import check
-        check(ret, f"BPF_PROG_QUERY on {ifname} {direction}")
-    count = struct.unpack_from("=I", ffi.buffer(buf, 128), 24)[0]
-    return [ids[i] for i in range(min(count, 64))]
+        ret, ids = prog_query(ifindex, tcx_attach_type(direction))
+    if -ret in (errno.ENOENT, errno.EINVAL):
+        return []
+    check(ret, f"BPF_PROG_QUERY on {ifname} {direction}")
+    return ids
 
 
 # Parents of the two clsact hooks: TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS / TC_H_MIN_EGRESS).

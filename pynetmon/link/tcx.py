@@ -7,22 +7,13 @@ from __future__ import annotations
 
 import errno
 import functools
-import struct
 
 from .. import netns as _netns
 from .._binding import check, ffi, lib
 from ..errors import NotSupportedError
 from ..program import Program
 from .base import FdLink
-
-_LINK_CREATE_TCX = struct.Struct("=IIII I4xQ")  # prog_fd, target_ifindex, attach_type, flags, tcx{relative_fd, expected_revision}
-_LINK_UPDATE = struct.Struct("=IIII")           # link_fd, new_prog_fd, flags, old_prog_fd
-
-
-def bpf_syscall(cmd: int, attr: bytes | bytearray, what: str) -> int:
-    buf = ffi.new("uint8_t[]", max(len(attr), 128))
-    ffi.memmove(buf, attr, len(attr))
-    return check(lib.pynetmon_bpf_syscall(cmd, buf, 128), what)
+from .syscall import link_create
 
 
 def tcx_attach_type(direction: str) -> int:
@@ -33,11 +24,7 @@ def tcx_attach_type(direction: str) -> int:
 def tcx_supported() -> bool:
     """True when the kernel knows tcx (probed once on loopback with an invalid program fd: EBADF means
     the attach type was accepted, EINVAL means it is unknown)."""
-    attr = _LINK_CREATE_TCX.pack(0xFFFFFFFF, 1, lib.PYNETMON_BPF_TCX_INGRESS, 0, 0, 0)
-    buf = ffi.new("uint8_t[]", 128)
-    ffi.memmove(buf, attr, len(attr))
-    ret = lib.pynetmon_bpf_syscall(lib.BPF_LINK_CREATE, buf, 128)
-    return ret == -errno.EBADF
+    return link_create(0xFFFFFFFF, 1, lib.PYNETMON_BPF_TCX_INGRESS) == -errno.EBADF
 
 
 class TcxLink(FdLink):
@@ -56,7 +43,6 @@ def attach_tcx(program: Program | int, ifname: str | int, direction: str, *, net
     prog = program if isinstance(program, Program) else Program.from_fd(program)
     with _netns.enter(netns):
         ifindex = _netns.ifindex(ifname)
-        attr = _LINK_CREATE_TCX.pack(prog.fd, ifindex, tcx_attach_type(direction), 0, 0, 0)
-        fd = bpf_syscall(lib.BPF_LINK_CREATE, attr,
-                         f"attaching {prog.name!r} to {ifname} {direction} (tcx)")
+        fd = check(link_create(prog.fd, ifindex, tcx_attach_type(direction)),
+                   f"attaching {prog.name!r} to {ifname} {direction} (tcx)")
     return TcxLink(fd, ifname, ifindex, direction, prog.id, netns)

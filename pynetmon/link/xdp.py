@@ -1,15 +1,12 @@
 """XDP through a kernel bpf_link (BPF_LINK_CREATE, attach type BPF_XDP): detached when the process dies."""
 from __future__ import annotations
 
-import struct
-
 from .. import netns as _netns
 from .._binding import check, ffi, lib
 from ..program import Program
 from .base import FdLink
-from .tcx import bpf_syscall
+from .syscall import link_create
 
-_LINK_CREATE = struct.Struct("=IIII")  # prog_fd, target_ifindex, attach_type, flags
 XDP_MODES = {"auto": 0, "skb": "XDP_FLAGS_SKB_MODE", "native": "XDP_FLAGS_DRV_MODE", "drv": "XDP_FLAGS_DRV_MODE",
              "hw": "XDP_FLAGS_HW_MODE"}
 
@@ -36,6 +33,6 @@ def attach_xdp(program: Program | int, ifname: str | int, mode: str = "auto", *,
     prog = program if isinstance(program, Program) else Program.from_fd(program)
     with _netns.enter(netns):
         ifindex = _netns.ifindex(ifname)
-        fd = bpf_syscall(lib.BPF_LINK_CREATE, _LINK_CREATE.pack(prog.fd, ifindex, lib.BPF_XDP, flags),
-                         f"attaching {prog.name!r} to {ifname} (XDP, {mode} mode)")
+        fd = check(link_create(prog.fd, ifindex, lib.BPF_XDP, flags),
+                   f"attaching {prog.name!r} to {ifname} (XDP, {mode} mode)")
     return XdpLink(fd, mode, ifname, ifindex, "ingress", prog.id, netns)

@@ -30,7 +30,6 @@ it cannot mark the end of an invocation, and an atomic per packet costs more tha
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import threading
@@ -46,19 +45,11 @@ _ONLINE = "/sys/devices/system/cpu/online"
 HELPER_TIMEOUT_NS = 1_000_000_000
 HELPER_PRIORITY = 1              # SCHED_FIFO priority of the helpers (they run a few microseconds per wait)
 
-# glibc's sched_getcpu() is a vDSO read of the CPU number (RDPID/LSL on x86): about a microsecond through
-# ctypes, which the binding does not need to carry for this one caller.
-_libc = ctypes.CDLL(None, use_errno=True)
-_sched_getcpu = _libc.sched_getcpu
-_sched_getcpu.restype = ctypes.c_int
-_sched_getcpu.argtypes = []
-
-
 def sched_getcpu() -> int:
-    """The CPU the calling thread is running on right now."""
-    cpu = _sched_getcpu()
+    """The CPU the calling thread is running on right now (glibc's vDSO read: well under a microsecond)."""
+    cpu = lib.sched_getcpu()
     if cpu < 0:
-        err = ctypes.get_errno()
+        err = ffi.errno
         raise OSError(err, f"sched_getcpu: {os.strerror(err)}")
     return cpu
 
