@@ -48,7 +48,7 @@ def inode(name: str | None) -> int:
     which tracepoint programs compare to keep only events of that namespace."""
     target = "/proc/thread-self/ns/net" if name is None else path(name)
     try:
-        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block us
     except OSError as exc:
         raise Error(f"cannot open network namespace {name!r}: {exc.strerror}") from None
     try:
@@ -80,7 +80,7 @@ def enter(name: str | None):
         yield
         return
     try:
-        target = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC)
+        target = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as exc:
         raise Error(f"cannot open network namespace {name!r}: {exc.strerror}") from None
     original = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

@@ -168,13 +168,13 @@ class Monitor(abc.ABC):
 
     def update(self, **options: Any) -> None:
         """Change `live_options` while running, all or nothing: the merged options are validated first,
-        and a change of any other option is refused naming it (it needs a new monitor)."""
-        merged = {**self.options.model_dump(), **options}
-        new = self.parse_options(merged)
-        fixed = sorted(k for k in options if k not in self.live_options and getattr(new, k) != getattr(self.options, k))
+        and a change of any other option is refused naming it (that needs a new monitor)."""
+        new = self.parse_options({**self.options.model_dump(), **options})
+        live = ", ".join(sorted(self.live_options)) or "none"
+        fixed = [(f"options.{k}", f"cannot change while running (live options: {live})")
+                 for k in sorted(options) if k not in self.live_options and getattr(new, k) != getattr(self.options, k)]
         if fixed:
-            raise NotSupportedError(f"the {self.kind} monitor cannot change {', '.join(fixed)} while running"
-                                    f" (live: {', '.join(sorted(self.live_options)) or 'none'})")
+            raise ConfigError(fixed)
         with self.lock:
             self.options = new
 

@@ -1,4 +1,4 @@
-"""The daemon's metrics: every dynmon monitor's families (each sample labelled `monitor="NAME"`, so that
+"""The daemon's metrics: every dynmon and ready monitor's families (each sample labelled `monitor="NAME"`, so that
 monitors exporting the same metric stay apart), plus the daemon's own: packet capture counters and one
 `pynetmon_monitor_up` per monitor.
 
@@ -39,19 +39,20 @@ class DaemonCollector:
         """Read every monitor once (each monitor's families come from `Dynmon.families`, unchanged)."""
         out = Scrape()
         up = GaugeMetricFamily("pynetmon_monitor_up", "1 when the monitor's metrics were read", labels=["monitor"])
-        for cube in sorted(self.registry.cubes("dynmon"), key=lambda c: c.name):
+        monitors = [c for c in self.registry.cubes() if c.service in ("dynmon", "monitor")]
+        for cube in sorted(monitors, key=lambda c: c.name):
             try:
                 families = cube.families()
             except Exception as exc:  # noqa: BLE001 - one broken monitor must not fail the whole scrape
-                log.warning("metrics of dynmon %r: %s", cube.name, exc)
+                log.warning("metrics of %s %r: %s", cube.service, cube.name, exc)
                 up.add_metric([cube.name], 0)
                 continue
             up.add_metric([cube.name], 1)
             for family in families:
                 group = out.groups.setdefault(family.name, [])
                 if group and group[0].type != family.type:
-                    log.warning("dynmon %r exports %s as a %s, another monitor as a %s: skipped",
-                                cube.name, family.name, family.type, group[0].type)
+                    log.warning("%s %r exports %s as a %s, another monitor as a %s: skipped",
+                                cube.service, cube.name, family.name, family.type, group[0].type)
                     continue
                 group.append(family)
         out.daemon = [up, *self._captures()]

@@ -117,6 +117,29 @@ class AttachBody(StrictBody):
     position: str | None = None
 
 
+MONITOR_NETNS_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/proc/[0-9]{1,10}/ns/net|/run/netns/[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$"
+
+
+class MonitorBody(StrictBody):
+    """Body of `POST /monitors/{name}`: a ready monitor of `kind` (see `GET /monitors/kinds`)."""
+
+    kind: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    interface: str | None = Field(None, min_length=1, max_length=15, pattern=r"^[^/\s:]+$",
+                                  description="the interface packet monitors attach to")
+    # Only namespace names and the two kinds of namespace paths: a client must not make the daemon (root)
+    # open arbitrary files (a FIFO would block it).
+    netns: str | None = Field(None, pattern=MONITOR_NETNS_PATTERN,
+                              description="network namespace: name under /run/netns, /run/netns/NAME or "
+                                          "/proc/PID/ns/net; tracepoint monitors count only its events")
+    options: dict[str, Any] = Field(default_factory=dict, description="the kind's options (validated by it)")
+
+
+class MonitorUpdateBody(StrictBody):
+    """Body of `PUT /monitors/{name}`: new values of options the monitor can change while running."""
+
+    options: dict[str, Any]
+
+
 class Problem(BaseModel):
     path: str
     reason: str

@@ -7,8 +7,16 @@ from typing import Any
 
 from ..errors import ConfigError
 from .dynmon_cube import DynmonCube
-from .models import AttachBody, CubeType, DynmonBody, PacketCaptureBody, validate
-from .problems import from_exception
+from .models import (
+    AttachBody,
+    CubeType,
+    DynmonBody,
+    MonitorBody,
+    MonitorUpdateBody,
+    PacketCaptureBody,
+    validate,
+)
+from .problems import ApiError, from_exception
 from .registry import Registry
 
 log = logging.getLogger("pynetmon.service")
@@ -71,6 +79,24 @@ def update_capture(registry: Registry, name: str, body: Any) -> None:
     registry.save()
 
 
+def create_monitor(registry: Registry, name: str, body: Any):
+    """A new, started ready monitor (`POST /monitors/{name}`); without `netns` it attaches in the
+    daemon's namespace. Bad options are a 400 naming them (`options.top`); nothing is left behind."""
+    from .monitor_cube import MonitorCube
+    model = validate(MonitorBody, body if body is not None else {})
+    if name == "kinds":  # GET /monitors/kinds lists the kinds
+        raise ApiError(422, "'kinds' is reserved (GET /monitors/kinds)", [("name", "reserved")])
+    netns = model.netns if model.netns is not None else registry.netns
+    return registry.create(name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options))
+
+
+def update_monitor(registry: Registry, name: str, body: Any) -> None:
+    """Change a monitor's live options (`PUT /monitors/{name}`)."""
+    cube = registry.get(name, "monitor")
+    cube.update(validate(MonitorUpdateBody, body).options)
+    registry.save()
+
+
 def attach(registry: Registry, body: Any) -> None:
     """Polycube's `attach {cube, port}`: `port` is an interface name in the daemon's namespace."""
     model = validate(AttachBody, body)
@@ -96,6 +122,10 @@ def restore(registry: Registry, saved: list[dict[str, Any]]) -> list[str]:
                 create_dynmon(registry, name, {"type": entry.get("type", "TC"),
                                                **({"dataplane-config": entry["dataplane-config"]}
                                                   if entry.get("dataplane-config") else {})})
+            elif service == "monitor":
+                create_monitor(registry, name, {k: entry.get(k) for k in ("kind", "interface", "netns", "options")
+                                                if entry.get(k) is not None})
+                continue  # a monitor attaches when created
             elif service == "packetcapture":
                 create_capture(registry, name, {k: v for k, v in entry.items()
                                                 if k not in ("service", "name", "port")})

@@ -1,9 +1,9 @@
 """The API's endpoints, one module per service (Polycube's URL layout), plus /metrics."""
 from __future__ import annotations
 
-from . import capture, cubes, dynmon, metrics
+from . import capture, cubes, dynmon, metrics, monitors
 
-TABLES = [cubes.table, dynmon.table, capture.table, metrics.table]
+TABLES = [cubes.table, dynmon.table, capture.table, monitors.table, metrics.table]
 
 
 def endpoints():

@@ -1,0 +1,84 @@
+"""A ready monitor (pynetmon.monitors) hosted by the daemon: `POST /monitors/NAME {"kind", "interface",
+"netns", "options"}`. It attaches when created and detaches when deleted (Polycube's attach/detach do
+not apply); its metrics carry `monitor="NAME"`, and the state file keeps what rebuilds it."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any
+
+from prometheus_client.core import Metric
+
+from ..monitors import Monitor, create
+from ..monitors.exposition import with_labels
+from .cube import Cube
+from .problems import ApiError, from_exception
+
+log = logging.getLogger("pynetmon.service")
+
+
+class MonitorCube(Cube):
+    """A named, started monitor of some kind."""
+
+    service = "monitor"
+
+    def __init__(self, name: str, kind: str, interface: str | None, netns: str | None,
+                 options: dict[str, Any] | None):
+        super().__init__(name, netns)
+        try:
+            self.monitor: Monitor = create(kind, interface, netns, options)
+            self.monitor.start()
+        except Exception as exc:
+            raise from_exception(exc) from exc
+        self.port = interface
+
+    @property
+    def kind(self) -> str:
+        return self.monitor.kind
+
+    def type_name(self) -> str:
+        return self.kind
+
+    def in_netns(self):
+        return contextlib.nullcontext()  # the monitor attaches in (or filters by) its namespace itself
+
+    def _attach(self, port: str) -> None:
+        raise ApiError(409, f"monitor {self.name!r} attaches when it is created (POST /monitors/{self.name} "
+                            "with an interface); delete and create it to move it", [("cube", "is a monitor")])
+
+    def _detach(self) -> None:
+        self._attach("")
+
+    def _close(self) -> None:
+        self.monitor.close()
+
+    def describe(self) -> dict[str, Any]:
+        """{"name", "kind", "interface", "netns", "options"} (the options with their defaults)."""
+        return {"name": self.name, **self.monitor.describe()}
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), **self.describe()}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the state file keeps (the options as given plus defaults: a restart rebuilds the same)."""
+        return self.monitor.describe()
+
+    def read(self) -> dict[str, Any]:
+        """The monitor's snapshot, with what it is under "monitor"."""
+        try:
+            return {**self.monitor.snapshot(), "monitor": self.describe()}
+        except Exception as exc:
+            raise from_exception(exc) from exc
+
+    def update(self, options: dict[str, Any]) -> None:
+        """Change live options (all or nothing; the others need a new monitor)."""
+        with self.lock:
+            try:
+                self.monitor.update(**options)
+            except Exception as exc:
+                raise from_exception(exc) from exc
+            log.info("monitor %r: %s", self.name, ", ".join(f"{k}={v!r}" for k, v in options.items()))
+
+    def families(self) -> list[Metric]:
+        """The monitor's families, every sample labelled `monitor="NAME"`."""
+        return with_labels(self.monitor.families(), {"monitor": self.name})
