@@ -4,7 +4,9 @@
 #ifndef PYNETMON_MONITORS_COMMON_BPF_H
 #define PYNETMON_MONITORS_COMMON_BPF_H
 
+#ifndef __VMLINUX_H__	/* tracing monitors include vmlinux.h, which has these types already */
 #include <linux/types.h>
+#endif
 
 #define PNM_LOG2_SLOTS 64
 

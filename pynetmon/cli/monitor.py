@@ -78,6 +78,8 @@ def run(args) -> int:
     mon = monitors.create(args.kind, args.interface, args.netns, parse_options(args.options))
     done = _stop_event(args.duration)
     mon.start()
+    if args.json or args.events:  # the table says so itself; here tell the user (and scripts) it runs
+        print(f"pynetmon monitor: {mon!r} started", file=sys.stderr, flush=True)
     try:
         if args.events:
             _print_events(mon, done)

@@ -65,6 +65,12 @@ def start_cli(*args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def wait_started(proc: subprocess.Popen) -> None:
+    """Until `pynetmon monitor --json/--events` says its monitor runs (its first line on stderr)."""
+    line = proc.stderr.readline()
+    assert "started" in line, line + proc.stderr.read()
+
+
 def wait_attached(host: Host, direction: str = "ingress", timeout: float = 20) -> None:
     """Until some program is attached at `host`'s eth0 tcx hook in `direction`."""
     deadline = time.monotonic() + timeout

@@ -163,3 +163,11 @@ def test_set_rodata_names_unknown_globals(bpf):
         obj.set_rodata(flows_keep=3)
         obj.load()
         assert obj.maps["flows.rodata"].lookup(0) == b"\x03\x00\x00\x00"
+
+
+def test_attach_tracing_names_what_is_wrong(flows_object):
+    from pynetmon.link import attach_tracing
+    with pytest.raises(Error, match="has no program 'nope'"):
+        attach_tracing(flows_object, "nope")
+    with pytest.raises(Error, match="section 'tc' is not a tracing hook"):
+        attach_tracing(flows_object, "flows_ingress")
