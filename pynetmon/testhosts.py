@@ -147,3 +147,159 @@ class TestHosts:
 
     def __iter__(self):
         return iter((self.a, self.b))
+
+
+class MiddleHosts:
+    """Hosts `a` and `b` joined through a third namespace `m` (interfaces `left` to a, `right` to b).
+
+    `routed=True`: m is an IPv4 router (a and b on two /30s, default routes through m, forwarding on),
+    the topology of a forwarding host. `routed=False`: a and b share one /30 and m only has the two
+    links, without addresses: nothing passes until something in m carries frames across (a `FrameRelay`,
+    a bridge, a BPF redirect) — the place to introduce delay or loss yourself.
+
+    >>> with MiddleHosts(routed=True) as hosts:
+    ...     hosts.a.run("ping", "-c1", hosts.b.ip)
+    """
+
+    __test__ = False
+
+    def __init__(self, prefix: str = "pnm", routed: bool = True, mtu: int = 1500):
+        tag = f"{prefix}{os.getpid() % 100000}m{next(_counter)}"
+        self.names = (f"{tag}a", f"{tag}m", f"{tag}b")
+        self.routed = routed
+        net = random.randrange(0, 1 << 14) * 2  # two adjacent /30s inside 198.18.0.0/15
+        base = (198 << 24) | (18 << 16) | (net << 2)
+        addr = [socket.inet_ntoa((base + i).to_bytes(4, "big")) for i in range(8)]
+        self._created: list[str] = []
+        try:
+            for name in self.names:
+                _ip("netns", "add", name)
+                self._created.append(name)
+            name_a, self.m, name_b = self.names
+            ends = []
+            for host_ns, side in ((name_a, "left"), (name_b, "right")):
+                v1, v2 = f"{tag}{side[0]}1"[:15], f"{tag}{side[0]}2"[:15]
+                _ip("link", "add", v1, "mtu", str(mtu), "type", "veth", "peer", "name", v2, "mtu", str(mtu))
+                _ip("link", "set", v1, "netns", host_ns)
+                _ip("-n", host_ns, "link", "set", v1, "name", "eth0")
+                _ip("link", "set", v2, "netns", self.m)
+                _ip("-n", self.m, "link", "set", v2, "name", side)
+                ends.append(host_ns)
+            if routed:
+                ip_a, ip_ml, ip_mr, ip_b = addr[1], addr[2], addr[5], addr[6]
+                plan = [(name_a, "eth0", ip_a), (self.m, "left", ip_ml), (self.m, "right", ip_mr), (name_b, "eth0", ip_b)]
+            else:
+                ip_a, ip_b = addr[1], addr[2]
+                plan = [(name_a, "eth0", ip_a), (name_b, "eth0", ip_b)]
+            for ns, dev, ip in plan:
+                _ip("-n", ns, "addr", "add", f"{ip}/30", "dev", dev)
+            for ns, devs in ((name_a, ("eth0", "lo")), (self.m, ("left", "right", "lo")), (name_b, ("eth0", "lo"))):
+                for dev in devs:
+                    _ip("-n", ns, "link", "set", dev, "up")
+            mac = {ns: _ip("-n", ns, "-br", "link", "show", "eth0").stdout.split()[2] for ns in (name_a, name_b)}
+            self.a = Host(name_a, "eth0", ip_a, mac[name_a])
+            self.b = Host(name_b, "eth0", ip_b, mac[name_b])
+            for host in (self.a, self.b):
+                _wait_operational(host.netns)
+            if routed:
+                subprocess.run(["ip", "netns", "exec", self.m, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                               check=True, capture_output=True)
+                _ip("-n", name_a, "route", "add", "default", "via", ip_ml)
+                _ip("-n", name_b, "route", "add", "default", "via", ip_mr)
+            else:
+                # Fill the neighbour tables so the first packets are not ARP exchanges through the middle.
+                _ip("-n", name_a, "neigh", "replace", ip_b, "lladdr", self.b.mac, "dev", "eth0")
+                _ip("-n", name_b, "neigh", "replace", ip_a, "lladdr", self.a.mac, "dev", "eth0")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for name in reversed(self._created):
+            _ip("netns", "del", name, check=False)
+        self._created.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class FrameRelay:
+    """Carries Ethernet frames between two interfaces of one namespace through AF_PACKET sockets, holding
+    each frame `delay` seconds (in order): the delay line this kernel's missing netem cannot give. Frames
+    leave as they came (MACs untouched), so the hosts on either side talk as if joined by a wire. Each
+    frame travels with its virtio-net header (PACKET_VNET_HDR): a veth frame whose checksum the sender
+    left to offload (or a GSO super-frame) leaves again with that state, so the receiver accepts it.
+
+    >>> with MiddleHosts(routed=False) as h, FrameRelay(h.m, "left", "right", delay=0.010):
+    ...     h.a.run("ping", "-c1", h.b.ip)   # about 20 ms
+    """
+
+    __test__ = False
+
+    def __init__(self, netns_name: str, if1: str, if2: str, delay: float):
+        import collections
+        import threading
+        self.delay = delay
+        self.relayed = 0
+        self._stop = threading.Event()
+        self._socks = []
+        with netns.enter(netns_name):
+            for ifname in (if1, if2):
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+                s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+                s.bind((ifname, 0))
+                s.settimeout(0.05)
+                self._socks.append(s)
+        self._threads = []
+        for src, dst in ((0, 1), (1, 0)):
+            queue: collections.deque = collections.deque()
+            ready = threading.Condition()
+            self._threads += [threading.Thread(target=self._receive, args=(self._socks[src], queue, ready), daemon=True),
+                              threading.Thread(target=self._send, args=(self._socks[dst], queue, ready), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _receive(self, sock: socket.socket, queue, ready) -> None:
+        while not self._stop.is_set():
+            try:
+                frame, addr = sock.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            if addr[2] == socket.PACKET_OUTGOING:  # our own sends on this interface
+                continue
+            with ready:
+                queue.append((time.monotonic() + self.delay, frame))
+                ready.notify()
+
+    def _send(self, sock: socket.socket, queue, ready) -> None:
+        while not self._stop.is_set():
+            with ready:
+                while not queue and not self._stop.is_set():
+                    ready.wait(0.05)
+                if not queue:
+                    continue
+                due, frame = queue.popleft()
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                sock.send(frame)
+                self.relayed += 1
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        for s in self._socks:
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

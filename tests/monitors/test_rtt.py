@@ -1,0 +1,122 @@
+"""rtt: TCP timestamps matched in the kernel (exact, with BPF_PROG_TEST_RUN) and a delay we make
+ourselves (a frame relay holding every frame 10 ms each way) measured within 10%, at an endpoint and on
+the host in the middle that only carries the frames."""
+from __future__ import annotations
+
+import socket
+import statistics
+import struct
+import threading
+import time
+
+import pytest
+
+from pynetmon import monitors
+from pynetmon.testhosts import FrameRelay, MiddleHosts
+
+DELAY = 0.010
+
+
+def tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int, options: bytes, payload: bytes = b"") -> bytes:
+    """An Ethernet + IPv4 + TCP frame (checksums are not checked at tc)."""
+    doff = (20 + len(options)) // 4
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, doff << 4, flags, 65535, 0, 0) + options + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
+
+
+def ts_option(tsval: int, tsecr: int) -> bytes:
+    return b"\x01\x01\x08\x0a" + struct.pack("!II", tsval, tsecr)
+
+
+def test_timestamps_are_matched_once_per_tsval(hosts):
+    a, _ = hosts
+    with monitors.open("rtt", interface="eth0", netns=a.netns) as m:
+        prog = m.objects[0].programs["rtt_ingress"]
+        syn_opts = b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + struct.pack("!II", 7, 0) + b"\x01\x03\x03\x07"
+        prog.test_run(tcp_frame("10.0.0.1", "10.0.0.2", 1000, 80, 0x02, syn_opts))          # SYN, TSval 7
+        prog.test_run(tcp_frame("10.0.0.2", "10.0.0.1", 80, 1000, 0x12, syn_opts[:8] + struct.pack("!II", 900, 7) + syn_opts[16:]))
+        for tsval in (100, 100, 101):   # the second TSval 100 is not remembered again
+            prog.test_run(tcp_frame("10.0.0.1", "10.0.0.2", 1000, 80, 0x18, ts_option(tsval, 900), b"data"))
+        prog.test_run(tcp_frame("10.0.0.1", "10.0.0.2", 1000, 80, 0x10, ts_option(102, 900)))  # pure ACK: no
+        for tsecr in (100, 100, 101, 102, 55):   # the second echo of 100 matches nothing; 102 was an ACK; 55 never sent
+            prog.test_run(tcp_frame("10.0.0.2", "10.0.0.1", 80, 1000, 0x10, ts_option(901, tsecr)))
+        prog.test_run(tcp_frame("10.0.0.1", "10.0.0.2", 1000, 80, 0x18, b"\x01\x01\x05\x0a" + bytes(8), b"x"))  # SACK, no TS
+        snap = m.snapshot()
+    flows = {(f["src"], f["sport"]): f for f in snap["flows"]}
+    assert flows[("10.0.0.1", 1000)]["samples"] == 3      # SYN→SYN-ACK, 100, 101
+    assert flows[("10.0.0.2", 80)]["samples"] == 1        # the SYN-ACK's 900, echoed by the first data packet
+    assert snap["samples"] == 4 and snap["rtt_us"]["count"] == 4
+    assert snap["tcp_timestamped_packets"] == 11
+    assert snap["timestamps_stored"] == 4                # SYN 7, SYN-ACK 900, 100, 101
+
+
+def _ping_pong(client_host, server_host, rounds: int) -> list[float]:
+    """`rounds` request/response exchanges over one TCP connection; the application's RTTs."""
+    srv = server_host.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((server_host.ip, 7000))
+    srv.listen()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with conn:
+            while data := conn.recv(64):
+                conn.sendall(data)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    cl = client_host.socket(socket.AF_INET, socket.SOCK_STREAM)
+    cl.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cl.settimeout(5)
+    cl.connect((server_host.ip, 7000))
+    rtts = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        cl.sendall(b"q" * 64)
+        got = b""
+        while len(got) < 64:
+            got += cl.recv(64 - len(got))
+        rtts.append(time.perf_counter() - t0)
+    cl.close()
+    server.join(5)
+    srv.close()
+    return rtts
+
+
+def test_a_delay_we_make_is_measured_at_the_endpoint_and_in_the_middle(bpf):
+    rounds = 30
+    with MiddleHosts(routed=False) as h, FrameRelay(h.m, "left", "right", DELAY), \
+            monitors.open("rtt", interface="eth0", netns=h.a.netns) as at_a, \
+            monitors.open("rtt", interface="left", netns=h.m) as in_middle:
+        app = _ping_pong(h.a, h.b, rounds)
+        time.sleep(3 * DELAY)
+        snaps = {"endpoint": at_a.snapshot(), "middle": in_middle.snapshot()}
+    expected_us = 2 * DELAY * 1e6
+    for where, snap in snaps.items():
+        flows = {(f["src"], f["dst"]): f for f in snap["flows"]}
+        out = flows[(h.a.ip, h.b.ip)]
+        # every request (and the SYN) has its own TSval: they are 20 ms apart, TSval ticks every 1 ms
+        assert rounds + 1 <= out["samples"] <= rounds + 3, (where, out)
+        assert out["min_us"] >= expected_us * 0.99, (where, out)   # nothing comes back faster than the relay
+        assert out["p50_us"] == pytest.approx(expected_us, rel=0.10), (where, out)
+        assert out["p50_us"] <= statistics.median(app) * 1e6 * 1.02, (where, out, statistics.median(app))
+        assert out["min_us"] <= out["p50_us"] <= out["p99_us"] <= out["max_us"]
+        # b's answers are echoed by a without the relay's delay in between (a answers at once)
+        back = flows[(h.b.ip, h.a.ip)]
+        assert back["p50_us"] < expected_us / 2, (where, back)
+        assert snap["rtt_us"]["count"] == snap["samples"] == sum(f["samples"] for f in snap["flows"])
+        assert snap["overflow"] == 0
+
+
+def test_full_flow_table_counts_overflow(hosts):
+    a, _ = hosts
+    with monitors.open("rtt", interface="eth0", netns=a.netns, max_entries=16) as m:
+        prog = m.objects[0].programs["rtt_egress"]
+        for port in range(20):
+            prog.test_run(tcp_frame("10.0.0.1", "10.0.0.2", 2000 + port, 80, 0x18, ts_option(5, 1), b"d"))
+            prog.test_run(tcp_frame("10.0.0.2", "10.0.0.1", 80, 2000 + port, 0x10, ts_option(6, 5)))
+        snap = m.snapshot()
+    assert len(snap["flows"]) == 16
+    assert snap["overflow"] == 4 and snap["samples"] == 20
