@@ -5,7 +5,18 @@
 - `arrays`: whole maps and batches of ring/perf buffer records as structured arrays, filled straight
   from the kernel's batch buffers;
 - `table`: structured arrays → DataFrames (one column per leaf field, addresses as text);
-- `html`: compact HTML tables for Jupyter's rich display.
+- `html`: compact HTML tables for Jupyter's rich display; `Snapshot` wraps a monitor snapshot for it.
 
 Nothing here imports numpy or pandas at import time: `extra.require` does, on first use.
 """
+from __future__ import annotations
+
+__all__ = ["Snapshot"]
+
+
+def __getattr__(name: str):
+    # Importing the table module brings nothing heavy, but keep `import pynetmon.frames` free of side effects.
+    if name == "Snapshot":
+        from .snapshot import Snapshot
+        return Snapshot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
