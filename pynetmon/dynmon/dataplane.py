@@ -27,7 +27,7 @@ from ..program import Program
 from ..toolchain import compile_c
 from .config import ELF_MAGIC, PathConfig
 from .dialect import translate
-from .entries import MapEntries, content_digest, kind_of, map_address_fields
+from .entries import MapEntries, RawRead, kind_of, map_address_fields
 
 log = logging.getLogger("pynetmon.dynmon")
 PROGRAM_TYPES = {"tc": "sched_cls", "xdp": "xdp"}
@@ -203,13 +203,18 @@ def read_entries(m: Map, empty: bool, addresses=({}, {})) -> MapEntries:
         values = [v for _, v in m.pop_items()]
         return MapEntries(m.name, m.type, kind, [], values, m.per_cpu, *addresses)
     raw_keys, raw_values, count = m.read_raw(delete=empty)
-    if m.per_cpu:
-        n = m.ncpus
-        flat = m.value_codec.decode_many(raw_values, count * n, per_cpu_stride(m.value_size))
-        values = [flat[i * n:(i + 1) * n] for i in range(count)]
-    else:
-        values = m.value_codec.decode_many(raw_values, count)
-    keys = m.key_codec.decode_many(raw_keys, count) if kind == "hash" else []
-    return MapEntries(m.name, m.type, kind, keys, values, m.per_cpu, *addresses,
-                      digest=content_digest(m.type, count, raw_keys, raw_values))
+    ncpus = m.ncpus if m.per_cpu else 1
+    stride = per_cpu_stride(m.value_size) if m.per_cpu else m.value_size
+    raw = RawRead(raw_keys, raw_values, count, m.key_size, stride, ncpus, m.key_codec, m.value_codec)
+
+    def decode() -> tuple[list, list]:  # on first use of .keys/.values (see MapEntries)
+        if m.per_cpu:
+            flat = m.value_codec.decode_many(raw_values, count * ncpus, stride)
+            values = [flat[i * ncpus:(i + 1) * ncpus] for i in range(count)]
+        else:
+            values = m.value_codec.decode_many(raw_values, count)
+        keys = m.key_codec.decode_many(raw_keys, count) if kind == "hash" else []
+        return keys, values
+
+    return MapEntries(m.name, m.type, kind, None, None, m.per_cpu, *addresses, raw=raw, decode=decode)
 

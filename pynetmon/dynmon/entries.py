@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .._binding import ffi, lib
@@ -28,12 +29,31 @@ ADDRESS_TYPEDEFS = {"pynetmon_ipv4_t": "ipv4", "pynetmon_ipv6_t": "ipv6", "pynet
 FieldPath = tuple[str, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
+class RawRead:
+    """One batch read as the kernel gave it: `count` packed keys and values. Per-CPU maps hold
+    `ncpus` values per entry, each `value_stride` bytes (8-byte aligned); other maps one of
+    `value_stride` = value size."""
+
+    keys: bytes
+    values: bytes
+    count: int
+    key_size: int
+    value_stride: int
+    ncpus: int = 1
+    key_codec: Any = None     # the map's codecs (btf_codec), for consumers that decode parts of the buffers
+    value_codec: Any = None
+
+
 class MapEntries:
     """The entries of one map, decoded from BTF.
 
     `kind` is "hash" (`keys` and `values` pair up), "array" (`values` by index) or "queue" (`values` in
     pop order). Per-CPU maps have `per_cpu=True` and one list (per possible CPU) per value.
+
+    A batch read keeps its buffers in `raw` (a `RawRead`) and decodes `keys` and `values` only when
+    they are first used (`decode` gives both), so a consumer that works on the bytes (the bulk
+    OpenMetrics renderer) never pays for Python objects.
 
     `digest` identifies the content when the read came from one batch buffer (`content_digest` of the
     packed keys and values): two reads with equal digests decoded to equal entries, so whatever was
@@ -41,15 +61,47 @@ class MapEntries:
     collections, queues, arrays emptied element by element): never reused.
     """
 
-    map_name: str
-    map_type: str
-    kind: str
-    keys: list[Any]
-    values: list[Any]
-    per_cpu: bool = False
-    key_addresses: dict[FieldPath, str] = field(default_factory=dict)
-    value_addresses: dict[FieldPath, str] = field(default_factory=dict)
-    digest: bytes | None = None
+    def __init__(self, map_name: str, map_type: str, kind: str, keys: list | None, values: list | None,
+                 per_cpu: bool = False, key_addresses: dict[FieldPath, str] | None = None,
+                 value_addresses: dict[FieldPath, str] | None = None, digest: bytes | None = None, *,
+                 raw: RawRead | None = None, decode: Callable[[], tuple[list, list]] | None = None):
+        self.map_name = map_name
+        self.map_type = map_type
+        self.kind = kind
+        self._keys, self._values, self._decode = keys, values, decode
+        self.per_cpu = per_cpu
+        self.key_addresses = key_addresses if key_addresses is not None else {}
+        self.value_addresses = value_addresses if value_addresses is not None else {}
+        self._digest = digest
+        self.raw = raw
+
+    def _decoded(self) -> None:
+        if self._decode is not None:
+            decode, self._decode = self._decode, None
+            self._keys, self._values = decode()
+
+    @property
+    def keys(self) -> list:
+        self._decoded()
+        return self._keys if self._keys is not None else []
+
+    @property
+    def values(self) -> list:
+        self._decoded()
+        return self._values if self._values is not None else []
+
+    @property
+    def digest(self) -> bytes | None:
+        if self._digest is None and self.raw is not None:
+            r = self.raw
+            self._digest = content_digest(self.map_type, r.count, r.keys, r.values)
+        return self._digest
+
+    def __len__(self) -> int:
+        return self.raw.count if self.raw is not None and self._decode is not None else len(self.values)
+
+    def __repr__(self) -> str:
+        return f"<MapEntries {self.map_name} ({self.map_type}): {len(self)} entries>"
 
 
 def content_digest(m_type: str, count: int, *buffers) -> bytes:

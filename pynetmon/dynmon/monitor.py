@@ -28,8 +28,9 @@ from .attachment import Attachment, check_mode, ingress_hook
 from .config import DataplaneConfig, PathConfig, parse_config
 from .entries import MapEntries
 from .metrics import metric_json
-from .openmetrics import FORMATS, exposition, families, shape_problem
+from .openmetrics import FORMATS, exposition, shape_problem
 from .paths import LoadedPath, build_path_dataplane, check_swap_maps_not_shared
+from .series import MetricRenderer
 
 log = logging.getLogger("pynetmon.dynmon")
 
@@ -63,8 +64,8 @@ class Dynmon:
         self._state_lock = threading.RLock()    # what reads see: taken by reads and by the final swap
         self._configs: dict[str, PathConfig | None] = dict.fromkeys(DIRECTIONS)
         self._paths: dict[str, LoadedPath | None] = dict.fromkeys(DIRECTIONS)
-        # (direction, metric name, labels) → (dataplane, metric config, labels, content digest, families): see families()
-        self._family_cache: dict[tuple[str, str], tuple] = {}
+        # (direction, metric name, labels) → its MetricRenderer (pynetmon/dynmon/series.py): see families()
+        self._family_cache: dict[tuple, MetricRenderer] = {}
         self._text_cache: dict[str, tuple[list, str]] = {}  # format → (families, open_metrics() text)
         self._attachment: Attachment | None = None
         self._mode = "tc"
@@ -236,14 +237,13 @@ class Dynmon:
         return fams
 
     def _families_of(self, direction: str, dp, metric, entries: MapEntries, labels: dict) -> list[Metric]:
+        # One renderer per (path, metric, labels): it keeps what the next read needs (the last read's
+        # families, label texts of live keys), no more; a new dataplane or config gets a new one.
         key = (direction, metric.name, tuple(labels.items()))
-        cached = self._family_cache.get(key)
-        if cached is not None and entries.digest is not None and cached[:4] == (dp, metric, labels, entries.digest):
-            return cached[4]
-        fams = families(metric, entries, labels)
-        # Only the last read of each metric is kept: the cache holds what the next scrape needs, no more.
-        self._family_cache[key] = (dp, metric, labels, entries.digest, fams)
-        return fams
+        renderer = self._family_cache.get(key)
+        if renderer is None or not renderer.serves(dp, metric, labels):
+            renderer = self._family_cache[key] = MetricRenderer(dp, metric, labels)
+        return renderer.families(entries)
 
     def open_metrics(self, fmt: str = "openmetrics") -> str:
         """Every metric that has open-metrics-metadata, as OpenMetrics text (ends with "# EOF").

@@ -15,10 +15,8 @@ How a map becomes samples (every sample also carries the metric's configured sta
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
-from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 from prometheus_client.core import (
@@ -26,15 +24,12 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
+    Sample,
     SummaryMetricFamily,
     UnknownMetricFamily,
 )
-from prometheus_client.exposition import generate_latest as generate_prometheus_text
-from prometheus_client.openmetrics.exposition import ALLOWUTF8, UNDERSCORES
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString
 
+from .. import exposition as _exposition
 from ..btf_codec import ArrayCodec, Codec, FloatCodec, IntCodec, StructCodec, gc_paused
 from ..maps import Map
 from .config import MetricConfig, histogram_bounds
@@ -195,12 +190,6 @@ def _value_plan(value: Any) -> list[tuple[str, dict[str, str], Callable[[Any], A
     return plan
 
 
-# Sample is a namedtuple; what its _make() does (tuple.__new__) costs half of calling Sample(...), which
-# matters at 100,000 samples. The tail fills the fields after name, labels, value with None (timestamp,
-# exemplar, and native_histogram in recent prometheus_client versions).
-_new_tuple = tuple.__new__
-_SAMPLE_TAIL = (None,) * (len(Sample._fields) - 3)
-
 _FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "untyped": UnknownMetricFamily}
 
 
@@ -238,7 +227,7 @@ def families(metric: MetricConfig, entries: MapEntries, labels: Mapping[str, str
             if len(leaves) == 1 and not leaves[0][0]:  # one number per entry: the common case
                 get = leaves[0][1]
                 column = values if get is None else map(get, values)
-                fam.samples = [_new_tuple(Sample, (name, d, v, *_SAMPLE_TAIL)) for d, v in zip(dicts, column)]
+                fam.samples = [Sample(name, d, v) for d, v in zip(dicts, column)]
             else:  # numeric arrays in the value: an `index` label per element, an entry's samples together
                 taken = set(const) | set(key_names)
                 leaves = [({_rename(n, set(taken), "key_"): i for n, i in extra.items()}, get) for extra, get in leaves]
@@ -267,7 +256,7 @@ def _histogram(metric: MetricConfig, entries: MapEntries, const: dict[str, str],
     for labels, counts, total in groups:
         les = bounds.get(len(counts))
         if les is None:
-            les = bounds[len(counts)] = [floatToGoString(b) for b in histogram_bounds(meta, len(counts))]
+            les = bounds[len(counts)] = [_exposition.go_float(b) for b in histogram_bounds(meta, len(counts))]
         running = 0
         for le, count in zip(les, counts):
             running += count
@@ -280,60 +269,14 @@ def _histogram(metric: MetricConfig, entries: MapEntries, const: dict[str, str],
 
 
 # ---- rendering ----------------------------------------------------------------------------------------
+# The text formats live in pynetmon/exposition.py (one home for both formats and the daemon's /metrics).
 
-class _Families:
-    """The minimal registry interface generate_latest() needs."""
-
-    def __init__(self, fams: Iterable[Metric]):
-        self._fams = fams
-
-    def collect(self) -> Iterable[Metric]:
-        return self._fams
+FORMATS = _exposition.FORMATS
 
 
-FORMATS = {"openmetrics": generate_openmetrics, "prometheus": generate_prometheus_text}
-CONTENT_TYPES = {"openmetrics": "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                 "prometheus": "text/plain; version=0.0.4; charset=utf-8"}
-
-# Names for which prometheus_client's "underscores" and "allow-utf-8" escapings write the same bytes. A
-# sample name must not contain ":" (the OpenMetrics writer maps it to "_" under "underscores", although
-# ":" is valid in metric names), and label names must not start with "__" (reserved).
-_PLAIN_SAMPLE_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-_PLAIN_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
-
-
-def _plain_names(fams: list[Metric]) -> bool:
-    """True when every name in `fams` is one that both escapings leave as it is."""
-    sample_names: set[str] = set()
-    label_names: set[str] = set()
-    for fam in fams:
-        if not _PLAIN_METRIC_NAME.match(fam.name):
-            return False
-        sample_names.update(map(attrgetter("name"), fam.samples))
-        label_names.update(chain.from_iterable(map(attrgetter("labels"), fam.samples)))
-    return all(map(_PLAIN_SAMPLE_NAME.match, sample_names)) and \
-        all(_PLAIN_SAMPLE_NAME.match(n) and not n.startswith("__") for n in label_names)
-
-
-def render(fams: Iterable[Metric], fmt: str = "openmetrics", *, escaping: str = UNDERSCORES,
-           version: str = "1.0.0") -> bytes:
-    """`fams` written by prometheus_client in `fmt` ("openmetrics" or "prometheus"), as bytes.
-
-    prometheus_client's OpenMetrics writer escapes each sample name character by character under the
-    default "underscores" escaping (about 1.5 µs of a sample's 5 µs); for names that escaping leaves
-    unchanged its "allow-utf-8" branch writes the very same bytes faster, so that branch is used when
-    every name of `fams` is such a name. Label values are escaped identically by both.
-    """
-    try:
-        generate = FORMATS[fmt]
-    except KeyError:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}") from None
-    if fmt == "prometheus":  # its "underscores" branch is the faster one already
-        return generate(_Families(fams), escaping=escaping)
-    fams = list(fams)
-    if escaping == UNDERSCORES and _plain_names(fams):
-        escaping = ALLOWUTF8
-    return generate(_Families(fams), escaping=escaping, version=version)
+def render(fams: Iterable[Metric], fmt: str = "openmetrics") -> bytes:
+    """`fams` in `fmt` ("openmetrics" or "prometheus") as bytes (see `pynetmon.exposition.render`)."""
+    return _exposition.render(fams, fmt)
 
 
 def exposition(fams: list[Metric], fmt: str = "openmetrics") -> str:
