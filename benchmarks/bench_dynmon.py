@@ -148,7 +148,7 @@ def test_extraction_100k_hash(host):
             flows[first_key] = bump[0]
 
         raw_ms = _median_ms(flows.read_raw)
-        decode_ms = _median_ms(lambda: read_entries(flows, False))
+        decode_ms = _median_ms(lambda: read_entries(flows, False).values)  # .values: decoding is lazy
         json_ms = _median_ms(lambda: json.dumps(mon.metrics("ingress", "flow_packets")))
         fams_changed_ms = _median_ms(mon.families, runs=5, before=change)
         fams_same_ms = _median_ms(mon.families, runs=5)
