@@ -41,6 +41,17 @@ class MapSpec:
     def set_max_entries(self, n: int) -> None:
         check(lib.bpf_map__set_max_entries(self._ptr, n), f"set max_entries of map {self.name!r}")
 
+    def set_type(self, type_name: str) -> None:
+        """Change the map type before load (an LRU instead of a hash, for example)."""
+        type_id = {v: k for k, v in MAP_TYPE_NAMES.items()}.get(type_name)
+        if type_id is None:
+            raise ValueError(f"unknown map type {type_name!r}; known: {sorted(MAP_TYPE_NAMES.values())}")
+        check(lib.bpf_map__set_type(self._ptr, type_id), f"set type of map {self.name!r}")
+
+    def set_map_flags(self, flags: int) -> None:
+        """Set the map's creation flags before load (BPF_F_NO_COMMON_LRU, ...)."""
+        check(lib.bpf_map__set_map_flags(self._ptr, flags), f"set flags of map {self.name!r}")
+
     def reuse(self, other: Map | int) -> None:
         """Use an existing kernel map instead of creating one (libbpf map reuse): the two objects share it."""
         fd = other if isinstance(other, int) else other.fd
