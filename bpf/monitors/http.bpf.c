@@ -27,6 +27,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "common.bpf.h"
+#include "packet.bpf.h"
 #include "http.h"
 
 /* Keeps clang from using an unmasked copy of a length the verifier must see bounded. */
@@ -37,18 +38,20 @@
 #define HTTP_TCP_RST 0x04
 #define HTTP_TCP_ACK 0x10
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct http_config);
-} http_config SEC(".maps");
+/* Load-time knobs, set from the options before load (the verifier prunes what they switch off). */
+const volatile __u16 http_ports[HTTP_MAX_PORTS] = {80, 8080, 8888};
+const volatile __u32 http_nports = 3;
+const volatile __u32 http_mirror_ifindex = 0;      /* 0: no mirroring */
+const volatile __u32 http_sample = 0;              /* trace one in N new connections (0: none) */
+const volatile __u64 http_ttl_ns = 30000000000ULL; /* tracing ends this long after the last trigger */
+/* Bit s % 8 of byte s / 8 set: status s triggers mirroring. */
+const volatile __u8 http_mirror_codes[HTTP_STATUS_END / 8] = {};
 
 /* Parsing state per connection: LRU, so connections that end without FIN/RST cost nothing forever. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);  /* option max_flows */
-	__type(key, struct http_key);
+	__type(key, struct pnm_flow_key);
 	__type(value, struct http_flow);
 } http_flows SEC(".maps");
 
@@ -58,7 +61,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);  /* option max_traced */
-	__type(key, struct http_key);
+	__type(key, struct pnm_flow_key);
 	__type(value, struct http_traced);
 } http_traced SEC(".maps");
 
@@ -100,9 +103,10 @@ struct {
 } http_latency_sum SEC(".maps");
 
 
-/* What one packet is, after parsing. */
+/* What one packet is, after parsing. The key is oriented: saddr/sport the client, daddr/dport the
+ * server (the side on a watched port), so both directions of a connection find the same entries. */
 struct http_pkt {
-	struct http_key key;
+	struct pnm_flow_key key;
 	__u32 seq;
 	__u32 payload_off;
 	__u32 payload_len;
@@ -126,92 +130,47 @@ static __always_inline void count_array(void *map, __u32 idx)
 		*v += 1;
 }
 
-static __always_inline int watched(const struct http_config *cfg, __be16 port)
+static __always_inline int watched(__be16 port)
 {
 	__u16 p = bpf_ntohs(port);
 
 #pragma unroll
 	for (int i = 0; i < HTTP_MAX_PORTS; i++)
-		if (i < cfg->nports && cfg->ports[i] == p)
+		if (i < http_nports && http_ports[i] == p)
 			return 1;
 	return 0;
 }
 
-/* Ethernet -> IPv4/IPv6 -> TCP on a watched port; 0 when the packet is one to look at. */
-static __always_inline int parse(struct __sk_buff *skb, const struct http_config *cfg, struct http_pkt *p)
+/* IPv4/IPv6 TCP on a watched port (packet.bpf.h does the layers); 0 when it is one to look at. */
+static __always_inline int parse(struct __sk_buff *skb, struct http_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	struct tcphdr *tcp;
-	__u8 *saddr, *daddr;
-	__u32 l4, l3_payload;
-	int v6;
+	struct pnm_packet pkt;
 
-	if ((void *)(eth + 1) > end)
+	if (pnm_parse(data, end, &pkt) < 0 || pkt.key.proto != IPPROTO_TCP || !pkt.l4_offset)
 		return -1;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		__u32 ihl;
-
-		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
-			return -1;
-		if (ip->frag_off & bpf_htons(0x1fff))  /* a later fragment has no TCP header */
-			return -1;
-		ihl = ip->ihl * 4;
-		if (ihl < sizeof(*ip) || bpf_ntohs(ip->tot_len) < ihl)
-			return -1;
-		l4 = sizeof(*eth) + ihl;
-		l3_payload = bpf_ntohs(ip->tot_len) - ihl;
-		v6 = 0;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
-			return -1;
-		l4 = sizeof(*eth) + sizeof(*ip6);
-		l3_payload = bpf_ntohs(ip6->payload_len);
-		v6 = 1;
+	if (watched(pkt.key.dport)) {
+		p->to_server = 1;
+		p->key = pkt.key;
+	} else if (watched(pkt.key.sport)) {
+		p->to_server = 0;
+		__builtin_memcpy(p->key.saddr, pkt.key.daddr, 16);
+		__builtin_memcpy(p->key.daddr, pkt.key.saddr, 16);
+		p->key.sport = pkt.key.dport;
+		p->key.dport = pkt.key.sport;
+		p->key.proto = pkt.key.proto;
+		p->key.family = pkt.key.family;
 	} else {
 		return -1;
 	}
-	l4 &= 0xff;  /* at most 14 + 60: tells the verifier the offset is small */
-	tcp = data + l4;
+	struct tcphdr *tcp = data + (pkt.l4_offset & 0xff);
 	if ((void *)(tcp + 1) > end)
 		return -1;
-	if (watched(cfg, tcp->dest)) {
-		p->to_server = 1;
-	} else if (watched(cfg, tcp->source)) {
-		p->to_server = 0;
-	} else {
-		return -1;
-	}
-	__u32 doff = tcp->doff * 4;
-	if (doff < sizeof(*tcp) || l3_payload < doff)
-		return -1;
-	p->payload_off = l4 + doff;
-	p->payload_len = l3_payload - doff;
 	p->seq = bpf_ntohl(tcp->seq);
-	p->flags = ((__u8 *)tcp)[13];
-	p->key.server_port = p->to_server ? tcp->dest : tcp->source;
-	p->key.client_port = p->to_server ? tcp->source : tcp->dest;
-
-	if (v6) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-
-		saddr = (__u8 *)&ip6->saddr;
-		daddr = (__u8 *)&ip6->daddr;
-		__builtin_memcpy(p->to_server ? p->key.client : p->key.server, saddr, 16);
-		__builtin_memcpy(p->to_server ? p->key.server : p->key.client, daddr, 16);
-	} else {
-		struct iphdr *ip = (void *)(eth + 1);
-		__u8 *s = p->to_server ? p->key.client : p->key.server;
-		__u8 *d = p->to_server ? p->key.server : p->key.client;
-
-		s[10] = s[11] = d[10] = d[11] = 0xff;
-		__builtin_memcpy(s + 12, &ip->saddr, 4);
-		__builtin_memcpy(d + 12, &ip->daddr, 4);
-	}
+	p->flags = pkt.tcp_flags;
+	p->payload_off = pkt.payload_offset;
+	p->payload_len = pnm_payload_len(data, end, &pkt);
 	return 0;
 }
 
@@ -344,23 +303,24 @@ static long scan_byte(__u32 i, struct http_scan_ctx *ctx)
 	return 0;
 }
 
-/* Length of the whole message (header + body) starting at payload offset `rel`, or 0 when its end
- * cannot be known from this segment. `no_body`: the message has none whatever its header says;
+/* Length of the whole message (header + body) starting at packet offset `off` with `avail` bytes of it
+ * in this packet, or 0 when its end cannot be known from this segment. A global function: the verifier
+ * checks it once, not at every call site with every caller state. `no_body`: the message has none whatever its header says;
  * `implicit_zero`: without Content-Length its body is empty (a request), else unknown (a response,
  * chunked or ended by the close). */
-static __always_inline __u32 message_length(struct __sk_buff *skb, struct http_pkt *p, __u32 rel,
-					    int no_body, int implicit_zero)
+__attribute__((noinline)) int http_message_length(struct __sk_buff *skb, __u32 off, __u32 avail, int no_body,
+						 int implicit_zero)
 {
 	__u32 zero = 0;
 	struct http_scan *s = bpf_map_lookup_elem(&http_scratch, &zero);
 
 	if (!s)
 		return 0;
-	__u64 n = p->payload_len - rel;  /* 64-bit: the register checked is the one passed */
+	__u64 n = avail;  /* 64-bit: the register checked is the one passed */
 	if (n > HTTP_HEADER_WINDOW)
 		n = HTTP_HEADER_WINDOW;
 	HTTP_BARRIER(n);
-	if (n < 1 || n > HTTP_HEADER_WINDOW || bpf_skb_load_bytes(skb, p->payload_off + rel, s->buf, n) < 0)
+	if (!skb || n < 1 || n > HTTP_HEADER_WINDOW || bpf_skb_load_bytes(skb, off, s->buf, n) < 0)
 		return 0;
 	s->n = n;
 	s->match = s->crlf = s->header_end = s->in_value = s->digits = 0;
@@ -428,7 +388,7 @@ static __always_inline void on_request(struct __sk_buff *skb, struct http_pkt *p
 			f->req_method[slot] = m;
 			f->req_count++;
 		}
-		__u32 len = message_length(skb, p, rel, 0, 1);
+		__u32 len = http_message_length(skb, p->payload_off + rel, p->payload_len - rel, 0, 1);
 		if (!len)
 			return;
 		rel += len;
@@ -436,8 +396,7 @@ static __always_inline void on_request(struct __sk_buff *skb, struct http_pkt *p
 }
 
 /* A response with `status` was recognised: count it, measure its latency, say whether it triggers. */
-static __always_inline __u32 on_status(struct http_flow *f, __u32 status, __u64 now, __u32 *method,
-				       const struct http_config *cfg)
+static __always_inline __u32 on_status(struct http_flow *f, __u32 status, __u64 now, __u32 *method)
 {
 	__u32 m = 0, cls = status / 100;
 
@@ -463,7 +422,7 @@ static __always_inline __u32 on_status(struct http_flow *f, __u32 status, __u64 
 	count_array(&http_responses, m * HTTP_STATUS_END + status);
 	*method = m;
 	__u32 byte = status >> 3;
-	if (byte < sizeof(cfg->mirror_codes) && (cfg->mirror_codes[byte] >> (status & 7)) & 1) {
+	if (byte < sizeof(http_mirror_codes) && (http_mirror_codes[byte] >> (status & 7)) & 1) {
 		count(HTTP_C_TRIGGERS, 1);
 		return status;
 	}
@@ -471,8 +430,7 @@ static __always_inline __u32 on_status(struct http_flow *f, __u32 status, __u64 
 }
 
 /* Recognise the responses in one server -> client segment; returns the status of the last trigger. */
-static __always_inline __u32 on_response(struct __sk_buff *skb, struct http_pkt *p, __u64 now,
-					 const struct http_config *cfg)
+static __always_inline __u32 on_response(struct __sk_buff *skb, struct http_pkt *p, __u64 now)
 {
 	__u8 line[16] = {};
 	struct http_flow *f = bpf_map_lookup_elem(&http_flows, &p->key);
@@ -579,7 +537,7 @@ static __always_inline __u32 on_response(struct __sk_buff *skb, struct http_pkt 
 			f->state = HTTP_S_UNKNOWN;
 			break;
 		}
-		__u32 t = on_status(f, status, now, &method, cfg);
+		__u32 t = on_status(f, status, now, &method);
 		if (t)
 			trigger = t;
 		f->last_seq = p->seq;
@@ -587,7 +545,7 @@ static __always_inline __u32 on_response(struct __sk_buff *skb, struct http_pkt 
 		 * tell (its header must be in it); a completed split line started `plen` bytes earlier. */
 		/* RFC 9112 6.3: 1xx, 204, 304 and answers to HEAD carry no body whatever their header says. */
 		int no_body = status < 200 || status == 204 || status == 304 || method == 2 /* HEAD */;
-		__u32 len = message_length(skb, p, rel, no_body, 0);
+		__u32 len = http_message_length(skb, p->payload_off + rel, p->payload_len - rel, no_body, 0);
 		if (!len) {
 			count(HTTP_C_UNKNOWN_LENGTH, 1);
 			f->state = HTTP_S_UNKNOWN;
@@ -602,12 +560,11 @@ static __always_inline __u32 on_response(struct __sk_buff *skb, struct http_pkt 
 	return trigger;
 }
 
-static __always_inline void mirror(struct __sk_buff *skb, struct http_pkt *p, struct http_traced *t,
-				   const struct http_config *cfg)
+static __always_inline void mirror(struct __sk_buff *skb, struct http_pkt *p, struct http_traced *t)
 {
 	__sync_fetch_and_add(&t->packets, 1);
 	__sync_fetch_and_add(&t->bytes, skb->len);
-	if (bpf_clone_redirect(skb, cfg->mirror_ifindex, 0) < 0) {
+	if (bpf_clone_redirect(skb, http_mirror_ifindex, 0) < 0) {
 		count(HTTP_C_MIRROR_ERRORS, 1);
 	} else {
 		count(HTTP_C_MIRROR_PACKETS, 1);
@@ -643,34 +600,32 @@ static __always_inline struct http_traced *start_tracing(struct http_pkt *p, __u
 
 static __always_inline int handle(struct __sk_buff *skb)
 {
-	__u32 zero = 0;
-	struct http_config *cfg = bpf_map_lookup_elem(&http_config, &zero);
 	struct http_pkt p = {};
 	struct http_traced *t = 0;
 
-	if (!cfg || parse(skb, cfg, &p) < 0)
+	if (parse(skb, &p) < 0)
 		return TC_ACT_UNSPEC;
 	count(HTTP_C_PACKETS, 1);
 	__u64 now = bpf_ktime_get_ns();
 
-	if (cfg->mirror_ifindex) {
+	if (http_mirror_ifindex) {
 		t = bpf_map_lookup_elem(&http_traced, &p.key);
-		if (t && now - t->last_trigger_ns > cfg->ttl_ns) {
+		if (t && now - t->last_trigger_ns > http_ttl_ns) {
 			bpf_map_delete_elem(&http_traced, &p.key);
 			count(HTTP_C_END_TTL, 1);
 			t = 0;
 		}
 		/* The sampler decides at the client's SYN, so a sampled connection is recorded whole. */
-		if (!t && cfg->sample && p.to_server && (p.flags & (HTTP_TCP_SYN | HTTP_TCP_ACK)) == HTTP_TCP_SYN &&
-		    bpf_get_prandom_u32() % cfg->sample == 0)
+		if (!t && http_sample && p.to_server && (p.flags & (HTTP_TCP_SYN | HTTP_TCP_ACK)) == HTTP_TCP_SYN &&
+		    bpf_get_prandom_u32() % http_sample == 0)
 			t = start_tracing(&p, 0, now);
 	}
 	if (p.payload_len) {
 		if (p.to_server) {
 			on_request(skb, &p, now);
 		} else {
-			__u32 status = on_response(skb, &p, now, cfg);
-			if (status && cfg->mirror_ifindex) {
+			__u32 status = on_response(skb, &p, now);
+			if (status && http_mirror_ifindex) {
 				if (t) {
 					t->last_trigger_ns = now;
 					t->status = status;
@@ -681,7 +636,7 @@ static __always_inline int handle(struct __sk_buff *skb)
 		}
 	}
 	if (t)
-		mirror(skb, &p, t, cfg);
+		mirror(skb, &p, t);
 	return TC_ACT_UNSPEC;  /* tcx: let the next program decide */
 }
 

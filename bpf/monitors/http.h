@@ -41,27 +41,6 @@ enum http_counter {
 	HTTP_C_MAX,
 };
 
-/* Knobs, written once by user space before the programs are attached. */
-struct http_config {
-	__u16 ports[HTTP_MAX_PORTS];
-	__u32 nports;
-	__u32 mirror_ifindex;    /* 0: no mirroring */
-	__u32 sample;            /* trace one in `sample` new connections (0: none) */
-	__u32 _pad;
-	__u64 ttl_ns;            /* tracing ends this long after a connection's last trigger */
-	__u8 mirror_codes[80];   /* bit s % 8 of byte s / 8 set: status s triggers mirroring */
-};
-
-/* A connection, oriented: server = the side on a watched port. Addresses are IPv4-mapped IPv6 for
- * IPv4 (::ffff:a.b.c.d), so one key serves both families. Ports in network byte order. */
-struct http_key {
-	__u8 server[16];
-	__u8 client[16];
-	__be16 server_port;
-	__be16 client_port;
-	__u32 _pad;
-};
-
 /* Parsing state of one connection (LRU: an idle connection's state may be forgotten). */
 struct http_flow {
 	__u64 req_ts[HTTP_REQ_RING];     /* ktime of outstanding requests, oldest at req_head */

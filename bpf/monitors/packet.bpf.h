@@ -167,6 +167,31 @@ static __always_inline int pnm_parse_ipv6(void *data, void *data_end, __u32 off,
 	return pnm_parse_l4(data, data_end, off, pkt);
 }
 
+/* Bytes of transport payload as the IP header states them (Ethernet padding excluded; all of a GSO
+ * packet's payload, which may lie beyond data_end), 0 when unknown. For monitors that read the
+ * payload (HTTP, DNS) or follow TCP sequence numbers. */
+static __always_inline __u32 pnm_payload_len(void *data, void *data_end, const struct pnm_packet *pkt)
+{
+	__u32 l3 = pkt->l3_offset & 0xff, end;
+
+	if (!pkt->payload_offset)
+		return 0;
+	if (pkt->key.family == PNM_FAMILY_IPV4) {
+		struct iphdr *iph = data + l3;
+
+		if ((void *)(iph + 1) > data_end)
+			return 0;
+		end = l3 + bpf_ntohs(iph->tot_len);
+	} else {
+		struct ipv6hdr *ip6 = data + l3;
+
+		if ((void *)(ip6 + 1) > data_end)
+			return 0;
+		end = l3 + sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
+	}
+	return end > pkt->payload_offset ? end - pkt->payload_offset : 0;
+}
+
 /* Parse the frame at [data, data_end) into `pkt` (zeroed here). Returns 0 for an IPv4/IPv6 packet (the
  * key is valid; l4_offset is 0 if its transport header could not be reached), -1 otherwise. */
 static __always_inline int pnm_parse(void *data, void *data_end, struct pnm_packet *pkt)

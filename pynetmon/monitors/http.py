@@ -14,18 +14,19 @@ declared once in bpf/monitors/http.h and decoded here from the object's BTF.
 """
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 import threading
 import time
 from typing import Annotated, Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, PlainValidator, field_validator, model_validator
 
 from ..errors import ConfigError, MapKeyError
 from ..link import attach_tc
 from ..object import BPFObject
+from . import flowkey
 from .base import Monitor, MonitorOptions
 from .histogram import Histogram, family
 from .mirror import PCAP_PREFIX, MirrorTarget, check_mirror_to
@@ -46,9 +47,10 @@ TRACED_MAPS = {"hash": ("hash", 0), "lru": ("lru_hash", 0), "lru_percpu": ("lru_
 _STATUS_SPEC = re.compile(r"^(?:[1-5]xx|[1-5][0-9][0-9])$")
 
 
-def _status_spec(value: int | str) -> int | str:
-    if isinstance(value, bool):
-        raise ValueError("a status code (100-599) or class ('5xx') is needed")
+def _status_spec(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        # ValueError, not TypeError: pydantic reports only ValueError as a validation problem
+        raise ValueError(f"{value!r} is neither a status code (100-599) nor a class ('5xx')")  # noqa: TRY004
     if isinstance(value, int):
         if not 100 <= value <= 599:
             raise ValueError(f"status {value} is outside 100-599")
@@ -70,7 +72,7 @@ class HttpOptions(MonitorOptions):
     ports: list[Annotated[int, AfterValidator(_port)]] = Field(
         default_factory=lambda: [80, 8080, 8888], min_length=1, max_length=8)
     direction: Literal["ingress", "egress", "both"] = "both"
-    mirror_on: list[Annotated[int | str, AfterValidator(_status_spec)]] = Field(
+    mirror_on: list[Annotated[int | str, PlainValidator(_status_spec)]] = Field(
         default_factory=lambda: ["5xx"], max_length=64)
     mirror_to: str | None = None
     mirror_create: bool = False
@@ -101,11 +103,6 @@ class HttpOptions(MonitorOptions):
                 base = int(spec[0]) * 100
                 codes.update(range(base, base + 100))
         return codes
-
-
-def _address(raw: bytes) -> str:
-    addr = ipaddress.IPv6Address(bytes(raw))
-    return str(addr.ipv4_mapped or addr)
 
 
 def _sum(values: Any) -> int:
@@ -140,11 +137,11 @@ class HttpMonitor(Monitor):
         traced.set_type(map_type)
         traced.set_map_flags(flags)
         traced.set_max_entries(opts.max_traced)
-        obj.load()
-        self.obj = obj
         if opts.mirror_to:
             self.mirror = MirrorTarget.open(opts.mirror_to, self.netns, opts.mirror_create)
-        obj.maps["http_config"][0] = self._config()
+        obj.set_rodata(**self._knobs())
+        obj.load()
+        self.obj = obj
         directions = ("ingress", "egress") if opts.direction == "both" else (opts.direction,)
         for direction in directions:
             self._keep(attach_tc(obj.programs[f"http_{direction}"], self.interface, direction, netns=self.netns))
@@ -154,14 +151,16 @@ class HttpMonitor(Monitor):
                                              daemon=True)
             self._sweeper.start()
 
-    def _config(self) -> dict[str, Any]:
+    def _knobs(self) -> dict[str, int | bytes]:
+        """The `const volatile` knobs of http.bpf.c from the options."""
         opts = self.options
-        bitmap = bytearray(80)
+        bitmap = bytearray(STATUS_END // 8)
         for code in opts.status_codes():
             bitmap[code >> 3] |= 1 << (code & 7)
-        return {"ports": list(opts.ports) + [0] * (8 - len(opts.ports)), "nports": len(opts.ports),
-                "mirror_ifindex": self.mirror.ifindex if self.mirror else 0, "sample": opts.sample, "_pad": 0,
-                "ttl_ns": int(opts.mirror_ttl * 1e9), "mirror_codes": list(bitmap)}
+        ports = b"".join(p.to_bytes(2, "little") for p in list(opts.ports) + [0] * (8 - len(opts.ports)))
+        return {"http_ports": ports, "http_nports": len(opts.ports),
+                "http_mirror_ifindex": self.mirror.ifindex if self.mirror else 0, "http_sample": opts.sample,
+                "http_ttl_ns": int(opts.mirror_ttl * 1e9), "http_mirror_codes": bytes(bitmap)}
 
     def _stop(self) -> None:
         self._stopping.set()
@@ -245,8 +244,10 @@ class HttpMonitor(Monitor):
         for key, value in self.obj.maps["http_traced"].items():
             if isinstance(value, list):  # never per-CPU, but be exact if it were
                 value = value[0]
-            out.append({"src": _address(key["client"]), "dst": _address(key["server"]),
-                        "sport": key["client_port"], "dport": key["server_port"], "status": value["status"],
+            out.append({"src": flowkey.address(key["saddr"], key["family"]),
+                        "dst": flowkey.address(key["daddr"], key["family"]),
+                        "sport": socket.ntohs(key["sport"]), "dport": socket.ntohs(key["dport"]),
+                        "status": value["status"],
                         "since_ns": value["since_ns"], "mirrored_packets": value["packets"]})
         return sorted(out, key=lambda t: t["since_ns"])
 
@@ -283,7 +284,7 @@ class HttpMonitor(Monitor):
                 "unparsed": c["unparsed"],
                 "parse": {k: c[k] for k in ("packets", "split", "pipelined", "unknown_length", "no_request",
                                             "requests_dropped", "flows_full")},
-                "self": {},
+                "self": self.self_cost(),
             }
 
     def families(self) -> list[Metric]:
@@ -313,6 +314,7 @@ class HttpMonitor(Monitor):
                 out.append(CounterMetricFamily(name, doc, value=c[key]))
             out.append(GaugeMetricFamily("http_traced_connections", "connections being mirrored now",
                                          value=len(self.traced())))
+            out.extend(self.self_families())
             return out
 
     def describe(self) -> dict[str, Any]:

@@ -76,8 +76,8 @@ class MirrorTarget:
             return cls._open_pcap(spec, netns)
         if create:
             if _exists(spec, netns):
-                raise ConfigError([("options.mirror_to", f"interface {spec!r} exists already; mirror_create "
-                                    "only creates new ones (drop mirror_create to use it)")])
+                raise ConfigError([("options.mirror_to", (f"interface {spec!r} exists already; mirror_create "
+                                                          "only creates new ones (drop mirror_create to use it)"))])
             _make_veth(spec, netns)
             try:
                 return cls(spec, spec, _ifindex(spec, netns), netns, spec)
@@ -85,9 +85,8 @@ class MirrorTarget:
                 _ip("link", "del", spec, netns=netns, check=False)
                 raise
         if not _exists(spec, netns):
-            raise ConfigError([("options.mirror_to", f"no interface {spec!r}"
-                                f"{f' in network namespace {netns!r}' if netns else ''} "
-                                "(mirror_create=true makes one)")])
+            where = f" in network namespace {netns!r}" if netns else ""
+            raise ConfigError([("options.mirror_to", f"no interface {spec!r}{where} (mirror_create=true makes one)")])
         return cls(spec, spec, _ifindex(spec, netns), netns, None)
 
     @classmethod
