@@ -38,6 +38,10 @@ _MODE_DIRECTIONS = {"ingress": ("ingress",), "egress": ("egress",), "bidirection
 DEFAULT_SNAPLEN = MAX_SNAPLEN
 DEFAULT_RING_BYTES = 8 << 20
 DEFAULT_BUFFER_BYTES = 32 << 20
+# The longest a captured packet waits in pynetmon before it is in the file (handed to the OS) or queued
+# for the stream: the reader's poll bound (a record committed without a wakeup is found when the poll
+# times out) plus the write of its batch, which follows at once.
+DEFAULT_MAX_DELAY = 0.1
 COUNTER_FIELDS = ("seen", "matched", "captured", "dropped", "errors", "captured_bytes")
 
 
@@ -73,8 +77,14 @@ class PacketCapture:
       fails before anything is loaded or attached.
     - `network_mode=True`: no file; packets wait in a buffer of at most `buffer_bytes` (what does not
       fit is dropped and counted) for `stream()`.
-    - `ring_bytes`: the kernel ring buffer (a power of two); `flush_interval`: seconds between file
-      flushes; `mechanism`: TC attach mechanism ("auto", "tcx", "clsact").
+    - `ring_bytes`: the kernel ring buffer (a power of two); `mechanism`: TC attach mechanism ("auto",
+      "tcx", "clsact").
+    - `max_delay`: the longest (seconds, default 0.1) a captured packet waits before it is written to the
+      file or queued for the stream, however quiet the link. The kernel wakes the reader only once an
+      eighth of the ring is filled (one wakeup per batch, not per packet); the reader also looks every
+      `max_delay` and writes each batch it takes at once (one write call per batch).
+    - `flush_interval`: seconds between re-measurements of the clock offset (and flushes of a file
+      object given as `dump`, beyond the per-batch ones).
     - `max_packets`: deliver (write, or queue for the stream) at most this many packets, like
       `tcpdump -c`; `finished` is set once they are, and later packets are left out (not counted as
       dropped). The owner then detaches.
@@ -88,14 +98,15 @@ class PacketCapture:
                  snaplen: int = DEFAULT_SNAPLEN, dump: str | os.PathLike | BinaryIO | None = None,
                  network_mode: bool = False, *, ring_bytes: int = DEFAULT_RING_BYTES,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, flush_interval: float = 1.0, mechanism: str = "auto",
-                 max_packets: int | None = None):
+                 max_packets: int | None = None, max_delay: float = DEFAULT_MAX_DELAY):
         problems = _check_options(name, capture, snaplen, dump, network_mode, ring_bytes, buffer_bytes,
-                                  flush_interval, mechanism, max_packets)
+                                  flush_interval, mechanism, max_packets, max_delay)
         if problems:
             raise ConfigError(problems)
         self.name = name
         self.network_mode = network_mode
         self.flush_interval = flush_interval
+        self.max_delay = max_delay
         self._capture = capture
         self._filter = filter
         self._snaplen = snaplen
@@ -123,7 +134,8 @@ class PacketCapture:
             self._wakeup_bytes = ring_bytes // 8
             self._configure()
             self._reader = RingReader(self._dataplane.maps["capture_ring"], self._deliver, tick=self._tick,
-                                      on_error=self._fail, tick_interval=flush_interval, name=name)
+                                      on_error=self._fail, tick_interval=flush_interval,
+                                      poll_ms=max(1, round(max_delay * 1000)), name=name)
         except BaseException:
             self._dataplane.close()
             if self._writer is not None:
@@ -327,6 +339,7 @@ class PacketCapture:
         if count:
             if self._writer is not None:
                 self._writer.write_records(batch, count)
+                self._writer.flush()  # the batch reaches the file now: see max_delay
             else:
                 self._buffer.put(batch, count)
         if last:
@@ -408,7 +421,7 @@ def _check_snaplen(snaplen) -> list[tuple[str, str]]:
 
 
 def _check_options(name, capture, snaplen, dump, network_mode, ring_bytes, buffer_bytes, flush_interval,
-                   mechanism, max_packets) -> list[tuple[str, str]]:
+                   mechanism, max_packets, max_delay) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if not isinstance(name, str) or not name:
         problems.append(("name", f"must be a non-empty string, not {name!r}"))
@@ -425,6 +438,8 @@ def _check_options(name, capture, snaplen, dump, network_mode, ring_bytes, buffe
         problems.append(("buffer_bytes", f"must be a positive integer, not {buffer_bytes!r}"))
     if not isinstance(flush_interval, (int, float)) or flush_interval <= 0:
         problems.append(("flush_interval", f"must be a positive number of seconds, not {flush_interval!r}"))
+    if not isinstance(max_delay, (int, float)) or isinstance(max_delay, bool) or not 0.001 <= max_delay <= 10:
+        problems.append(("max_delay", f"must be a number of seconds between 0.001 and 10, not {max_delay!r}"))
     if mechanism not in ("auto", "tcx", "clsact"):
         problems.append(("mechanism", f"must be 'auto', 'tcx' or 'clsact', not {mechanism!r}"))
     if max_packets is not None and (not isinstance(max_packets, int) or isinstance(max_packets, bool) or
