@@ -15,13 +15,20 @@ from __future__ import annotations
 import functools
 import math
 import struct
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import Field
 
+from ..errors import Error
 from ..maps import Map
+from . import flowkey
 from .base import MonitorOptions
+from .cardinality import SeriesTTL, top_keys
+from .flowkey import FlowKey
 from .histogram import LOG2_SLOTS, Histogram
 
 DIRECT = 16      # PNM_LAT_DIRECT
@@ -153,15 +160,13 @@ class IdleEvictor:
     the delay monitors are plain hashes (overflow counted, nothing lost silently), so user space frees
     them of idle keys even when nobody reads the monitor."""
 
-    def __init__(self, name: str, evict, period) -> None:
-        import threading
+    def __init__(self, name: str, evict: Callable[[], object], period: Callable[[], float]) -> None:
         self._evict, self._period = evict, period
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        from ..errors import Error
         while not self._stopped.wait(self._period()):
             try:
                 self._evict()
@@ -171,3 +176,45 @@ class IdleEvictor:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join()
+
+
+class FlowTable:
+    """A kernel hash of `struct pnm_flow_key` → `struct pnm_lat_stats` (rtt, latency) as snapshot rows
+    and metric families: the per-flow half every flow-keyed delay monitor has."""
+
+    def __init__(self, table: Map, ttl: float):
+        self.table = table
+        self.evicted = 0
+        self.series = SeriesTTL(ttl)
+
+    def read(self) -> list[tuple[FlowKey, LatStats]]:
+        """(flow, statistics) of every flow with samples."""
+        return [(flowkey.decode(key), stats) for key, stats in read_table(self.table)]
+
+    def evict_idle(self, idle_timeout: float, now_ns: int | None = None) -> int:
+        gone = evict_idle(self.table, idle_timeout, time.monotonic_ns() if now_ns is None else now_ns)
+        self.evicted += gone
+        return gone
+
+    def rows(self) -> list[dict[str, Any]]:
+        """`{"src", "dst", "sport", "dport", "proto", "samples", "min_us", "avg_us", "p50_us", "p99_us",
+        "max_us"}` per flow, most samples first."""
+        rows = [{"src": k.src, "dst": k.dst, "sport": k.sport, "dport": k.dport, "proto": k.proto, **s.summary()}
+                for k, s in self.read()]
+        rows.sort(key=lambda r: -r["samples"])
+        return rows
+
+    def families(self, prefix: str, what: str, top: int, ttl: float) -> tuple[list[Metric], int]:
+        """`PREFIX_samples_total` and `PREFIX_seconds_total` per flow (the `top` flows by samples, keys
+        gone for `ttl` seconds dropped), `PREFIX_flows`; and how many flows were left out."""
+        labels = ["src", "dst", "sport", "dport", "proto"]
+        current = {(k.src, k.dst, str(k.sport), str(k.dport), str(k.proto)): s for k, s in self.read()}
+        self.series.ttl = ttl
+        kept, omitted, _ = top_keys(self.series.observe(current), top, weight=lambda s: s.count)
+        samples = CounterMetricFamily(f"{prefix}_samples", f"{what} samples per flow", labels=labels)
+        seconds = CounterMetricFamily(f"{prefix}_seconds", f"Sum of the {what} samples per flow", labels=labels)
+        for label_values, stats in kept.items():
+            samples.add_metric(list(label_values), stats.count)
+            seconds.add_metric(list(label_values), stats.sum_ns / 1e9)
+        return [samples, seconds, GaugeMetricFamily(f"{prefix}_flows", "Flows in the kernel table",
+                                                    value=len(current))], omitted

@@ -13,7 +13,6 @@ router the part of the path beyond it.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,9 +21,9 @@ from pydantic import Field
 from ..link import attach_tc
 from ..maps import Map
 from ..object import BPFObject
-from . import flowkey, latstats
+from . import latstats
 from .base import Monitor
-from .cardinality import CardinalityOptions, SeriesTTL, top_keys
+from .cardinality import CardinalityOptions
 from .histogram import family
 from .registry import register
 
@@ -54,11 +53,9 @@ class RttMonitor(Monitor):
         obj.maps["rtt_hist"].set_max_entries(nslots)
         obj.set_rodata(rtt_hist_config=config)
         obj.load()
-        self._flows: Map = obj.maps["rtt_flows"]  # type: ignore[assignment]
+        self._flows = latstats.FlowTable(obj.maps["rtt_flows"], opts.ttl)  # type: ignore[arg-type]
         self._hist: Map = obj.maps["rtt_hist"]  # type: ignore[assignment]
         self._counters: Map = obj.maps["rtt_counters"]  # type: ignore[assignment]
-        self._evicted = 0
-        self._series = SeriesTTL(opts.ttl)
         self._keep(attach_tc(obj.programs["rtt_ingress"], self.interface, "ingress", netns=self.netns))
         self._keep(attach_tc(obj.programs["rtt_egress"], self.interface, "egress", netns=self.netns))
         self._evictor = latstats.IdleEvictor(f"pynetmon-rtt-evict-{self.interface}", self.evict_idle,
@@ -72,51 +69,30 @@ class RttMonitor(Monitor):
     def evict_idle(self, now_ns: int | None = None) -> int:
         """Remove flows without a sample for `idle_timeout` seconds; returns how many went."""
         with self.lock:
-            gone = latstats.evict_idle(self._flows, self.options.idle_timeout,  # type: ignore[attr-defined]
-                                       time.monotonic_ns() if now_ns is None else now_ns)
-            self._evicted += gone
-            return gone
-
-    def read(self) -> list[tuple[flowkey.FlowKey, latstats.LatStats]]:
-        """(flow, statistics) of every flow with samples."""
-        return [(flowkey.decode(key), stats) for key, stats in latstats.read_table(self._flows)]
+            return self._flows.evict_idle(self.options.idle_timeout, now_ns)  # type: ignore[attr-defined]
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             counters = latstats.per_cpu_sums(self._counters, NR_CTR)
-            flows = []
-            for key, stats in self.read():
-                flows.append({"src": key.src, "dst": key.dst, "sport": key.sport, "dport": key.dport,
-                              **stats.summary()})
-            flows.sort(key=lambda r: -r["samples"])
+            flows = self._flows.rows()
             hist = latstats.read_histogram(self._hist, self.options, counters[CTR_SUM_US])  # type: ignore[arg-type]
             return {"flows": flows, "rtt_us": hist.to_dict(), "samples": counters[CTR_SAMPLES],
                     "tcp_timestamped_packets": counters[CTR_TCP_TS], "timestamps_stored": counters[CTR_STORED],
-                    "overflow": counters[CTR_OVERFLOW], "evicted": self._evicted,
+                    "overflow": counters[CTR_OVERFLOW], "evicted": self._flows.evicted,
                     "max_entries": self.options.max_entries,  # type: ignore[attr-defined]
                     "self": self.self_cost()}
 
     def families(self) -> list[Metric]:
         opts: RttOptions = self.options  # type: ignore[assignment]
-        labels = ["src", "dst", "sport", "dport"]
         with self.lock:
             counters = latstats.per_cpu_sums(self._counters, NR_CTR)
-            current = {(k.src, k.dst, str(k.sport), str(k.dport)): s for k, s in self.read()}
-            self._series.ttl = opts.ttl
-            exported = self._series.observe(current)
+            per_flow, omitted = self._flows.families("tcp_rtt", "RTT", opts.top, opts.ttl)
             hist = latstats.read_histogram(self._hist, opts, counters[CTR_SUM_US])
-        kept, omitted, _ = top_keys(exported, opts.top, weight=lambda s: s.count)
-        samples = CounterMetricFamily("tcp_rtt_samples", "RTT samples per flow", labels=labels)
-        seconds = CounterMetricFamily("tcp_rtt_seconds", "Sum of the RTT samples per flow", labels=labels)
-        for label_values, stats in kept.items():
-            samples.add_metric(list(label_values), stats.count)
-            seconds.add_metric(list(label_values), stats.sum_ns / 1e9)
         return [
             family("tcp_rtt_microseconds", "Passive TCP round-trip times (TSval to TSecr)", hist),
-            samples, seconds,
+            *per_flow,
             CounterMetricFamily("tcp_rtt_overflow_samples", "Samples of new flows the full table could not hold",
                                 value=counters[CTR_OVERFLOW]),
-            GaugeMetricFamily("tcp_rtt_flows", "Flows in the kernel table", value=len(current)),
             GaugeMetricFamily("pynetmon_monitor_series_omitted", "Keys left off /metrics by the top option",
                               value=omitted),
             *self.self_families(),
