@@ -21,7 +21,6 @@ from ..link import attach_tc
 from ..maps import Map
 from ..object import BPFObject
 from . import dnswire, latstats
-from .base import Monitor
 from .cardinality import CardinalityOptions, SeriesTTL, top_keys
 from .histogram import family
 from .registry import register
@@ -56,7 +55,7 @@ class DnsOptions(CardinalityOptions, latstats.HistogramOptions):
 
 
 @register
-class DnsMonitor(Monitor):
+class DnsMonitor(latstats.EvictingMonitor):
     kind = "dns"
     summary = "DNS queries, responses, rcodes, qtypes, names and latency (tcx ingress+egress; UDP and TCP)"
     Options = DnsOptions
@@ -81,13 +80,7 @@ class DnsMonitor(Monitor):
         self._series = SeriesTTL(opts.ttl)
         self._keep(attach_tc(obj.programs["dns_ingress"], self.interface, "ingress", netns=self.netns))
         self._keep(attach_tc(obj.programs["dns_egress"], self.interface, "egress", netns=self.netns))
-        self._evictor = latstats.IdleEvictor(f"pynetmon-dns-evict-{self.interface}", self.evict_idle,
-                                             lambda: min(self.options.idle_timeout / 2, 5.0))  # type: ignore[attr-defined]
-
-    def _stop(self) -> None:
-        evictor = getattr(self, "_evictor", None)
-        if evictor is not None:
-            evictor.stop()
+        self._start_evicting()
 
     # -- reading -------------------------------------------------------------------------------
     def read_names(self) -> list[dict[str, Any]]:

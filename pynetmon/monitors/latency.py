@@ -26,7 +26,6 @@ from ..link import attach_tc, attach_tracing
 from ..maps import Map
 from ..object import BPFObject
 from . import latstats
-from .base import Monitor
 from .cardinality import CardinalityOptions
 from .histogram import family
 from .registry import register
@@ -53,7 +52,7 @@ class LatencyOptions(CardinalityOptions, latstats.HistogramOptions):
 
 
 @register
-class LatencyMonitor(Monitor):
+class LatencyMonitor(latstats.FlowDelayMonitor):
     kind = "latency"
     summary = ("time packets spend in this host from tc ingress: to the reply (reply), to the socket (stack), "
                "to another interface (forward)")
@@ -82,18 +81,7 @@ class LatencyMonitor(Monitor):
         else:
             egress = opts.egress_interface if opts.mode == "forward" else self.interface
             self._keep(attach_tc(obj.programs["latency_egress"], egress, "egress", netns=self.netns))
-        self._evictor = latstats.IdleEvictor(f"pynetmon-latency-evict-{self.interface}", self.evict_idle,
-                                             lambda: min(self.options.idle_timeout / 2, 5.0))  # type: ignore[attr-defined]
-
-    def _stop(self) -> None:
-        evictor = getattr(self, "_evictor", None)
-        if evictor is not None:
-            evictor.stop()
-
-    def evict_idle(self, now_ns: int | None = None) -> int:
-        """Remove flows without a sample for `idle_timeout` seconds; returns how many went."""
-        with self.lock:
-            return self._flows.evict_idle(self.options.idle_timeout, now_ns)  # type: ignore[attr-defined]
+        self._start_evicting()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:

@@ -26,7 +26,7 @@ from pydantic import Field
 from ..errors import Error
 from ..maps import Map
 from . import flowkey
-from .base import MonitorOptions
+from .base import Monitor, MonitorOptions
 from .cardinality import SeriesTTL, top_keys
 from .flowkey import FlowKey
 from .histogram import LOG2_SLOTS, Histogram
@@ -218,3 +218,34 @@ class FlowTable:
             seconds.add_metric(list(label_values), stats.sum_ns / 1e9)
         return [samples, seconds, GaugeMetricFamily(f"{prefix}_flows", "Flows in the kernel table",
                                                     value=len(current))], omitted
+
+
+class EvictingMonitor(Monitor):
+    """A monitor whose kernel tables user space frees of idle keys: `_start_evicting()` at the end of
+    `_start` runs `evict_idle()` every min(idle_timeout / 2, 5) seconds until the monitor closes."""
+
+    _evictor: IdleEvictor | None = None
+
+    def evict_idle(self, now_ns: int | None = None) -> int:
+        """Remove the keys idle for `idle_timeout` seconds; returns how many went."""
+        raise NotImplementedError
+
+    def _start_evicting(self) -> None:
+        self._evictor = IdleEvictor(f"pynetmon-{self.kind}-evict-{self.interface}", self.evict_idle,
+                                    lambda: min(self.options.idle_timeout / 2, 5.0))  # type: ignore[attr-defined]
+
+    def _stop(self) -> None:
+        if self._evictor is not None:
+            self._evictor.stop()
+            self._evictor = None
+
+
+class FlowDelayMonitor(EvictingMonitor):
+    """rtt and latency: a `FlowTable` (`self._flows`) evicted by idle flows."""
+
+    _flows: FlowTable
+
+    def evict_idle(self, now_ns: int | None = None) -> int:
+        """Remove flows without a sample for `idle_timeout` seconds; returns how many went."""
+        with self.lock:
+            return self._flows.evict_idle(self.options.idle_timeout, now_ns)  # type: ignore[attr-defined]

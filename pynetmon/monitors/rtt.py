@@ -22,7 +22,6 @@ from ..link import attach_tc
 from ..maps import Map
 from ..object import BPFObject
 from . import latstats
-from .base import Monitor
 from .cardinality import CardinalityOptions
 from .histogram import family
 from .registry import register
@@ -38,7 +37,7 @@ class RttOptions(CardinalityOptions, latstats.HistogramOptions):
 
 
 @register
-class RttMonitor(Monitor):
+class RttMonitor(latstats.FlowDelayMonitor):
     kind = "rtt"
     summary = "passive per-flow TCP RTT from timestamp options, pping style (tcx ingress+egress; forwarded traffic too)"
     Options = RttOptions
@@ -58,18 +57,7 @@ class RttMonitor(Monitor):
         self._counters: Map = obj.maps["rtt_counters"]  # type: ignore[assignment]
         self._keep(attach_tc(obj.programs["rtt_ingress"], self.interface, "ingress", netns=self.netns))
         self._keep(attach_tc(obj.programs["rtt_egress"], self.interface, "egress", netns=self.netns))
-        self._evictor = latstats.IdleEvictor(f"pynetmon-rtt-evict-{self.interface}", self.evict_idle,
-                                             lambda: min(self.options.idle_timeout / 2, 5.0))  # type: ignore[attr-defined]
-
-    def _stop(self) -> None:
-        evictor = getattr(self, "_evictor", None)
-        if evictor is not None:
-            evictor.stop()
-
-    def evict_idle(self, now_ns: int | None = None) -> int:
-        """Remove flows without a sample for `idle_timeout` seconds; returns how many went."""
-        with self.lock:
-            return self._flows.evict_idle(self.options.idle_timeout, now_ns)  # type: ignore[attr-defined]
+        self._start_evicting()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
