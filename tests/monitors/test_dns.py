@@ -11,10 +11,14 @@ import time
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from service.daemon import Daemon
 
 from pynetmon import monitors
 from pynetmon.errors import ConfigError
 from pynetmon.monitors import dnswire
+
+from .helpers import finish_json, quiet, start_cli, wait_attached
 
 # name → (rcode, delay in seconds); None: never answered
 ZONE = {"ok.test": (0, 0.005), "nx.test": (3, 0.010), "fail.test": (2, 0.020), "drop.test": None}
@@ -198,3 +202,35 @@ def test_qname_labels_never_merge(raw_labels):
         dots += text[i] == "."
         i += 1
     assert dots == len(raw_labels) - 1
+
+
+def test_cli_json_and_rest(hosts):
+    client, server = hosts
+    quiet(client, server)
+    responder = Responder(server)
+    try:
+        proc = start_cli("monitor", "dns", "-i", "eth0", "--netns", client.netns, "--duration", "3", "--json",
+                         "--set", "ports=[53]")
+        wait_attached(client, "egress")
+        for qid in range(3):
+            assert ask_udp(client, server.ip, qid, "nx.test")
+        snap = finish_json(proc)
+        assert (snap["queries"], snap["by_rcode"]) == (3, {"NXDOMAIN": 3})
+        with Daemon("--netns", client.netns) as d:
+            r = d.client.post("/monitors/d1", json={"kind": "dns", "interface": "eth0", "options": {"ports": [53]}})
+            assert r.status_code == 201, r.text
+            bad = d.client.post("/monitors/d2", json={"kind": "dns", "interface": "eth0", "options": {"ports": [0]}})
+            assert bad.status_code == 400 and bad.json()["problems"][0]["path"].startswith("options.ports")
+            for qid, name in enumerate(["ok.test", "ok.test", "fail.test"]):
+                assert ask_udp(client, server.ip, qid, name, qtype=28)
+            snap = d.client.get("/monitors/d1").json()
+            assert snap["by_rcode"] == {"NOERROR": 2, "SERVFAIL": 1}
+            fams = {f.name: f for f in text_string_to_metric_families(d.client.get("/metrics").text)}
+            answers = {(s.labels["rcode"], s.labels["qtype"]): s.value for s in fams["dns_responses"].samples
+                       if s.labels.get("monitor") == "d1"}
+            assert answers == {("NOERROR", "AAAA"): 2, ("SERVFAIL", "AAAA"): 1}
+            [queries] = [s for s in fams["dns_queries"].samples if s.labels.get("monitor") == "d1"]
+            assert (queries.labels["qtype"], queries.value) == ("AAAA", 3)
+            assert d.client.delete("/monitors/d1").status_code == 204
+    finally:
+        responder.close()

@@ -7,12 +7,14 @@ import socket
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from service.daemon import Daemon
 
 from pynetmon import monitors
 from pynetmon.errors import ConfigError
 from pynetmon.testhosts import MiddleHosts
 
-from .helpers import quiet, udp_sink
+from .helpers import finish_json, quiet, start_cli, udp_sink, wait_attached
 
 
 def plausible(snap: dict, packets: int) -> dict:
@@ -112,3 +114,46 @@ def test_bad_options_are_refused_by_name(options, path):
     with pytest.raises(ConfigError) as err:
         monitors.create("latency", interface="eth0", options=options)
     assert path in str(err.value)
+
+
+def _echo_rounds(client, server, port: int, rounds: int) -> None:
+    echo = server.socket()
+    echo.bind((server.ip, port))
+    echo.settimeout(2)
+    ask = client.socket()
+    ask.settimeout(2)
+    with echo, ask:
+        for i in range(rounds):
+            ask.sendto(b"%d" % i, (server.ip, port))
+            data, peer = echo.recvfrom(64)
+            echo.sendto(data, peer)
+            ask.recv(64)
+
+
+def test_cli_json_and_rest(hosts):
+    client, server = hosts
+    quiet(client, server)
+    proc = start_cli("monitor", "latency", "-i", "eth0", "--netns", server.netns, "--duration", "3", "--json",
+                     "--set", "mode=reply", "--set", "linear=1", "--set", "buckets=100")
+    wait_attached(server, "egress")
+    _echo_rounds(client, server, 7012, 7)
+    snap = finish_json(proc)
+    assert snap["mode"] == "reply" and snap["packets"] == 7
+    bounds = [b["le"] for b in snap["latency_us"]["buckets"]]
+    assert bounds[:-1] == list(range(len(bounds) - 1)) and bounds[-1] == "+Inf"   # 1-µs buckets
+    with Daemon("--netns", server.netns) as d:
+        r = d.client.post("/monitors/l1", json={"kind": "latency", "interface": "eth0", "options": {"mode": "stack"}})
+        assert r.status_code == 201, r.text
+        bad = d.client.post("/monitors/l2", json={"kind": "latency", "interface": "eth0",
+                                                  "options": {"mode": "forward"}})
+        assert bad.status_code == 400
+        _echo_rounds(client, server, 7013, 9)
+        snap = d.client.get("/monitors/l1").json()
+        assert snap["packets"] == 9
+        fams = {f.name: f for f in text_string_to_metric_families(d.client.get("/metrics").text)}
+        [count] = [s for s in fams["packet_latency_microseconds"].samples
+                   if s.name.endswith("_count") and s.labels.get("monitor") == "l1"]
+        assert count.value == 9
+        [per_flow] = [s for s in fams["packet_latency_samples"].samples if s.labels.get("monitor") == "l1"]
+        assert per_flow.labels["dport"] == "7013" and per_flow.value == 9
+        assert d.client.delete("/monitors/l1").status_code == 204

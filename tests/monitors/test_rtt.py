@@ -10,9 +10,14 @@ import threading
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from service.daemon import Daemon
 
 from pynetmon import monitors
+from pynetmon.link import tc_programs
 from pynetmon.testhosts import FrameRelay, MiddleHosts
+
+from .helpers import finish_json, quiet, start_cli, wait_attached
 
 DELAY = 0.010
 
@@ -51,11 +56,11 @@ def test_timestamps_are_matched_once_per_tsval(hosts):
     assert snap["timestamps_stored"] == 4                # SYN 7, SYN-ACK 900, 100, 101
 
 
-def _ping_pong(client_host, server_host, rounds: int) -> list[float]:
+def _ping_pong(client_host, server_host, rounds: int, port: int = 7000) -> list[float]:
     """`rounds` request/response exchanges over one TCP connection; the application's RTTs."""
     srv = server_host.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind((server_host.ip, 7000))
+    srv.bind((server_host.ip, port))
     srv.listen()
 
     def serve():
@@ -70,7 +75,7 @@ def _ping_pong(client_host, server_host, rounds: int) -> list[float]:
     cl = client_host.socket(socket.AF_INET, socket.SOCK_STREAM)
     cl.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     cl.settimeout(5)
-    cl.connect((server_host.ip, 7000))
+    cl.connect((server_host.ip, port))
     rtts = []
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -120,3 +125,32 @@ def test_full_flow_table_counts_overflow(hosts):
         snap = m.snapshot()
     assert len(snap["flows"]) == 16
     assert snap["overflow"] == 4 and snap["samples"] == 20
+
+
+def test_cli_json_and_rest(hosts):
+    a, b = hosts
+    quiet(a, b)
+    proc = start_cli("monitor", "rtt", "-i", "eth0", "--netns", a.netns, "--duration", "3", "--json",
+                     "--set", "top=5", "--set", "linear=100", "--set", "buckets=50")
+    wait_attached(a, "egress")
+    _ping_pong(a, b, 5, port=7001)
+    snap = finish_json(proc)
+    out = next(f for f in snap["flows"] if (f["src"], f["dport"]) == (a.ip, 7001))
+    assert out["samples"] >= 6 and out["min_us"] > 0
+    assert [x["le"] for x in snap["rtt_us"]["buckets"][:2]] == [99, 199]   # linear=100: 100-µs buckets
+    with Daemon("--netns", a.netns) as d:
+        r = d.client.post("/monitors/r1", json={"kind": "rtt", "interface": "eth0", "options": {"top": 3}})
+        assert r.status_code == 201, r.text
+        bad = d.client.post("/monitors/r2", json={"kind": "rtt", "interface": "eth0", "options": {"linear": "1"}})
+        assert bad.status_code == 400 and bad.json()["problems"][0]["path"] == "options.linear"
+        _ping_pong(a, b, 5, port=7002)
+        snap = d.client.get("/monitors/r1").json()
+        out = next(f for f in snap["flows"] if (f["src"], f["dport"]) == (a.ip, 7002))
+        assert out["samples"] >= 6
+        fams = {f.name: f for f in text_string_to_metric_families(d.client.get("/metrics").text)}
+        [sample] = [s for s in fams["tcp_rtt_samples"].samples if s.labels.get("dport") == "7002"]
+        assert sample.labels["monitor"] == "r1" and sample.value == out["samples"]
+        count = [s for s in fams["tcp_rtt_microseconds"].samples if s.name.endswith("_count")]
+        assert count[0].value == snap["rtt_us"]["count"]
+        assert d.client.delete("/monitors/r1").status_code == 204
+        assert not tc_programs("eth0", "ingress", netns=a.netns)
