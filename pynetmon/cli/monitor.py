@@ -159,7 +159,8 @@ def render(kind: str, snap: dict[str, Any]):
             parts.append(Text(f"{key}: count={value['count']}  {pct}"))
         elif isinstance(value, list) and value and isinstance(value[0], dict):
             table = Table(title=f"{key} ({len(value)})", title_justify="left", show_edge=False)
-            columns = [c for c in value[0] if not isinstance(value[0][c], dict)]
+            # raw timestamps say nothing at a glance: the JSON has them
+            columns = [c for c in value[0] if not isinstance(value[0][c], dict) and not c.endswith("_ns")]
             for column in columns:
                 table.add_column(column, justify="right" if isinstance(value[0][column], (int, float)) else "left")
             for row in value[:ROWS]:
