@@ -346,21 +346,53 @@ def gc_paused(pause: bool = True):
 
 
 class RowPlan:
-    """The leaves (offset, struct code, byte order) of one codec, and helpers its expression calls."""
+    """The leaves (offset, struct code, byte order) of one codec, and helpers its expression calls.
+    Variable names start with `prefix`, so that the plans of a key and a value can share one expression."""
 
-    def __init__(self):
+    def __init__(self, prefix: str = "v"):
+        self.prefix = prefix
         self.leaves: list[tuple[int, str, str]] = []
         self.helpers: dict[str, Callable] = {}
 
     def leaf(self, offset: int, code: str, order: str) -> str:
         """`order` is "native", "big" (big-endian typedefs) or "any" (bytes and single bytes)."""
         self.leaves.append((offset, code, order))
-        return f"v{len(self.leaves) - 1}"
+        return f"{self.prefix}{len(self.leaves) - 1}"
 
     def helper(self, fn: Callable) -> str:
-        name = f"_h{len(self.helpers)}"
+        name = f"_{self.prefix}h{len(self.helpers)}"
         self.helpers[name] = fn
         return name
+
+
+def _row_parts(codec: Codec, stride: int, prefix: str, view: str, namespace: dict[str, Any]):
+    """(expression, iter_unpack sources, unpack targets) decoding `codec` values `stride` bytes apart in
+    buffer variable `view`, with names starting with `prefix` (added to `namespace`); or None."""
+    plan = RowPlan(prefix)
+    expr = codec._plan(0, plan)
+    if expr is None or not plan.leaves or len(plan.leaves) > _MAX_LEAVES or stride < codec.size:
+        return None
+    indexed = sorted(enumerate(plan.leaves), key=lambda item: item[1][0])
+    orders = {order for _, (_, _, order) in indexed}
+    if "big" in orders and "native" in orders:
+        groups = [("=", [i for i in indexed if i[1][2] != "big"]), (">", [i for i in indexed if i[1][2] == "big"])]
+    else:
+        groups = [(">" if "big" in orders else "=", indexed)]
+    namespace.update(plan.helpers)
+    sources, targets = [], []
+    for n, (order, leaves) in enumerate(groups):
+        fmt, pos = [], 0
+        for _, (offset, code, _) in leaves:
+            if offset > pos:
+                fmt.append(f"{offset - pos}x")
+            fmt.append(code)
+            pos = offset + struct.calcsize("=" + code)
+        if stride > pos:
+            fmt.append(f"{stride - pos}x")
+        namespace[f"_{prefix}s{n}"] = struct.Struct(order + "".join(fmt))
+        sources.append(f"_{prefix}s{n}.iter_unpack({view})")
+        targets.append("(" + "".join(f"{prefix}{i}, " for i, _ in leaves) + ")")
+    return expr, sources, targets
 
 
 def compile_rows(codec: Codec, stride: int | None) -> Callable[[Any], Any] | None:
@@ -372,42 +404,38 @@ def compile_rows(codec: Codec, stride: int | None) -> Callable[[Any], Any] | Non
     `struct` over the same buffer (or by the only one when no multi-byte native field exists).
     Returns None for types without a plan (the generic path decodes those).
     """
-    plan = RowPlan()
-    expr = codec._plan(0, plan)
     single = stride is None
-    stride = codec.size if single else stride
-    if expr is None or not plan.leaves or len(plan.leaves) > _MAX_LEAVES or stride < codec.size:
+    namespace: dict[str, Any] = {}
+    parts = _row_parts(codec, codec.size if single else stride, "v", "view", namespace)
+    if parts is None:
         return None
-    indexed = sorted(enumerate(plan.leaves), key=lambda item: item[1][0])
-    orders = {order for _, (_, _, order) in indexed}
-    if "big" in orders and "native" in orders:
-        groups = [("=", [i for i in indexed if i[1][2] != "big"]), (">", [i for i in indexed if i[1][2] == "big"])]
-    else:
-        groups = [(">" if "big" in orders else "=", indexed)]
-    namespace: dict[str, Any] = dict(plan.helpers)
-    sources, targets = [], []
-    for n, (prefix, leaves) in enumerate(groups):
-        fmt, pos = [], 0
-        for _, (offset, code, _) in leaves:
-            if offset > pos:
-                fmt.append(f"{offset - pos}x")
-            fmt.append(code)
-            pos = offset + struct.calcsize("=" + code)
-        if stride > pos:
-            fmt.append(f"{stride - pos}x")
-        namespace[f"_s{n}"] = struct.Struct(prefix + "".join(fmt))
-        sources.append(f"_s{n}.iter_unpack(view)")
-        targets.append("(" + "".join(f"v{i}, " for i, _ in leaves) + ")")
+    expr, sources, targets = parts
     # The source is built from BTF member names quoted with repr() and from generated variable names.
     if single:
-        unpacks = "".join(f"    {t} = _s{n}.unpack_from(data)\n" for n, t in enumerate(targets))
+        unpacks = "".join(f"    {t} = _vs{n}.unpack_from(data)\n" for n, t in enumerate(targets))
         exec(f"def _decode_one(data):\n{unpacks}    return {expr}\n", namespace)  # noqa: S102 - see above
         return namespace["_decode_one"]
-    if len(groups) == 1:
-        source = f"lambda view: [{expr} for {targets[0]} in {sources[0]}]"
-    else:
-        source = f"lambda view: [{expr} for {', '.join(targets)} in zip({', '.join(sources)})]"
-    return eval(source, namespace)
+    return eval(f"lambda view: [{expr} for {_loop(sources, targets)}]", namespace)
+
+
+def compile_pairs(key: Codec, value: Codec) -> Callable[[Any, Any], list] | None:
+    """Compile one comprehension that decodes packed keys and packed values (back to back, as a batch
+    read returns them) into a list of (key, value) tuples: no intermediate lists of keys and values to
+    zip afterwards. None when either type has no plan."""
+    namespace: dict[str, Any] = {}
+    kparts = _row_parts(key, key.size, "k", "kview", namespace)
+    vparts = _row_parts(value, value.size, "v", "vview", namespace)
+    if kparts is None or vparts is None:
+        return None
+    loop = _loop(kparts[1] + vparts[1], kparts[2] + vparts[2])
+    # Built like compile_rows' source: repr()-quoted member names and generated variable names.
+    return eval(f"lambda kview, vview: [({kparts[0]}, {vparts[0]}) for {loop}]", namespace)
+
+
+def _loop(sources: list[str], targets: list[str]) -> str:
+    if len(sources) == 1:
+        return f"{targets[0]} in {sources[0]}"
+    return f"{', '.join(targets)} in zip({', '.join(sources)})"
 
 
 def _member_error(member: str, exc: ValueError) -> ValueError:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._binding import check, ffi, lib
-from .btf_codec import BytesCodec, Codec, IntCodec, gc_paused, per_cpu_stride
+from .btf_codec import BytesCodec, Codec, IntCodec, compile_pairs, gc_paused, per_cpu_stride
 from .errors import ENOTSUPP, MapKeyError, NotSupportedError, error_from_errno
 
 MAP_TYPE_NAMES = {getattr(lib, n): n[len("BPF_MAP_TYPE_"):].lower() for n in dir(lib) if n.startswith("BPF_MAP_TYPE_")}
@@ -273,6 +273,11 @@ class Map:
 
     def _decode_pairs(self, keys: bytes, values: bytes, count: int) -> list[tuple[Any, Any]]:
         with gc_paused(count >= 10_000):  # millions of small containers: see gc_paused
+            if not self.per_cpu and count:
+                pairs = self._pairs_decoder()
+                if pairs is not None:  # one pass over both buffers, no key and value lists to zip
+                    return pairs(memoryview(keys)[:count * self.key_size],
+                                 memoryview(values)[:count * self.value_size])
             ks = self.key_codec.decode_many(keys, count)
             if self.per_cpu:
                 vs_flat = self.value_codec.decode_many(values, count * self.ncpus, self._stride)
@@ -281,6 +286,12 @@ class Map:
             else:
                 vs = self.value_codec.decode_many(values, count)
             return list(zip(ks, vs))
+
+    def _pairs_decoder(self):
+        if not hasattr(self, "_pairs"):
+            self._pairs = compile_pairs(self.key_codec, self.value_codec) \
+                if self.key_codec.size == self.key_size and self.value_codec.size == self.value_size else None
+        return self._pairs
 
     def read_raw(self, delete: bool = False) -> tuple[bytes, bytes, int]:
         """Every entry as (packed keys, packed values, count): the fastest whole-map read.

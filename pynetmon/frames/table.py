@@ -9,8 +9,8 @@ fields become host-order numbers, char arrays text, and fields declared addresse
 - or by column name, `to_pandas(addresses={"saddr": "ipv4"})`.
 
 An address field is formatted from its bytes in memory order (the network order a program copies from
-a packet), whatever integer type holds it. Address columns are categorical: each distinct address is
-formatted once, so a million flows between a few hosts cost a few strings, not a million.
+a packet), whatever integer type holds it. Address and text columns are categorical: each distinct
+value is formatted once, so a million flows between a few hosts cost a few strings, not a million.
 """
 from __future__ import annotations
 
@@ -46,7 +46,6 @@ def format_address(raw: bytes, kind: str) -> str:
 def address_column(col: Any, kind: str) -> Any:
     """A column of address fields (any integer or byte type of the right size) as categorical text."""
     np = require("numpy", "address columns")
-    pd = _pd()
     size = ADDRESS_KINDS.get(kind)
     if size is None:
         raise ValueError(f"unknown address kind {kind!r}; known: {sorted(ADDRESS_KINDS)}")
@@ -55,15 +54,38 @@ def address_column(col: Any, kind: str) -> Any:
         raise ValueError(f"a {kind} address is {size} bytes; the field holds {col.dtype.itemsize} "
                          f"({col.dtype})")
     raw = col.view(np.uint8).reshape(len(col), size)
-    # factorize wants hashable scalars: the bytes as one integer (IPv4) or as Python bytes.
-    keys = raw.view("<u4").ravel() if size == 4 else np.array(raw.view(f"V{size}").ravel().tolist(), dtype=object)
-    codes, uniques = pd.factorize(keys, sort=False)
-    if size == 4:
-        texts = [format_address(int(u).to_bytes(4, "little"), kind) for u in uniques]
+    return _categorical(raw, lambda b: format_address(b, kind))
+
+
+def text_column(col: Any) -> Any:
+    """A column of C strings (char arrays) as categorical text: up to the first NUL, UTF-8 (bad bytes
+    replaced)."""
+    np = require("numpy", "text columns")
+    col = np.ascontiguousarray(col)
+    raw = col.view(np.uint8).reshape(len(col), col.dtype.itemsize)
+    return _categorical(raw, lambda b: b.split(b"\0", 1)[0].decode("utf-8", errors="replace"))
+
+
+def _categorical(raw: Any, text: Any) -> Any:
+    """Rows of `raw` (an (n, width) uint8 array) as a categorical of `text(row bytes)`, each distinct row
+    turned into text once. Rows up to 8 bytes are hashed as one integer, wider ones as bytes objects."""
+    np = require("numpy", "categorical columns")
+    pd = _pd()
+    n, width = raw.shape
+    if width <= 8:
+        padded = np.zeros((n, 8), np.uint8)
+        padded[:, :width] = raw
+        codes, uniques = pd.factorize(padded.view("<u8").ravel(), sort=False)
+        texts = [text(int(u).to_bytes(8, "little")[:width]) for u in uniques]
     else:
-        texts = [format_address(bytes(u), kind) for u in uniques]
-    # Distinct bytes format to distinct texts, so the categories are unique as from_codes needs.
-    return pd.Categorical.from_codes(codes, categories=pd.Index(texts, dtype=object), validate=False)
+        codes, uniques = pd.factorize(np.array(raw.view(f"V{width}").ravel().tolist(), dtype=object), sort=False)
+        texts = [text(bytes(u)) for u in uniques]
+    # Different bytes can give the same text (what follows a C string's NUL): one category per text.
+    categories = list(dict.fromkeys(texts))
+    if len(categories) != len(texts):
+        where = {t: i for i, t in enumerate(categories)}
+        codes = np.array([where[t] for t in texts], dtype=np.int64)[codes]
+    return pd.Categorical.from_codes(codes, categories=pd.Index(categories, dtype=object), validate=False)
 
 
 def _field_bytes(col: Any) -> int:
@@ -76,10 +98,9 @@ def _field_bytes(col: Any) -> int:
 
 def _plain(col: Any, codec: Codec) -> Any:
     """A leaf column as pandas likes it: native byte order, text for char arrays, bytes/ints otherwise."""
-    pd = _pd()
     if isinstance(codec, BytesCodec):
         if codec.text:
-            return pd.Series(col).str.decode("utf-8", errors="replace").to_numpy()
+            return text_column(col)
         return col.tolist()  # bytes objects (void fields)
     if isinstance(codec, IntCodec) and codec.fmt.endswith("s"):
         order = "big" if codec.big_endian else "little"

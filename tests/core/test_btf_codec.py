@@ -223,9 +223,9 @@ def test_big_endian_only_structs_unpack_in_one_pass(btf_types):
     from pynetmon.btf_codec import compile_rows
     flow_key = compile_rows(btf_types["flow_key"], 16)
     record = compile_rows(btf_types["flow_record"], 32)
-    assert [n for n in flow_key.__globals__ if n.startswith("_s")] == ["_s0"]
-    assert flow_key.__globals__["_s0"].format.startswith(">")
-    assert sorted(n for n in record.__globals__ if n.startswith("_s")) == ["_s0", "_s1"]  # native + big-endian
+    assert [n for n in flow_key.__globals__ if n.startswith("_vs")] == ["_vs0"]
+    assert flow_key.__globals__["_vs0"].format.startswith(">")
+    assert sorted(n for n in record.__globals__ if n.startswith("_vs")) == ["_vs0", "_vs1"]  # native + big-endian
     value = {"key": {"saddr": 1, "daddr": 2, "sport": 3, "dport": 4, "proto": 5, "pad": b"\0\0\0"},
              "stats": {"packets": 6, "bytes": 7}}
     assert record(memoryview(btf_types["flow_record"].encode(value) * 2)) == [value, value]
@@ -247,3 +247,19 @@ def test_gc_paused_restores_the_collector():
     assert gc.isenabled()
     with gc_paused(False):
         assert gc.isenabled()
+
+
+def test_pairs_decoder_equals_keys_and_values_decoded_apart(btf_types):
+    import random
+
+    from pynetmon.btf_codec import compile_pairs
+    rng = random.Random(5)
+    for key_name, value_name in (("flow_key", "flow_stats"), ("flow_record", "rich_value"), ("inner", "flow_key")):
+        key, value = btf_types[key_name], btf_types[value_name]
+        keys, values = rng.randbytes(key.size * 9), rng.randbytes(value.size * 9)
+        pairs = compile_pairs(key, value)
+        assert pairs is not None
+        expected = [[k, v] for k, v in zip(key.decode_many(keys, 9), value.decode_many(values, 9))]
+        got = pairs(memoryview(keys), memoryview(values))
+        assert all(type(p) is tuple for p in got)
+        assert _same([list(p) for p in got], expected)
