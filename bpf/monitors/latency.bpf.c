@@ -32,6 +32,7 @@ extern void *bpf_cast_to_kern_ctx(void *) __ksym;
 
 /* Only the fields read, relocated by name against the running kernel's BTF (CO-RE): no vmlinux.h. */
 struct sock_common___pnm {
+	unsigned short skc_family;
 	__u16 skc_num;
 } __attribute__((preserve_access_index));
 
@@ -42,6 +43,7 @@ struct sk_buff_head___pnm {
 struct sock___pnm {
 	struct sock_common___pnm __sk_common;
 	struct sk_buff_head___pnm sk_receive_queue;
+	__u16 sk_protocol;
 } __attribute__((preserve_access_index));
 
 struct {
@@ -123,6 +125,9 @@ int latency_ingress(struct __sk_buff *skb)
 			count(LATENCY_CTR_STAMPED, 1);
 		return TC_ACT_UNSPEC;
 	}
+	/* stack: only what a TCP or UDP socket can receive */
+	if (latency_config.mode == LATENCY_MODE_STACK && pkt.key.proto != IPPROTO_TCP && pkt.key.proto != IPPROTO_UDP)
+		return TC_ACT_UNSPEC;
 	addr = (__u64)(long)bpf_cast_to_kern_ctx(skb);
 	stamp.ts_ns = now;
 	__builtin_memcpy(&stamp.flow, &pkt.key, sizeof(stamp.flow));
@@ -195,9 +200,12 @@ static __always_inline void delivered(struct sock___pnm *sk, void *skb)
 
 	if (!stamp)
 		return;
+	/* The socket must be the packet's: an inet socket of its protocol on its destination port. (A
+	 * netlink socket's queue may hold an skb at the address of a freed, stamped one.) */
 	port = sk->__sk_common.skc_num;	/* the local port, host order */
 	if (now < stamp->ts_ns || now - stamp->ts_ns > latency_config.max_age_ns ||
-	    port != bpf_ntohs(stamp->flow.dport)) {
+	    (sk->__sk_common.skc_family != 2 /* AF_INET */ && sk->__sk_common.skc_family != 10 /* AF_INET6 */) ||
+	    sk->sk_protocol != stamp->flow.proto || port != bpf_ntohs(stamp->flow.dport)) {
 		count(LATENCY_CTR_STALE, 1);
 	} else {
 		struct latency_stamp found = *stamp;
