@@ -22,14 +22,14 @@ VMLINUX_USERS := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(shell grep -l 'v
 # <linux/if.h> (from <linux/icmp.h>, which Dynmon code includes) pulls in glibc's <sys/socket.h>; under
 # -target bpf glibc then asks for the 32-bit <gnu/stubs-32.h>, which only libc6-dev-i386 has.
 X86_STUBS := $(if $(filter x86_64,$(shell uname -m)),libc6-dev-i386)
-APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 \
+APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 nginx nghttp2-client \
                 gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl \
                 $(X86_STUBS)
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PY := $(VENV)/.py-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all bpf build deps run test bench lint clean
+.PHONY: all bpf build deps run test bench bench-thesis lint clean
 
 all: build
 
@@ -77,6 +77,10 @@ $(STAMP_APT): Makefile
 	    echo "stopping and disabling the prometheus service (pynetmon only needs the binaries)"; \
 	    systemctl disable --now prometheus.service; \
 	  fi; \
+	  if [[ " $$missing " == *" nginx "* ]] && [ -d /run/systemd/system ]; then \
+	    echo "stopping and disabling the nginx service (the thesis benchmark starts its own)"; \
+	    systemctl disable --now nginx.service; \
+	  fi; \
 	fi
 	@mkdir -p $(VENV) && touch $@
 
@@ -100,6 +104,11 @@ test: build
 
 bench: build
 	$(PY) -m pytest -q -s $(wildcard benchmarks/bench_*.py) $(PYTEST_ARGS)
+
+# The HTTP monitor against the thesis' numbers (benchmarks/thesis): ~10 minutes; the thesis' 60 s runs
+# with PYTEST_ARGS=--thesis-durations. Writes benchmarks/results/thesis.*.
+bench-thesis: build
+	$(PY) -m pytest -q -s -p no:cacheprovider benchmarks/thesis/bench_thesis.py $(PYTEST_ARGS)
 
 lint: deps
 	$(PY) -m ruff check pynetmon tests benchmarks

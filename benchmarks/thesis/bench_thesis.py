@@ -1,0 +1,181 @@
+"""The thesis' benchmark reproduced with pynetmon's http monitor: iperf3 TCP and nginx + h2load between
+test hosts, untraced / TC hooks only / pass program / traced (monitor on, mirroring armed) / tcpdump with
+a filter (the libpcap-based reference), plus error shares 0-100%, 1 and 2 CPUs, and "two hosts"
+through a router namespace.
+
+Run: `make bench-thesis` (short runs, ~10 minutes) or
+`make bench-thesis PYTEST_ARGS="--thesis-durations"` (the thesis' 60 s runs). Rounds are interleaved
+(every row once per round, the order rotated), medians reported, ratios against untraced of the same
+run. Output: benchmarks/results/thesis.{json,md}, thesis_http.png, thesis_latency.png. Nothing is
+asserted on time; the counts of the monitor are checked against h2load's exactly (missed/false).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pynetmon.testhosts import TestHosts
+
+from .loads import HTTP_PORT, IPERF_PORT, MIRROR, Nginx, RouterHosts, h2load, iperf3, load_average, row
+from .report import write_report
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+TCP_ROWS = ("untraced", "tc", "pass", "traced", "mirroring", "tcpdump")
+SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)
+CONNECTIONS = 10  # h2load -c 10
+
+
+@pytest.fixture(scope="module")
+def settings(request) -> dict:
+    thesis = request.config.getoption("--thesis-durations")
+    return {"thesis_durations": thesis, "rounds": request.config.getoption("--rounds"),
+            "duration": 60 if thesis else request.config.getoption("--duration"), "omit": 10 if thesis else 1}
+
+
+@pytest.fixture(scope="module")
+def report(settings):
+    data = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "settings": settings, "load_before": load_average(), "tcp": {}, "http": {}, "cpus": {}, "two_hosts": {}}
+    yield data
+    data["load_after"] = load_average()
+    RESULTS.mkdir(exist_ok=True)
+    write_report(data, RESULTS)
+    print(f"\nwritten: {RESULTS}/thesis.md, thesis.json, thesis_http.png, thesis_latency.png")
+
+
+def rotated(items, i):
+    items = list(items)
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
+def tcp_row(name: str, client, server, server_ip: str, settings: dict, cpus=None, hook_host=None,
+            ifname: str = "eth0") -> float:
+    """One iperf3 run with row `name` on `hook_host`'s `ifname` (default: the server's eth0). "mirroring"
+    is the traced row with the sampler at 1: every connection, so every packet, is mirrored."""
+    options = {"sample": 1} if name == "mirroring" else {}
+    with row("traced" if name == "mirroring" else name, hook_host or server, ifname,
+             ports=(HTTP_PORT, IPERF_PORT), **options):
+        return iperf3(client, server, server_ip, settings["duration"], settings["omit"], cpus)
+
+
+def test_tcp(settings, report):
+    """iperf3 rows of the thesis' Table 5.1, and the same with the load limited to 1 and 2 CPUs."""
+    runs = {name: [] for name in TCP_ROWS}
+    cpus = {f"{name}@{n}cpu": [] for n in (1, 2) for name in ("untraced", "traced")}
+    with TestHosts() as (a, b):
+        for i in range(settings["rounds"]):
+            for name in rotated(TCP_ROWS, i):
+                runs[name].append(tcp_row(name, a, b, b.ip, settings))
+            for key in rotated(cpus, i):
+                name, n = key.split("@")
+                cpus[key].append(tcp_row(name, a, b, b.ip, settings, cpus=int(n[0])))
+            print(f"tcp round {i + 1}: " + ", ".join(f"{k} {v[-1] / 1e9:.1f}" for k, v in runs.items()), flush=True)
+    report["tcp"] = {name: {"runs_bps": v, "median_bps": statistics.median(v)} for name, v in runs.items()}
+    report["cpus"]["tcp"] = {k: {"runs_bps": v, "median_bps": statistics.median(v)} for k, v in cpus.items()}
+
+
+def http_run(client, server, hook_host, server_ip: str, share: float, traced: bool, requests: int,
+             cpus=None, ifname="eth0") -> dict:
+    """One h2load run with the monitor on `hook_host`'s `ifname` or not; with it, the monitor's counts
+    against h2load's."""
+    with tempfile.TemporaryDirectory(prefix="pnm-h2load-") as work, \
+            row("traced" if traced else "untraced", hook_host, ifname) as m:
+            res = h2load(client, server_ip, share, requests, work, cpus)
+            out = {"rps": res.rps, "seconds": res.seconds, "requests": res.requests, "succeeded": res.succeeded,
+                   "failed": res.failed, "status": res.status, "percentiles_us": res.percentiles_us}
+            if m is not None:
+                time.sleep(0.3)  # the last ACKs and FINs
+                snap = m.snapshot()
+                tx = int(hook_host.run("cat", f"/sys/class/net/{MIRROR}/statistics/tx_packets").stdout)
+                errors = res.status["5xx"]
+                out["monitor"] = {
+                    "responses": snap["responses"], "triggers": snap["mirror"]["triggers"],
+                    "mirrored_connections": snap["mirror"]["connections"],
+                    "mirrored_packets": snap["mirror"]["packets"], "mirror_tx_packets": tx,
+                    "mirror_errors": snap["mirror"]["errors"], "unparsed": snap["unparsed"],
+                    "missed": max(0, errors - snap["mirror"]["triggers"]),
+                    "false": max(0, snap["mirror"]["triggers"] - errors),
+                    "counts_exact": (snap["responses"].get("500", 0) == errors
+                                     and snap["responses"].get("200", 0) == res.status["2xx"]),
+                    "latency_us": snap["by_class"],
+                }
+    return out
+
+
+def calibrate(client, server_ip: str, seconds: int, cpus=None) -> int:
+    """Requests for about `seconds` of h2load at the untraced rate (fixed counts keep checks exact)."""
+    with tempfile.TemporaryDirectory(prefix="pnm-h2load-") as work:
+        rate = h2load(client, server_ip, 0.0, 20000, work, cpus).rps
+    return max(10000, int(rate * seconds) // CONNECTIONS * CONNECTIONS)
+
+
+def summarize(runs: list[dict]) -> dict:
+    out = {"runs": runs, "median_rps": statistics.median(r["rps"] for r in runs)}
+    pcts = runs[0]["percentiles_us"].keys()
+    out["median_percentiles_us"] = {p: statistics.median(r["percentiles_us"][p] for r in runs) for p in pcts}
+    mons = [r["monitor"] for r in runs if "monitor" in r]
+    if mons:
+        out["missed"] = sum(m["missed"] for m in mons)
+        out["false"] = sum(m["false"] for m in mons)
+        out["counts_exact"] = all(m["counts_exact"] for m in mons)
+        out["mirrored_connections"] = [m["mirrored_connections"] for m in mons]
+        out["mirrored_packets"] = [m["mirrored_packets"] for m in mons]
+        out["h2load_5xx"] = [r["status"]["5xx"] for r in runs if "monitor" in r]
+        out["triggers"] = [m["triggers"] for m in mons]
+        out["mirror_delivered"] = all(m["mirrored_packets"] == m["mirror_tx_packets"] for m in mons)
+    return out
+
+
+def test_http(settings, report):
+    """nginx + h2load at 0/25/50/75/100% errors, untraced and traced (Tables 5.2-5.6), and at 0% and
+    100% with the load limited to 1 and 2 CPUs (Figures 5.8/5.9)."""
+    with TestHosts() as (a, b), Nginx(b):
+        requests = calibrate(a, b.ip, settings["duration"])
+        report["settings"]["h2load_requests"] = requests
+        runs = {(share, traced): [] for share in SHARES for traced in (False, True)}
+        for i in range(settings["rounds"]):
+            for share, traced in rotated(runs, i):
+                runs[(share, traced)].append(http_run(a, b, b, b.ip, share, traced, requests))
+            print(f"http round {i + 1}: " + ", ".join(
+                f"{int(s * 100)}%{'T' if t else 'U'} {v[-1]['rps']:.0f}" for (s, t), v in runs.items()), flush=True)
+    report["http"] = {f"{int(s * 100)}%": {"untraced": summarize(runs[(s, False)]), "traced": summarize(runs[(s, True)])}
+                      for s in SHARES}
+    cpus = {}
+    for n in (1, 2):
+        with TestHosts() as (a, b), Nginx(b, cpus=n):
+            requests = calibrate(a, b.ip, settings["duration"], cpus=n)
+            runs = {(share, traced): [] for share in (0.0, 1.0) for traced in (False, True)}
+            for i in range(settings["rounds"]):
+                for share, traced in rotated(runs, i):
+                    runs[(share, traced)].append(http_run(a, b, b, b.ip, share, traced, requests, cpus=n))
+            for (share, traced), v in runs.items():
+                cpus[f"{int(share * 100)}% {'traced' if traced else 'untraced'} @{n}cpu"] = summarize(v)
+    report["cpus"]["http"] = cpus
+
+
+def test_two_hosts(settings, report):
+    """Client and server in their own namespaces joined through a router namespace; the monitor on the
+    router's interface facing the server (both directions), as the thesis' multi-host case."""
+    out = {}
+    with RouterHosts() as net:
+        c, s, r = net.client, net.server, net.router
+        tcp = {"untraced": [], "traced": []}
+        with Nginx(s):
+            requests = calibrate(c, s.ip, settings["duration"])
+            http = {"untraced": [], "traced": []}
+            for i in range(settings["rounds"]):
+                for name in rotated(tcp, i):
+                    tcp[name].append(tcp_row(name, c, s, s.ip, settings, hook_host=r, ifname=r.ifname))
+                for name in rotated(http, i):
+                    http[name].append(http_run(c, s, r, s.ip, 1.0, name == "traced", requests, ifname=r.ifname))
+        out["tcp"] = {k: {"runs_bps": v, "median_bps": statistics.median(v)} for k, v in tcp.items()}
+        out["http_100%"] = {k: summarize(v) for k, v in http.items()}
+    report["two_hosts"] = out
+    print(json.dumps({k: v.get("median_bps") for k, v in out["tcp"].items()}))
