@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from pynetmon.testhosts import TestHosts
+from pynetmon.testhosts import Host, MiddleHosts, TestHosts
 
-from .loads import HTTP_PORT, IPERF_PORT, MIRROR, Nginx, RouterHosts, h2load, iperf3, load_average, row
+from .loads import HTTP_PORT, IPERF_PORT, MIRROR, Nginx, h2load, iperf3, load_average, row
 from .report import write_report
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -164,8 +164,9 @@ def test_two_hosts(settings, report):
     """Client and server in their own namespaces joined through a router namespace; the monitor on the
     router's interface facing the server (both directions), as the thesis' multi-host case."""
     out = {}
-    with RouterHosts() as net:
-        c, s, r = net.client, net.server, net.router
+    with MiddleHosts(routed=True) as net:
+        c, s = net.a, net.b
+        r = Host(net.m, "right", "", "")  # the router's interface facing the server
         tcp = {"untraced": [], "traced": []}
         with Nginx(s):
             requests = calibrate(c, s.ip, settings["duration"])

@@ -23,7 +23,7 @@ from typing import Any
 from pynetmon import monitors
 from pynetmon.link import attach_tc
 from pynetmon.object import BPFObject
-from pynetmon.testhosts import Host, TestHosts
+from pynetmon.testhosts import Host
 from pynetmon.toolchain import compile_c
 
 HERE = Path(__file__).resolve().parent
@@ -190,40 +190,6 @@ def h2load(client: Host, server_ip: str, error_share: float, requests: int, work
     os.unlink(log)
     pct = {f"p{p:g}": float(times[min(len(times) - 1, int(len(times) * p / 100))]) for p in PERCENTILES} if times else {}
     return H2loadResult(seconds, float(m.group(3)), total, ok, failed, status, pct)
-
-
-# -- topologies ---------------------------------------------------------------------------------
-class RouterHosts:
-    """The thesis' "two hosts": client c and server s in their own namespaces, joined through a router
-    namespace r (two veth pairs, IPv4 forwarding). `r_server` is the router's interface facing s."""
-
-    def __init__(self) -> None:
-        self._pairs = [TestHosts("pnmr"), TestHosts("pnms")]
-        (c, r1), (r2, s) = self._pairs[0], self._pairs[1]
-        self.client, self.server = c, s
-        # Move the second pair's router end into the first pair's router namespace as eth1.
-        r2.run("ip", "link", "set", "eth0", "name", "eth1")
-        r2.run("ip", "link", "set", "eth1", "netns", r1.netns)
-        r1.run("ip", "addr", "add", f"{r2.ip}/{r2.prefixlen}", "dev", "eth1")
-        r1.run("ip", "link", "set", "eth1", "up")
-        r1.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
-        c.run("ip", "route", "add", "default", "via", r1.ip)
-        s.run("ip", "route", "add", "default", "via", r2.ip)
-        self.router = Host(r1.netns, "eth1", r2.ip, r2.mac)
-        deadline = time.monotonic() + 10
-        while c.run("ping", "-c1", "-W1", s.ip, check=False).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("no route from client to server through the router")
-
-    def close(self) -> None:
-        for pair in self._pairs:
-            pair.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def load_average() -> str:
