@@ -12,12 +12,16 @@ import time
 
 import dpkt
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from service.daemon import Daemon
 
 from pynetmon import monitors
 from pynetmon.capture import PacketCapture
 from pynetmon.errors import ConfigError
+from pynetmon.link import tc_programs
 from pynetmon.monitors.http import HttpOptions
 
+from .helpers import V6, finish_json, quiet, start_cli, wait_attached
 from .http_helpers import StatusServer, read_response, request
 
 PORT = 8888
@@ -294,12 +298,10 @@ def test_created_mirror_interface_is_removed_and_an_existing_one_kept(hosts):
 
 def test_ipv6(hosts, tmp_path):
     a, b = hosts
-    for host, addr in ((a, "fd00:198:18::1"), (b, "fd00:198:18::2")):
-        host.run("ip", "-6", "addr", "add", f"{addr}/64", "dev", "eth0", "nodad")
-    a.run("ip", "-6", "neigh", "replace", "fd00:198:18::2", "lladdr", b.mac, "dev", "eth0")
-    b.run("ip", "-6", "neigh", "replace", "fd00:198:18::1", "lladdr", a.mac, "dev", "eth0")
-    with StatusServer(b, "fd00:198:18::2", PORT, socket.AF_INET6), Mirrored(hosts, tmp_path) as t:
-        assert request(a, "fd00:198:18::2", PORT, ["/200", "/500"], socket.AF_INET6) == [200, 500]
+    quiet(a, b, ipv6=True)
+    with StatusServer(b, V6[1], PORT, socket.AF_INET6), Mirrored(hosts, tmp_path) as t:
+        assert request(a, V6[1], PORT, ["/200", "/500"], socket.AF_INET6) == [200, 500]
+        traced = t.monitor.snapshot()["traced"]
         snap = t.monitor.snapshot()
         wire, mirror = t.captured()
     assert snap["responses"] == {"200": 1, "500": 1}
@@ -308,6 +310,7 @@ def test_ipv6(hosts, tmp_path):
     (conn,) = conns.values()
     assert collections.Counter(mirror) == collections.Counter(from_trigger(conn))
     assert snap["mirror"]["connections"] == 1
+    assert [(x["src"], x["dst"], x["dport"], x["status"]) for x in traced] in ([], [(V6[0], V6[1], PORT, 500)])
 
 
 def test_one_direction_only(hosts):
@@ -319,3 +322,31 @@ def test_one_direction_only(hosts):
     # egress of the server: responses seen, requests (ingress) not, so no latency either
     assert snap["responses"] == {"200": 1, "500": 1} and snap["requests"] == {}
     assert snap["parse"]["no_request"] == 2
+
+
+def test_cli_json_and_rest(hosts):
+    a, b = hosts
+    with StatusServer(b, b.ip, PORT):
+        proc = start_cli("monitor", "http", "-i", "eth0", "--netns", b.netns, "--duration", "3", "--json",
+                         "--set", 'mirror_on=["5xx", 404]', "--set", "ports=[8888]")
+        wait_attached(b, "egress")
+        request(a, b.ip, PORT, ["/200", "/404", "/503"])
+        snap = finish_json(proc)
+        assert snap["responses"] == {"200": 1, "404": 1, "503": 1}
+        assert snap["mirror"]["triggers"] == 2 and snap["mirror"]["packets"] == 0  # matched, nowhere to mirror
+        with Daemon("--netns", b.netns) as d:
+            r = d.client.post("/monitors/h1", json={"kind": "http", "interface": "eth0",
+                                                    "options": {"ports": [PORT], "mirror_on": [503]}})
+            assert r.status_code == 201, r.text
+            bad = d.client.post("/monitors/h2", json={"kind": "http", "interface": "eth0",
+                                                      "options": {"mirror_on": ["9xx"]}})
+            assert bad.status_code == 400 and bad.json()["problems"][0]["path"] == "options.mirror_on[0]"
+            request(a, b.ip, PORT, ["/200", "/200", "/503"])
+            snap = d.client.get("/monitors/h1").json()
+            assert snap["responses"] == {"200": 2, "503": 1}
+            fams = {f.name: f for f in text_string_to_metric_families(d.client.get("/metrics").text)}
+            got = {(s.labels["status"], s.labels["method"]): s.value for s in fams["http_responses"].samples
+                   if s.labels.get("monitor") == "h1" and s.name == "http_responses_total"}
+            assert got == {("200", "GET"): 2, ("503", "GET"): 1}
+            assert d.client.delete("/monitors/h1").status_code == 204
+            assert not tc_programs("eth0", "ingress", netns=b.netns)
