@@ -18,7 +18,7 @@ from pynetmon import monitors
 from pynetmon.errors import ConfigError
 from pynetmon.monitors import dnswire
 
-from .helpers import finish_json, quiet, start_cli, wait_attached
+from .helpers import V6, finish_json, quiet, start_cli, wait_attached
 
 # name → (rcode, delay in seconds); None: never answered
 ZONE = {"ok.test": (0, 0.005), "nx.test": (3, 0.010), "fail.test": (2, 0.020), "drop.test": None}
@@ -136,6 +136,24 @@ def test_counts_are_exact_and_latency_is_the_responders_delay(hosts):
         # the responder sleeps `delay` between query and response; the rest is two veth hops and Python
         assert delay * 1e6 <= lat["p50"] <= lat["p99"] <= lat["max"], (name, lat)
         assert lat["p50"] == pytest.approx(delay * 1e6, rel=0.25, abs=2000), (name, lat)
+
+
+def test_ipv6_queries_are_matched(hosts):
+    client, server = hosts
+    quiet(client, server, ipv6=True)
+    srv = server.socket(socket.AF_INET6)
+    srv.bind((V6[1], 53))
+    ask = client.socket(socket.AF_INET6)
+    with monitors.open("dns", interface="eth0", netns=client.netns) as m, srv, ask:
+        for qid in range(4):
+            ask.sendto(dnswire.message(qid, "six.test", 28), (V6[1], 53))
+            query, peer = srv.recvfrom(512)
+            assert dnswire.parse_question(query) == (qid, "six.test", 28)
+            srv.sendto(dnswire.message(qid, "six.test", 28, response=True, rcode=5), peer)  # REFUSED
+            ask.recv(512)
+        snap = m.snapshot()
+    assert (snap["queries"], snap["matched"], snap["by_rcode"]) == (4, 4, {"REFUSED": 4})
+    assert [(n["qname"], n["responses"]) for n in snap["names"]] == [("six.test", 4)]
 
 
 def test_only_the_configured_ports(hosts):

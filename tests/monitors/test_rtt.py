@@ -30,6 +30,15 @@ def tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int, options: b
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
 
 
+def tcp6_frame(src: str, dst: str, sport: int, dport: int, flags: int, options: bytes, payload: bytes = b"") -> bytes:
+    """An Ethernet + IPv6 + TCP frame."""
+    doff = (20 + len(options)) // 4
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, doff << 4, flags, 65535, 0, 0) + options + payload
+    ip6 = struct.pack("!IHBB", 6 << 28, len(tcp), 6, 64) + socket.inet_pton(socket.AF_INET6, src) \
+        + socket.inet_pton(socket.AF_INET6, dst)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip6 + tcp
+
+
 def ts_option(tsval: int, tsecr: int) -> bytes:
     return b"\x01\x01\x08\x0a" + struct.pack("!II", tsval, tsecr)
 
@@ -113,6 +122,17 @@ def test_a_delay_we_make_is_measured_at_the_endpoint_and_in_the_middle(bpf):
         assert back["p50_us"] < expected_us / 2, (where, back)
         assert snap["rtt_us"]["count"] == snap["samples"] == sum(f["samples"] for f in snap["flows"])
         assert snap["overflow"] == 0
+
+
+def test_ipv6(hosts):
+    a, _ = hosts
+    with monitors.open("rtt", interface="eth0", netns=a.netns) as m:
+        prog = m.objects[0].programs["rtt_egress"]
+        prog.test_run(tcp6_frame("fd00::1", "fd00::2", 3000, 443, 0x18, ts_option(40, 1), b"req"))
+        prog.test_run(tcp6_frame("fd00::2", "fd00::1", 443, 3000, 0x18, ts_option(77, 40), b"resp"))
+        snap = m.snapshot()
+    [flow] = [f for f in snap["flows"] if f["src"] == "fd00::1"]
+    assert (flow["dst"], flow["sport"], flow["dport"], flow["samples"]) == ("fd00::2", 3000, 443, 1)
 
 
 def test_full_flow_table_counts_overflow(hosts):
