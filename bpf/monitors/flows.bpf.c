@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* flows: packets and bytes per 5-tuple and direction, at tcx ingress and egress (or XDP ingress).
  *
- * One per-CPU hash entry per flow: each CPU adds to its own copy, so counts are exact without atomics.
+ * One hash entry per flow, its counters added with atomic instructions, so counts are exact.
  * The table is a plain hash, not an LRU: an LRU would silently evict flows and lose their counts, while
  * a full hash refuses the new flow, which we count as overflow. User space removes flows idle for
  * `idle_timeout` seconds, so the table frees itself. */
@@ -17,7 +17,7 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 flows_keep = FLOWS_KEEP_ALL;
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);	/* option max_entries */
 	__type(key, struct pnm_flow_key);
 	__type(value, struct flows_value);
@@ -73,7 +73,7 @@ static __always_inline void account(void *data, void *data_end, __u64 len, __u8 
 		err = bpf_map_update_elem(&flows_table, &pkt.key, &init, BPF_NOEXIST);
 		if (!err)
 			return;
-		if (err != -17 /* EEXIST: another CPU created it meanwhile; add to our copy */) {
+		if (err != -17 /* EEXIST: another CPU created it meanwhile; add to it */) {
 			count(FLOWS_CTR_OVERFLOW);
 			return;
 		}
@@ -81,13 +81,14 @@ static __always_inline void account(void *data, void *data_end, __u64 len, __u8 
 		if (!v)
 			return;
 	}
-	/* Our CPU's copy: no other writer (TC and XDP programs do not nest on one CPU). */
-	if (!v->packets)
-		v->first_seen_ns = now;
-	v->packets += 1;
-	v->bytes += len;
-	v->last_seen_ns = now;
-	v->tcp_flags |= pkt.tcp_flags;
+	__sync_fetch_and_add(&v->packets, 1);
+	__sync_fetch_and_add(&v->bytes, len);
+	/* a plain store: two CPUs racing here write nearly the same time, and either is right */
+	if (now > v->last_seen_ns)
+		v->last_seen_ns = now;
+	/* the flags rarely change: read first, so the common case takes no atomic */
+	if ((v->tcp_flags & pkt.tcp_flags) != pkt.tcp_flags)
+		__sync_fetch_and_or(&v->tcp_flags, (__u64)pkt.tcp_flags);
 }
 
 /* A pcap record's original length: the frame as on the wire, with a VLAN tag the kernel holds aside. */

@@ -13,15 +13,15 @@
 #define FLOWS_KEEP_PROTO (1 << 4)
 #define FLOWS_KEEP_ALL 0x1F
 
-/* Per-CPU value of one flow: user space sums packets/bytes, takes min first_seen, max last_seen and
- * ORs the flags (per-CPU values: no atomic operation on the hot path, no lost update). */
+/* One flow. Counters are added atomically: no update is lost when two CPUs see the same flow, and the
+ * table takes the same memory however many CPUs the machine has (a per-CPU hash of 65,536 flows would
+ * take 3 MiB per CPU, and every read would copy and merge them all). */
 struct flows_value {
 	__u64 packets;
 	__u64 bytes;		/* frame length, as a pcap record's original length (VLAN tag included) */
 	__u64 first_seen_ns;	/* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u64 last_seen_ns;
-	__u8 tcp_flags;		/* OR of the TCP flag bytes seen */
-	__u8 pad[7];
+	__u64 tcp_flags;	/* OR of the TCP flag bytes seen (64 bits: the atomic OR clang 14 emits) */
 };
 
 /* Per-CPU counters, index FLOWS_CTR_*. */

@@ -52,7 +52,7 @@ def proto_number(proto: str | int) -> int:
         raise ValueError(f"unknown protocol {proto!r}; known: {', '.join(PROTO_NUMBERS)} or a number") from None
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 18)  # above a full 65,536-flow table's addresses
 def address(raw: bytes, family: int) -> str:
     """The text form of a 16-byte key address: dotted quad for IPv4 (stored IPv4-mapped), else IPv6."""
     if family == FAMILY_IPV4 and raw[:12] == _V4_MAPPED:

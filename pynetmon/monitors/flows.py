@@ -7,6 +7,7 @@ or XDP ingress (`mode="xdp"`) with tcx egress. Kernel side: bpf/monitors/flows.b
 """
 from __future__ import annotations
 
+import operator
 import struct
 import threading
 import time
@@ -15,9 +16,10 @@ from typing import Any, Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import Field
 
+from ..btf_codec import gc_paused
 from ..errors import Error
 from ..link import attach_tc, attach_xdp
-from ..maps import Map, possible_cpus
+from ..maps import Map
 from ..object import BPFObject
 from . import flowkey
 from .base import Monitor
@@ -26,7 +28,7 @@ from .registry import register
 
 FIELDS = ("src", "dst", "sport", "dport", "proto")
 _KEEP_BITS = {name: 1 << i for i, name in enumerate(FIELDS)}  # FLOWS_KEEP_* in flows.h
-_VALUE = struct.Struct("=QQQQB7x")  # struct flows_value
+_VALUE = struct.Struct("=QQQQQ")  # struct flows_value
 TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
 CTR_OVERFLOW, CTR_NON_IP = 0, 1
 
@@ -41,27 +43,10 @@ class FlowsOptions(CardinalityOptions):
 
 def flag_names(bits: int) -> list[str]:
     """Names of the TCP flags set in a flag byte, FIN first."""
-    return [name for i, name in enumerate(TCP_FLAG_NAMES) if bits >> i & 1]
+    return list(_FLAG_NAMES[bits & 0xFF])
 
 
-def merge_per_cpu(raw_values: bytes, count: int, ncpus: int) -> list[tuple[int, int, int, int, int]]:
-    """One (packets, bytes, first_seen_ns, last_seen_ns, tcp_flags) per key from per-CPU values: sums,
-    the earliest first sighting of a CPU that saw the flow, the latest sighting, OR of the flags."""
-    rows = _VALUE.iter_unpack(memoryview(raw_values)[:count * ncpus * _VALUE.size])
-    merged = []
-    for _ in range(count):
-        packets = nbytes = last = flags = 0
-        first = None
-        for _cpu in range(ncpus):
-            p, b, f, la, fl = next(rows)
-            if p:
-                packets += p
-                nbytes += b
-                first = f if first is None or f < first else first
-                last = max(last, la)
-                flags |= fl
-        merged.append((packets, nbytes, first or 0, last, flags))
-    return merged
+_FLAG_NAMES = [tuple(name for i, name in enumerate(TCP_FLAG_NAMES) if bits >> i & 1) for bits in range(256)]
 
 
 @register
@@ -80,7 +65,6 @@ class FlowsMonitor(Monitor):
         obj.load()
         self._table: Map = obj.maps["flows_table"]  # type: ignore[assignment]
         self._counters: Map = obj.maps["flows_counters"]  # type: ignore[assignment]
-        self._ncpus = possible_cpus()
         self._evicted = 0
         self._series = SeriesTTL(opts.ttl)
         if opts.mode == "xdp":
@@ -117,7 +101,7 @@ class FlowsMonitor(Monitor):
             now = time.monotonic_ns() if now_ns is None else now_ns
             limit = int(self.options.idle_timeout * 1e9)  # type: ignore[attr-defined]
             ks = self._table.key_size
-            idle = [keys[i * ks:(i + 1) * ks] for i, row in enumerate(merge_per_cpu(values, n, self._ncpus))
+            idle = [keys[i * ks:(i + 1) * ks] for i, row in enumerate(_VALUE.iter_unpack(values[:n * _VALUE.size]))
                     if now - row[3] > limit]
             for key in idle:
                 try:
@@ -131,29 +115,33 @@ class FlowsMonitor(Monitor):
     def _counter(self, index: int) -> int:
         return sum(self._counters.lookup(index))
 
-    def read(self) -> list[tuple[flowkey.FlowKey, tuple[int, int, int, int, int]]]:
-        """(key, (packets, bytes, first_seen_ns, last_seen_ns, tcp_flags)) of every flow in the table."""
+    def rows(self) -> list[dict[str, Any]]:
+        """Every flow in the table as the snapshot shows it (unsorted). Fields left out by `aggregate`
+        are None."""
         keys, values, n = self._table.read_raw()
-        return list(zip(flowkey.decode_many(keys, n), merge_per_cpu(values, n, self._ncpus)))
+        with gc_paused(n >= 10_000):  # hundreds of thousands of small containers: see gc_paused
+            return self._rows(keys, values, n)
 
-    def _shown(self, key: flowkey.FlowKey) -> dict[str, Any]:
+    def _rows(self, keys: bytes, values: bytes, n: int) -> list[dict[str, Any]]:
+        address, protos, dirs, flags = flowkey.address, flowkey.PROTO_NAMES, flowkey.DIRECTIONS, _FLAG_NAMES
+        rows = [{"src": address(sa, fam), "dst": address(da, fam), "sport": sp, "dport": dp,
+                 "proto": protos.get(pr, pr), "direction": dirs[dr] if dr < 2 else str(dr),
+                 "packets": p, "bytes": b, "first_seen_ns": f, "last_seen_ns": la, "tcp_flags": list(flags[g])}
+                for (sa, da, sp, dp, pr, fam, dr), (p, b, f, la, g)
+                in zip(flowkey.KEY.iter_unpack(memoryview(keys)[:n * flowkey.KEY_SIZE]),
+                       _VALUE.iter_unpack(memoryview(values)[:n * _VALUE.size]))]
         agg = self.options.aggregate  # type: ignore[attr-defined]
-        row = key._asdict()
         if agg:
-            for name in FIELDS:
-                if name not in agg:
+            hidden = [f for f in FIELDS if f not in agg]
+            for row in rows:
+                for name in hidden:
                     row[name] = None
-        return row
+        return rows
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
-            flows = []
-            for key, (packets, nbytes, first, last, flags) in self.read():
-                row = self._shown(key)
-                row.update(packets=packets, bytes=nbytes, first_seen_ns=first, last_seen_ns=last,
-                           tcp_flags=flag_names(flags))
-                flows.append(row)
-            flows.sort(key=lambda r: (-r["bytes"], -r["packets"]))
+            flows = self.rows()
+            flows.sort(key=operator.itemgetter("bytes"), reverse=True)
             return {"flows": flows, "overflow": self._counter(CTR_OVERFLOW), "non_ip": self._counter(CTR_NON_IP),
                     "evicted": self._evicted, "max_entries": self.options.max_entries,  # type: ignore[attr-defined]
                     "self": self.self_cost()}
@@ -162,10 +150,8 @@ class FlowsMonitor(Monitor):
         opts: FlowsOptions = self.options  # type: ignore[assignment]
         labels = [f for f in FIELDS if not opts.aggregate or f in opts.aggregate] + ["direction"]
         with self.lock:
-            current = {}
-            for key, (packets, nbytes, *_rest) in self.read():
-                shown = self._shown(key)
-                current[tuple("" if shown[f] is None else str(shown[f]) for f in labels)] = (nbytes, packets)
+            current = {tuple("" if row[f] is None else str(row[f]) for f in labels): (row["bytes"], row["packets"])
+                       for row in self.rows()}
             overflow, evicted = self._counter(CTR_OVERFLOW), self._evicted
             self._series.ttl = opts.ttl
             exported = self._series.observe(current)

@@ -1,0 +1,160 @@
+"""Ready monitors against no monitor, on the test hosts, in one run.
+
+Run: `python -m pytest -q -s benchmarks/bench_monitors.py` (root; about four minutes)
+
+1. Throughput: iperf3 TCP (one stream) and iperf3 UDP with 18-byte payloads (64-byte frames with the FCS,
+   60 on the veth) from host a to host b, RUNS interleaved rounds of DURATION seconds per monitor
+   (`MONITORS`: none first, then each monitor watching host b), each monitor started before and closed
+   after its run. Reported: the median throughput and its ratio to no monitor measured in the same round
+   (goals: ≥ 0.98 for flows and drops, ≥ 0.95 for tcp), and the kernel's own time per program run
+   from BPF_ENABLE_STATS (the monitor's `self`).
+2. Per-packet cost: BPF_PROG_TEST_RUN of flows' tc program on a 64-byte UDP frame against an empty tc
+   program (ns/packet, the kernel's average over REPEAT runs, median of 5).
+3. Snapshot time of a full 65,536-flow table (goal < 100 ms), median of 5.
+
+Nothing is asserted on time; the numbers go to the README with the load average (the machine is shared).
+Other engineers add their monitors to MONITORS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import time
+
+import pytest
+
+from pynetmon import monitors
+from pynetmon.errors import MapFullError
+from pynetmon.monitors import flowkey
+from pynetmon.object import BPFObject
+from pynetmon.testhosts import TestHosts
+from pynetmon.toolchain import compile_c
+
+RUNS = 5
+DURATION = 3
+REPEAT = 1_000_000
+SCENARIOS = {"tcp": [], "udp64": ["-u", "-b", "0", "-l", "18"]}
+# name → (kind, options builder(a, b) → (interface, netns, options)); every one watches host b.
+MONITORS = {
+    "flows": ("flows", lambda a, b: ("eth0", b.netns, {})),
+    "drops": ("drops", lambda a, b: (None, b.netns, {})),
+    "tcp": ("tcp", lambda a, b: (None, b.netns, {})),
+}
+EMPTY_TC = '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC("license") = "GPL";\n' \
+           'SEC("tc") int empty(struct __sk_buff *skb) { return -1; }\n'
+
+
+def _iperf(a, b, options: list[str]) -> float:
+    proc = a.run("iperf3", "-c", b.ip, "-t", str(DURATION), "-J", *options, timeout=DURATION + 30)
+    end = json.loads(proc.stdout)["end"]
+    if "-u" in options:
+        return (end["sum"]["packets"] - end["sum"]["lost_packets"]) / end["sum"]["seconds"]
+    return end["sum_received"]["bits_per_second"]
+
+
+def _measure(a, b, scenario: list[str], mode: str) -> dict:
+    if mode == "none":
+        return {"rate": _iperf(a, b, scenario), "ns_per_run": None}
+    kind, build = MONITORS[mode]
+    interface, netns, options = build(a, b)
+    with monitors.open(kind, interface=interface, netns=netns, **options) as m:
+        rate = _iperf(a, b, scenario)
+        cost = m.self_cost()
+    runs, ns = cost["run_count"], cost["run_time_ns"]
+    return {"rate": rate, "ns_per_run": ns / runs if runs else None}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF)")
+def test_monitor_throughput():
+    modes = ("none", *MONITORS)
+    results = {(s, m): [] for s in SCENARIOS for m in modes}
+    load_before = os.getloadavg()
+    with TestHosts(prefix="pmb") as (a, b):
+        for host in (a, b):
+            host.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+        server = b.popen("iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            for name, scenario in SCENARIOS.items():
+                for _ in range(RUNS):
+                    for mode in modes:  # interleaved: every mode sees the same moments of the machine
+                        results[(name, mode)].append(_measure(a, b, scenario, mode))
+        finally:
+            server.terminate()
+            server.wait()
+    med = statistics.median
+    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; medians of {RUNS} interleaved rounds of "
+          f"{DURATION} s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")
+    print("| traffic | monitor | throughput | vs none (same rounds) | kernel ns per program run |")
+    print("|---|---|---|---|---|")
+    for name in SCENARIOS:
+        base = results[(name, "none")]
+        for mode in modes:
+            runs = results[(name, mode)]
+            rate = med(r["rate"] for r in runs)
+            ratio = med(r["rate"] / n["rate"] for r, n in zip(runs, base))  # per round, then the median
+            unit = f"{rate / 1e9:.2f} Gbit/s" if name == "tcp" else f"{rate / 1e3:.0f} kpps"
+            ns = [r["ns_per_run"] for r in runs if r["ns_per_run"] is not None]
+            print(f"| {name} | {mode} | {unit} | {ratio:.3f} | {med(ns):.0f} |" if ns else
+                  f"| {name} | {mode} | {unit} | {ratio:.3f} | - |")
+
+
+def _udp_frame() -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + 18, 1, 0, 64, 17, 0, socket.inet_aton("198.18.0.1"),
+                     socket.inet_aton("198.18.0.2"))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + struct.pack("!HHHH", 40000, 5201, 26, 0) + bytes(18)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
+def test_per_packet_cost():
+    frame = _udp_frame()
+    with BPFObject.from_package("monitors/flows") as flows, \
+            BPFObject(compile_c(EMPTY_TC, use_cache=False), name="empty") as empty:
+        flows.load()
+        empty.load()
+        rounds = {"empty": [], "flows (one flow, update)": []}
+        for _ in range(5):
+            rounds["empty"].append(empty.programs["empty"].test_run(frame, REPEAT).duration_ns)
+            rounds["flows (one flow, update)"].append(flows.programs["flows_ingress"].test_run(frame, REPEAT).duration_ns)
+    med = statistics.median
+    base = med(rounds["empty"])
+    print(f"\nBPF_PROG_TEST_RUN, 60-byte UDP frame, {REPEAT:,} repeats, median of 5; load {os.getloadavg()[0]:.2f}")
+    print("| program | ns/packet | minus empty |")
+    print("|---|---|---|")
+    for name, values in rounds.items():
+        print(f"| {name} | {med(values):.1f} | {med(values) - base:.1f} |")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF, namespaces)")
+def test_snapshot_of_a_full_flow_table():
+    n = 65536
+    with TestHosts(prefix="pms") as (_a, b):
+        b.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+        m = monitors.open("flows", interface="eth0", netns=b.netns, max_entries=n, idle_timeout=3600)
+        table = m._table
+        n -= len(table)  # the few flows the hosts made meanwhile fill the rest
+        keys = b"".join(flowkey.encode(flowkey.FlowKey(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", "10.255.0.1",
+                                                       1024 + i % 60000, 443, "tcp")) for i in range(n))
+        now = time.monotonic_ns()
+        value = struct.pack("=QQQQQ", 10, 15000, now, now, 0x18)
+        try:
+            table._update_batch_raw(keys, value * n, n)
+        except MapFullError:
+            pass  # a packet of the hosts took a slot meanwhile: full all the same
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            snap = m.snapshot()
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        m.families()
+        families_s = time.perf_counter() - t0
+        m.close()
+    assert len(snap["flows"]) == 65536  # full (later packets of the hosts count as overflow)
+    print(f"\nsnapshot of {len(snap['flows']):,} flows: median {statistics.median(times) * 1e3:.1f} ms of 5 "
+          f"(min {min(times) * 1e3:.1f}); families() with top=100: {families_s * 1e3:.1f} ms; "
+          f"load {os.getloadavg()[0]:.2f}")
