@@ -112,6 +112,7 @@ bench-thesis: build
 
 lint: deps
 	$(PY) -m ruff check pynetmon tests benchmarks
+	$(PY) -m mypy
 
 clean:
 	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/monitors pynetmon/data/include pynetmon/data/src pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c

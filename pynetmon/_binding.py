@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
+from typing import Any
 
-from .errors import NotSupportedError, error_from_errno
+from .errors import error_from_errno
 
 try:
     from ._libbpf import ffi, lib
@@ -40,7 +42,7 @@ lib.pynetmon_install_print()
 
 
 @contextlib.contextmanager
-def captured_libbpf_output():
+def captured_libbpf_output() -> Iterator[list[str]]:
     """Collect what libbpf prints on this thread inside the block (verifier logs among it)."""
     previous = getattr(_capture, "lines", None)
     lines: list[str] = []
@@ -58,7 +60,7 @@ def check(ret: int, what: str, detail: str | None = None) -> int:
     return ret
 
 
-def check_ptr(ptr, what: str, detail: str | None = None):
+def check_ptr(ptr: Any, what: str, detail: str | None = None) -> Any:
     """Raise for a NULL pointer from libbpf (errno carries the reason), else return `ptr`."""
     if ptr == ffi.NULL:
         raise error_from_errno(ffi.errno or 22, what, detail)
@@ -66,11 +68,3 @@ def check_ptr(ptr, what: str, detail: str | None = None):
 
 
 LIBBPF_VERSION = (lib.libbpf_major_version(), lib.libbpf_minor_version())
-
-
-def require_libbpf(major: int, minor: int, feature: str) -> None:
-    """Raise NotSupportedError unless the linked libbpf is at least major.minor."""
-    if LIBBPF_VERSION < (major, minor):
-        raise NotSupportedError(
-            f"{feature} needs libbpf {major}.{minor}; this is libbpf {LIBBPF_VERSION[0]}.{LIBBPF_VERSION[1]}"
-        )

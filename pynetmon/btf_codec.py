@@ -592,5 +592,3 @@ def per_cpu_stride(value_size: int) -> int:
     """Per-CPU map values are laid out one per possible CPU, each rounded up to 8 bytes."""
     return (value_size + 7) & ~7
 
-
-Decoder = Callable[[bytes], Any]

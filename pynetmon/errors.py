@@ -48,7 +48,7 @@ class PermissionDeniedError(BPFError, PermissionError):
 class MapKeyError(Error, KeyError):
     """A map has no entry for the key; `.errno` is ENOENT."""
 
-    def __init__(self, key, map_name: str = ""):
+    def __init__(self, key: object, map_name: str = ""):
         KeyError.__init__(self, key)
         self.key = key
         self.map_name = map_name

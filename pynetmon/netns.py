@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 
 from ._binding import check, lib
 from .errors import Error, InterfaceNotFoundError
@@ -73,7 +74,7 @@ def cookie(name: str | None) -> int:
 
 
 @contextlib.contextmanager
-def enter(name: str | None):
+def enter(name: str | None) -> Iterator[None]:
     """Run the block in network namespace `name` (a name under /run/netns or a path such as
     /proc/PID/ns/net); `None` means "stay where you are"."""
     if name is None:

@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from ._binding import captured_libbpf_output, check, ffi, lib
 from .btf_codec import BTFTypes
@@ -27,7 +27,7 @@ _FAILED_PROG = re.compile(r"prog '([^']+)': (?:BPF program load failed|failed to
 class MapSpec:
     """A map of an opened, not yet loaded object."""
 
-    def __init__(self, obj: BPFObject, ptr):
+    def __init__(self, obj: BPFObject, ptr: Any):
         self._obj = obj
         self._ptr = ptr
         self.name = ffi.string(lib.bpf_map__name(ptr)).decode()
@@ -74,7 +74,7 @@ class MapSpec:
 class ProgramSpec:
     """A program of an opened, not yet loaded object."""
 
-    def __init__(self, obj: BPFObject, ptr):
+    def __init__(self, obj: BPFObject, ptr: Any):
         self._obj = obj
         self._ptr = ptr
         self.name = ffi.string(lib.bpf_program__name(ptr)).decode()
@@ -128,8 +128,9 @@ class BPFObject:
             raise LoadError(err, f"opening BPF object {what!r}", _last_lines(lines) or "not a valid BPF ELF object")
         self._ptr = ffi.gc(ptr, lib.bpf_object__close)
         self.name = ffi.string(lib.bpf_object__name(ptr)).decode()
-        self.maps: Mapping[str, MapSpec | Map] = {s.name: s for s in self._iter_maps()}
-        self.programs: Mapping[str, ProgramSpec | Program] = {s.name: s for s in self._iter_programs()}
+        # MapSpec/ProgramSpec until load(), Map/Program after it: typed Any so that neither side needs casts.
+        self.maps: Mapping[str, Any] = {s.name: s for s in self._iter_maps()}
+        self.programs: Mapping[str, Any] = {s.name: s for s in self._iter_programs()}
 
     @classmethod
     def from_package(cls, name: str) -> BPFObject:
@@ -153,7 +154,8 @@ class BPFObject:
             p = lib.bpf_object__next_program(self._ptr, p)
 
     @property
-    def btf(self):
+    def btf(self) -> Any:
+        """The object's `struct btf *` (NULL without BTF), for BTF lookups through the binding."""
         return lib.bpf_object__btf(self._ptr)
 
     def load(self) -> BPFObject:
@@ -235,7 +237,7 @@ class BPFObject:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

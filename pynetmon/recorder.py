@@ -217,7 +217,7 @@ class Recorder:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __len__(self) -> int:

@@ -15,7 +15,10 @@ import random
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Self
 
 from . import netns
 from .errors import Error
@@ -40,7 +43,7 @@ class Host:
     mac: str
     prefixlen: int = 30
 
-    def run(self, *cmd: str, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+    def run(self, *cmd: str, check: bool = True, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess:
         """Run a command inside this host's namespace."""
         proc = subprocess.run(["ip", "netns", "exec", self.netns, *cmd], capture_output=True, text=True,
                               timeout=timeout, check=False, **kw)
@@ -48,10 +51,10 @@ class Host:
             raise Error(f"{' '.join(cmd)!r} in {self.netns} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
 
-    def popen(self, *cmd: str, **kw) -> subprocess.Popen:
+    def popen(self, *cmd: str, **kw: Any) -> subprocess.Popen:
         return subprocess.Popen(["ip", "netns", "exec", self.netns, *cmd], **kw)
 
-    def enter(self):
+    def enter(self) -> AbstractContextManager[None]:
         """Context manager: the calling thread runs in this host's namespace."""
         return netns.enter(self.netns)
 
@@ -74,7 +77,7 @@ class Host:
         finally:
             s.close()
 
-    def socket(self, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0) -> socket.socket:
+    def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
         """A socket that lives in this host's namespace (usable from any thread afterwards)."""
         with self.enter():
             return socket.socket(family, type, proto)
@@ -139,13 +142,13 @@ class TestHosts:
             _ip("netns", "del", name, check=False)  # deleting a namespace deletes its veth end, and the pair
         self._created.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Host]:
         return iter((self.a, self.b))
 
 

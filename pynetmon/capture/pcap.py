@@ -17,6 +17,7 @@ import io
 import os
 import struct
 import time
+from collections.abc import Iterator
 from typing import BinaryIO, Self
 
 from ..errors import Error
@@ -55,7 +56,7 @@ def record_header(ts_ns: int, caplen: int, wirelen: int) -> bytes:
     return RECORD_HEADER.pack(sec, nsec, caplen, wirelen)
 
 
-def iter_records(data: bytes | memoryview, offset: int = 0):
+def iter_records(data: bytes | memoryview, offset: int = 0) -> Iterator[tuple[int, int]]:
     """(start, end) of each whole record in a buffer of back-to-back records; stops at a partial one."""
     view = memoryview(data)
     end = len(view)
@@ -206,7 +207,7 @@ class PcapWriter:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -3,7 +3,7 @@
     NAME = "inject"                       # the subcommand
     HELP = "one line for --help"
     def add_arguments(parser): ...        # argparse options
-    def run(args) -> int: ...             # exit status
+    def run(args: argparse.Namespace) -> int: ...             # exit status
 
 and is found automatically, so adding a command never touches a shared file.
 """

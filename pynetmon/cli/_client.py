@@ -67,7 +67,7 @@ class Client:
         self.timeout = timeout
 
     @classmethod
-    def from_args(cls, args) -> Client:
+    def from_args(cls, args: argparse.Namespace) -> Client:
         return cls(args.address, args.port, read_token(getattr(args, "token_file", None)))
 
     # -- requests ------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ def _add_options(parser, defaults: bool = True) -> None:
                         help="kernel ring buffer size, a power of two (default 8 MiB)")
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_options(parser)
     parser.add_argument("iface", help="the network interface to capture on")
     # Everything after IFACE: filter words with options among them (parsed again in run(), since a
@@ -91,7 +91,7 @@ def _open_output(path: str):
         raise Error(f"cannot write {path!r}: {exc.strerror}") from None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
 
     def on_signal(_signum, _frame):

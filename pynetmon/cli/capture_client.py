@@ -5,6 +5,7 @@ daemon serves `PacketCapture.stream()` there). FILE is overwritten; '-' writes t
 file is a valid pcap whenever the client stops: at the end of the stream, on Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
+import argparse
 import http.client
 import signal
 import struct
@@ -22,7 +23,7 @@ CHUNK = 1 << 16
 PCAP_MAGICS = {MAGIC_NANOSECOND, 0xA1B2C3D4}  # either resolution, in our byte order
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("url", help="the stream's URL (http:// or https://)")
     parser.add_argument("file", help="the pcap file to write ('-' for standard output)")
     parser.add_argument("--token-file", metavar="PATH",
@@ -53,7 +54,7 @@ def _open_stream(args):
         raise Error(f"cannot reach {args.url}: {reason}") from None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     def on_signal(_signum, _frame):
         raise _Stop
 

@@ -69,12 +69,12 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--count", type=_positive_int, default=1000, help="UDP datagrams to send (default 1000)")
     parser.add_argument("--json", action="store_true", help="print only the metrics, as JSON")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..dynmon import Dynmon
     from ..testhosts import TestHosts
 

@@ -2,15 +2,17 @@
 clang, libbpf, libpcap and the JIT. Prints one line per check with its verdict; exits 1 when a check fails."""
 from __future__ import annotations
 
+import argparse
+
 NAME = "doctor"
 HELP = "check kernel, privileges and tools; one verdict per line"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..doctor import doctor
     report = doctor()
     print(report.to_json() if args.json else report.table())

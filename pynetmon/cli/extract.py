@@ -2,6 +2,7 @@
 direction's (-t), or one metric's value (-t and -n). -s saves them to a file instead."""
 from __future__ import annotations
 
+import argparse
 import json
 
 from ._client import Client, add_connection_arguments
@@ -10,7 +11,7 @@ NAME = "extract"
 HELP = "read a dynmon monitor's metrics from the daemon as JSON"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the monitor's name")
     parser.add_argument("-t", "--type", choices=("ingress", "egress", "all"), default="all",
                         help="which direction's metrics (default all)")
@@ -21,7 +22,7 @@ def add_arguments(parser) -> None:
     add_connection_arguments(parser)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.metric and args.type == "all":
         raise SystemExit("pynetmon extract: -n/--name needs -t ingress or -t egress")
     client = Client.from_args(args)

@@ -6,6 +6,7 @@ CONFIG.json is a dataplane-config ({"ingress-path": ..., "egress-path": ...}) or
 ({"name", "code", "metric-configs"}); -t picks the paths to inject."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ HELP = "inject a dynmon dataplane-config into the daemon and attach it to an int
 PATHS = {"ingress": ("ingress-path",), "egress": ("egress-path",), "both": ("ingress-path", "egress-path")}
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the monitor's name")
     parser.add_argument("iface", help="the network interface to attach it to")
     parser.add_argument("config", help="JSON file with the dataplane-config (or one path's config)")
@@ -48,7 +49,7 @@ def load_config(path: str, paths: tuple[str, ...]) -> dict:
     return chosen
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, PATHS[args.type])
     client = Client.from_args(args)
     url = f"/polycube/v1/dynmon/{args.name}"

@@ -4,6 +4,7 @@
 and flushes every capture file."""
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
@@ -11,7 +12,7 @@ NAME = "serve"
 HELP = "run the daemon (REST API + Prometheus /metrics)"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default="127.0.0.1:9000", metavar="HOST:PORT",
                         help="address to listen on (default 127.0.0.1:9000; port 0 picks a free one). "
                              "A non-loopback address needs --token-file")
@@ -30,7 +31,7 @@ def add_arguments(parser) -> None:
                         help="largest request body accepted (default 1 MiB)")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     import os
 
     from ..errors import Error

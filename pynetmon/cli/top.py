@@ -6,11 +6,20 @@ dataplane: a counter is shown as a rate, a metric with labels (a flow table) as 
 as p50/p90/p99."""
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ._client import Client, add_connection_arguments
+
+if TYPE_CHECKING:
+    from rich.console import Group, JustifyMethod
+
+# The columns of the counters table ("metric") and of the top-talkers tables ("key"), with their alignment.
+_COLUMNS: dict[str, tuple[tuple[str, JustifyMethod], ...]] = {
+    kind: (("monitor", "left"), (kind, "left"), ("total", "right"), ("rate", "right")) for kind in ("metric", "key")}
 
 NAME = "top"
 HELP = "live terminal view of the daemon's monitors: rates, top talkers, latency percentiles"
@@ -18,7 +27,7 @@ HELP = "live terminal view of the daemon's monitors: rates, top talkers, latency
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]  # (sample name, sorted labels)
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)")
     parser.add_argument("-n", "--top", type=int, default=10, help="rows per top-talkers table (default 10)")
     parser.add_argument("--once", action="store_true",
@@ -130,14 +139,14 @@ def _identity(labels: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in labels.items() if k not in ("monitor",)) or "(total)"
 
 
-def render(prev: Reading | None, cur: Reading, top_n: int, source: str):
+def render(prev: Reading | None, cur: Reading, top_n: int, source: str) -> Group:
     """The frame: one rich Group with a table of totals, top talkers per keyed metric, and latencies."""
-    from rich.console import Group
+    from rich.console import Group, RenderableType
     from rich.table import Table
     from rich.text import Text
 
     totals = Table(title="Counters", expand=True, title_justify="left")
-    for col, justify in (("monitor", "left"), ("metric", "left"), ("total", "right"), ("rate", "right")):
+    for col, justify in _COLUMNS["metric"]:
         totals.add_column(col, justify=justify)
     talkers = []
     for family, kind in sorted(cur.types.items()):
@@ -154,7 +163,7 @@ def render(prev: Reading | None, cur: Reading, top_n: int, source: str):
                            human(r.per_second * scale, unit) if kind != "gauge" else "")
         if keyed:
             table = Table(title=f"Top talkers: {family}", expand=True, title_justify="left")
-            for col, justify in (("monitor", "left"), ("key", "left"), ("total", "right"), ("rate", "right")):
+            for col, justify in _COLUMNS["key"]:
                 table.add_column(col, justify=justify)
             keyed.sort(key=lambda r: (r.per_second, r.value), reverse=True)
             for r in keyed[:top_n]:
@@ -163,7 +172,7 @@ def render(prev: Reading | None, cur: Reading, top_n: int, source: str):
             if len(keyed) > top_n:
                 table.caption = f"{len(keyed) - top_n} more"
             talkers.append(table)
-    parts = [Text(f"pynetmon top — {source} — {time.strftime('%H:%M:%S', time.localtime(cur.at))}",
+    parts: list[RenderableType] = [Text(f"pynetmon top — {source} — {time.strftime('%H:%M:%S', time.localtime(cur.at))}",
                   style="bold"), totals, *talkers]
     hist = histograms(cur, prev)
     if hist:
@@ -179,7 +188,7 @@ def render(prev: Reading | None, cur: Reading, top_n: int, source: str):
     return Group(*parts)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.live import Live
 

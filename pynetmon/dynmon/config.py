@@ -26,7 +26,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -268,5 +268,3 @@ def histogram_bounds(meta: OpenMetricsMetadata, nbuckets: int) -> list[float]:
     bounds[-1] = math.inf
     return bounds
 
-
-MetricType = Literal["counter", "gauge", "histogram", "summary", "untyped"]

@@ -27,7 +27,7 @@ from ..program import Program
 from ..toolchain import compile_c
 from .config import ELF_MAGIC, PathConfig
 from .dialect import translate
-from .entries import MapEntries, RawRead, kind_of, map_address_fields
+from .entries import FieldPath, MapEntries, RawRead, kind_of, map_address_fields
 
 log = logging.getLogger("pynetmon.dynmon")
 PROGRAM_TYPES = {"tc": "sched_cls", "xdp": "xdp"}
@@ -162,7 +162,7 @@ class PathDataplane:
         self._obj = open_path_object(image, direction)
         try:
             check_metric_maps(path, direction, self._obj)
-            self.shared_names = reuse_shared_maps(self._obj, direction, shared or {}, shared_origin)
+            reuse_shared_maps(self._obj, direction, shared or {}, shared_origin)
             program_name = select_program(self._obj, direction, hook, preferred)
             self._obj.load()
             self.program: Program = self._obj.programs[program_name]
@@ -193,7 +193,8 @@ class PathDataplane:
         return f"<PathDataplane {self.direction} {self.hook} program={self.program.name} maps={list(self.maps)}>"
 
 
-def read_entries(m: Map, empty: bool, addresses=({}, {})) -> MapEntries:
+def read_entries(m: Map, empty: bool, addresses: tuple[dict[FieldPath, str], dict[FieldPath, str]] = ({}, {})
+                 ) -> MapEntries:
     """Read one map on the batch path (one syscall per few thousand entries) and decode it."""
     kind = kind_of(m.type)
     if kind == "queue":

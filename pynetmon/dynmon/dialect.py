@@ -171,7 +171,9 @@ def _blank_comments_and_strings(code: str) -> str:
 
 def _split_args(text: str, start: int) -> tuple[list[str], int]:
     """Split the macro arguments that begin after the '(' at `start`; returns (args, index after ')')."""
-    depth, args, cur = 0, [], []
+    depth = 0
+    args: list[str] = []
+    cur: list[str] = []
     i = start
     while i < len(text):
         c = text[i]
@@ -239,7 +241,8 @@ def _rewrite(code: str, origin: str) -> tuple[str, list[MapDecl]]:
 
 def _arg_spans(blank: str, start: int, args: list[str]) -> list[tuple[int, int]]:
     """Offsets of each top-level argument (so the original text, strings included, can be taken)."""
-    spans, depth, begin = [], 0, start
+    spans: list[tuple[int, int]] = []
+    depth, begin = 0, start
     i = start
     while len(spans) < len(args):
         c = blank[i]

@@ -104,7 +104,7 @@ class MapEntries:
         return f"<MapEntries {self.map_name} ({self.map_type}): {len(self)} entries>"
 
 
-def content_digest(m_type: str, count: int, *buffers) -> bytes:
+def content_digest(m_type: str, count: int, *buffers: bytes) -> bytes:
     """A 16-byte digest of a map's packed batch read (its type, entry count and buffers): equal digests
     mean equal content. BLAKE2b runs at about 1 GB/s, a few ms for a 100,000-entry read."""
     h = hashlib.blake2b(f"{m_type}:{count}:".encode(), digest_size=16)
@@ -127,7 +127,7 @@ def kind_of(map_type: str) -> str:
 
 # ---- address fields ---------------------------------------------------------------------------------
 
-def map_address_fields(btf, map_name: str) -> tuple[dict[FieldPath, str], dict[FieldPath, str]]:
+def map_address_fields(btf: Any, map_name: str) -> tuple[dict[FieldPath, str], dict[FieldPath, str]]:
     """(key fields, value fields) of a BTF-defined map that hold addresses, found through the map
     variable's definition in the object's BTF. Empty when the object has no BTF for the map."""
     if btf == ffi.NULL:

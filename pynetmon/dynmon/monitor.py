@@ -18,7 +18,7 @@ import logging
 import operator
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 from prometheus_client.core import Metric
 
@@ -298,10 +298,10 @@ class Dynmon:
         if self._closed:
             raise Error(f"dynmon {self.name!r} is closed")
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

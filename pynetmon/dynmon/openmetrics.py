@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from .. import exposition as _exposition
 from ..btf_codec import ArrayCodec, Codec, FloatCodec, IntCodec, StructCodec, gc_paused
 from ..maps import Map
-from .config import MetricConfig, histogram_bounds
+from .config import MetricConfig, OpenMetricsMetadata, histogram_bounds
 from .entries import MapEntries, kind_of
 from .metrics import bytes_text, prepared
 
@@ -138,7 +138,7 @@ def _rename(name: str, used: set[str], prefix: str) -> str:
     return name
 
 
-def constant_labels(meta, labels: Mapping[str, str] | None) -> dict[str, str]:
+def constant_labels(meta: OpenMetricsMetadata, labels: Mapping[str, str] | None) -> dict[str, str]:
     """The labels every sample of a metric carries: `labels` (from the caller, e.g. the daemon's
     `monitor`) first, then the metric's configured static labels; a configured label whose name the
     caller already uses is exported as `exported_<name>` (Prometheus' convention for clashing labels)."""

@@ -56,7 +56,7 @@ class SwapPathDataplane:
             check_metric_maps(path, direction, first)
             # Swap maps are never taken from elsewhere: each instance needs its own copy.
             outside = {n: m for n, m in (shared or {}).items() if n not in self._option_paths}
-            self.shared_names = reuse_shared_maps(first, direction, outside, shared_origin)
+            reuse_shared_maps(first, direction, outside, shared_origin)
             program_name = select_program(first, direction, hook, preferred)
         except BaseException:
             first.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from .._libpcap import ffi, lib
@@ -204,7 +205,7 @@ class OfflineFilter:
     262144
     """
 
-    def __init__(self, insns):
+    def __init__(self, insns: Iterable[Sequence[int]]):
         insns = list(insns)
         if not insns:
             raise FilterError("empty cBPF program")
@@ -228,7 +229,7 @@ class OfflineFilter:
         return lib.pcap_offline_filter(self._program, self._header, ffi.from_buffer(packet)) & 0xFFFFFFFF
 
 
-def interpret(insns, packet: bytes, wirelen: int | None = None) -> int:
+def interpret(insns: Iterable[Sequence[int]], packet: bytes, wirelen: int | None = None) -> int:
     """Run a classic BPF program once with libpcap's interpreter, as `pcap_offline_filter` does.
 
     Returns the program's return value: 0 for no match, else the number of bytes to capture.
@@ -265,7 +266,7 @@ def _opcode_table() -> dict[int, str]:
 OPCODES: dict[int, str] = _opcode_table()
 
 
-def disassemble(insn, pc: int = 0) -> str:
+def disassemble(insn: Sequence[int], pc: int = 0) -> str:
     """One instruction in the syntax of `tcpdump -d`, e.g. 'ldh [12]'; jump targets are absolute from `pc`.
 
     An opcode the kernel does not know shows as '.word 0x..'.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import errno
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Self
 
 from ..errors import BPFError, FilterError
@@ -120,7 +120,7 @@ class _SharedObject:
             self.object.close()
 
 
-def _as_insns(expr_or_insns: str | Iterable, snaplen: int) -> tuple[str | None, list[Insn]]:
+def _as_insns(expr_or_insns: str | Iterable[Sequence[int]], snaplen: int) -> tuple[str | None, list[Insn]]:
     # The filter runs on a frame's bytes (BPF_PROG_TEST_RUN), as `tcpdump -r` runs it: offline semantics.
     expr = expr_or_insns if isinstance(expr_or_insns, str) else None
     return expr, compile_filter(expr_or_insns, live=False, snaplen=snaplen)
@@ -140,12 +140,13 @@ class PacketFilter:
     """
 
     def __init__(self, expr_or_insns: str | Iterable, snaplen: int = DEFAULT_SNAPLEN, *,
-                 _shared: tuple[_SharedObject, str] | None = None):
+                 _shared: tuple[_SharedObject, str, str | None] | None = None):
         if _shared is None:
             self.expr, self.insns = _as_insns(expr_or_insns, snaplen)
             shared, name = _SharedObject(filter_object_source([self.insns])), "filter"
         else:
-            (self.expr, self.insns), (shared, name) = expr_or_insns, _shared
+            shared, name, self.expr = _shared
+            self.insns = list(expr_or_insns)  # type: ignore[arg-type]  # load_many compiled and checked them
         self.snaplen = snaplen
         self._shared = shared
         shared.users += 1
@@ -166,7 +167,7 @@ class PacketFilter:
         names = [f"f{i}" for i in range(len(parsed))]
         source = filter_object_source([insns for _, insns in parsed], names)
         shared = _SharedObject(source)
-        return [cls(p, snaplen, _shared=(shared, name)) for p, name in zip(parsed, names)]
+        return [cls(insns, snaplen, _shared=(shared, name, expr)) for (expr, insns), name in zip(parsed, names)]
 
     def run(self, packet: bytes, wirelen: int | None = None) -> int:
         """The filter's return value on `packet` (the captured bytes), computed in the kernel.
@@ -211,7 +212,7 @@ class PacketFilter:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -25,7 +25,7 @@ __all__ = ["NOTHING", "FilterSpec", "compile_filter"]
 
 log = logging.getLogger("pynetmon.filter")
 
-FilterSpec = str | Sequence[Sequence[int]] | None
+FilterSpec = str | Iterable[Sequence[int]] | None
 NOTHING = (Insn(RET | K, 0, 0, 0),)  # None as a filter: match nothing
 
 

@@ -15,7 +15,7 @@ value is formatted once, so a million flows between a few hosts cost a few strin
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..btf_codec import ArrayCodec, BytesCodec, Codec, FloatCodec, IntCodec, StructCodec
 from .arrays import codec_dtype, map_to_numpy
@@ -103,7 +103,7 @@ def _plain(col: Any, codec: Codec) -> Any:
             return text_column(col)
         return col.tolist()  # bytes objects (void fields)
     if isinstance(codec, IntCodec) and codec.fmt.endswith("s"):
-        order = "big" if codec.big_endian else "little"
+        order: Literal["big", "little"] = "big" if codec.big_endian else "little"
         return [int.from_bytes(bytes(v), order, signed=codec.signed) for v in col]
     if isinstance(codec, (IntCodec, FloatCodec)) and col.dtype.byteorder == ">":
         return col.astype(col.dtype.newbyteorder("="))

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from ..program import Program
 
 # The two TC hooks of an interface, in the order of the kernel's BPF_TCX_INGRESS/BPF_TCX_EGRESS (and of
 # bpf/capture.h's enum capture_direction, whose index keys the capture counters).
@@ -29,14 +33,14 @@ class Link:
     def _detach(self) -> None:
         raise NotImplementedError
 
-    def update(self, program) -> None:
+    def update(self, program: Program | int) -> None:
         """Replace the attached program atomically (no moment without a program)."""
         raise NotImplementedError
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.detach()
 
     def __repr__(self):
@@ -48,7 +52,7 @@ class Link:
 class FdLink(Link):
     """A kernel bpf_link: closing the last descriptor detaches (also when the process dies)."""
 
-    def __init__(self, fd: int, *args):
+    def __init__(self, fd: int, *args: Any):
         super().__init__(*args)
         self.fd = fd
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 from .. import netns as _netns
 from .._binding import check, ffi, lib
@@ -26,7 +27,7 @@ def _hook(ifindex: int, direction: str):
 class ClsactLink(Link):
     kind = "clsact"
 
-    def __init__(self, handle: int, priority: int, created_qdisc: bool, *args):
+    def __init__(self, handle: int, priority: int, created_qdisc: bool, *args: Any):
         super().__init__(*args)
         self.handle = handle
         self.priority = priority

@@ -11,6 +11,8 @@ them filter by namespace inode in the kernel (`pynetmon.netns.inode`).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .._binding import captured_libbpf_output, check_ptr, ffi, lib
 from ..errors import Error
 from ..object import BPFObject
@@ -26,7 +28,7 @@ class TracingLink(Link):
 
     kind = "tracing"
 
-    def __init__(self, ptr, target: str, prog_id: int):
+    def __init__(self, ptr: Any, target: str, prog_id: int):
         super().__init__(target, 0, "", prog_id, None)
         self._ptr = ptr
         self.target = target

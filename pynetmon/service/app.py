@@ -64,7 +64,7 @@ def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
         state.registry.close_all()
 
     routes = [Route("/openapi.json", openapi_json, methods=["GET"])] + [e.route() for e in table]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})  # type: ignore[dict-item]  # starlette types handlers loosely
     app.state.service = state
     app.state.endpoints = table
     # Outermost first: the token is checked before a byte of the body is read.

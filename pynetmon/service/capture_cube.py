@@ -12,6 +12,8 @@ import logging
 import os
 import struct
 import threading
+from collections.abc import Generator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +112,7 @@ class CaptureCube(Cube):
                     raise
 
     # -- attach ----------------------------------------------------------------------------------
-    def in_netns(self):
+    def in_netns(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()  # PacketCapture attaches in `netns` itself
 
     def _attach(self, port: str) -> None:
@@ -152,7 +154,7 @@ class CaptureCube(Cube):
         return {"magic": MICROSECOND_MAGIC, "version_major": 2, "version_minor": 4, "thiszone": 0, "sigfigs": 0,
                 "snaplen": int(self.settings["snaplen"]), "linktype": 1}
 
-    def stream(self):
+    def stream(self) -> Generator[bytes, None, None]:
         """The live pcap stream (network mode only)."""
         if not self.settings["networkmode"]:
             raise ApiError(409, f"packetcapture {self.name!r} writes {self.settings['dump'] or 'a file'}; "
@@ -184,7 +186,7 @@ class CaptureCube(Cube):
 class PacketCursor:
     """Reads a pcap byte stream one record at a time."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: Generator[bytes, None, None]):
         self._stream = stream
         self._pending = b""
         self._lock = threading.Lock()

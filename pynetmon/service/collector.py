@@ -12,10 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .dynmon_cube import DynmonCube
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .capture_cube import CaptureCube
 
 log = logging.getLogger("pynetmon.service")
 
@@ -42,7 +47,7 @@ class DaemonCollector:
         monitors = [c for c in self.registry.cubes() if c.service in ("dynmon", "monitor")]
         for cube in sorted(monitors, key=lambda c: c.name):
             try:
-                families = cube.families()
+                families = cast(DynmonCube, cube).families()
             except Exception as exc:  # noqa: BLE001 - one broken monitor must not fail the whole scrape
                 log.warning("metrics of %s %r: %s", cube.service, cube.name, exc)
                 up.add_metric([cube.name], 0)
@@ -80,7 +85,7 @@ class DaemonCollector:
         lost = CounterMetricFamily("pynetmon_capture_lost", "packets lost (buffer full)", labels=["capture"])
         for cube in cubes:
             try:
-                stats = cube.stats()
+                stats = cast("CaptureCube", cube).stats()
             except Exception as exc:  # noqa: BLE001
                 log.warning("stats of packetcapture %r: %s", cube.name, exc)
                 continue

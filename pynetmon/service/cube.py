@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .. import netns as _netns
@@ -46,7 +47,7 @@ class Cube:
         return {"port": self.port}
 
     # -- operations ----------------------------------------------------------------------------
-    def in_netns(self):
+    def in_netns(self) -> AbstractContextManager[None]:
         """Context: the calling thread sees the interfaces of the namespace the daemon attaches in."""
         return _netns.enter(self.netns)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from contextlib import AbstractContextManager
 from typing import Any
 
 from prometheus_client.core import Metric
@@ -51,7 +52,7 @@ class DynmonCube(Cube):
         # Dynmon attaches in `netns` itself (and keeps using it when the config changes).
         self.monitor.attach(port, mode=self.cube_type.attach_mode, netns=self.netns)
 
-    def in_netns(self):
+    def in_netns(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
     def _detach(self) -> None:

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Sequence
+
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 OPEN_ALWAYS = {("GET", "/openapi.json")}
 METRICS = ("GET", "/metrics")
@@ -16,7 +19,7 @@ class BodyTooLarge(Exception):
     """The request body is over the limit."""
 
 
-def _send_json(status: int, body: dict, headers: list[tuple[bytes, bytes]] = ()):
+def _send_json(status: int, body: dict, headers: Sequence[tuple[bytes, bytes]] = ()):
     payload = json.dumps(body).encode()
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"),
@@ -28,11 +31,11 @@ class BodyLimit:
     """ASGI middleware: refuses bodies over `max_body` bytes (413), by Content-Length up front and by
     counting when the client streams without one."""
 
-    def __init__(self, app, max_body: int):
+    def __init__(self, app: ASGIApp, max_body: int):
         self.app = app
         self.max_body = max_body
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         for name, value in scope["headers"]:
@@ -67,7 +70,7 @@ class BodyLimit:
 class BearerAuth:
     """ASGI middleware: with a token, requests must say `Authorization: Bearer TOKEN` (401 otherwise)."""
 
-    def __init__(self, app, token: str | None, protect_metrics: bool = False):
+    def __init__(self, app: ASGIApp, token: str | None, protect_metrics: bool = False):
         self.app = app
         self.token = token.encode() if token else None
         self.protect_metrics = protect_metrics
@@ -81,7 +84,7 @@ class BearerAuth:
             return self.protect_metrics
         return True
 
-    def authorized(self, headers) -> bool:
+    def authorized(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         for name, value in headers:
             if name == b"authorization":
                 scheme, _, given = value.partition(b" ")
@@ -89,7 +92,7 @@ class BearerAuth:
                     return True
         return False
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.needs_token(scope["method"], scope["path"]) \
                 and not self.authorized(scope["headers"]):
             reason = "this request needs the daemon's bearer token (Authorization: Bearer TOKEN)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from enum import Enum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -210,7 +210,10 @@ def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
         raise ApiError(400, "the request body is nested too deeply", [("", "nested too deeply")]) from None
 
 
-def validate(model: type[BaseModel], data: Any, prefix: str = "") -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, prefix: str = "") -> M:
     """`model` built from `data` (JSON values) with JSON's strict rules, or an ApiError(422) listing every
     problem with its JSON path."""
     try:

@@ -20,7 +20,7 @@ PARAM_SCHEMAS = {
     "metric": {"type": "string", "minLength": 1},
     "leaf": {"type": "string", "enum": ["capture", "filter", "snaplen", "dump", "networkmode"]},
 }
-ALWAYS_DOCUMENTED = [DataplaneConfig, models.ErrorBody, models.CubeInfo, models.Metric, models.Metrics]
+ALWAYS_DOCUMENTED: list[type[BaseModel]] = [DataplaneConfig, models.ErrorBody, models.CubeInfo, models.Metric, models.Metrics]
 
 
 def _schema(thing: type[BaseModel] | dict | None) -> dict | None:
@@ -38,7 +38,7 @@ def _error(description: str) -> dict:
 
 def build(endpoints: list[Endpoint], *, token: bool) -> dict[str, Any]:
     """The document for `endpoints`; `token` says whether the daemon requires a bearer token."""
-    used = {e.body for e in endpoints if isinstance(e.body, type)} | \
+    used: set[type[BaseModel]] = {e.body for e in endpoints if isinstance(e.body, type)} | \
            {e.answer for e in endpoints if isinstance(e.answer, type)} | set(ALWAYS_DOCUMENTED)
     _, top = models_json_schema([(m, "validation") for m in sorted(used, key=lambda m: m.__name__)],
                                 ref_template=REF)

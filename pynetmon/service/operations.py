@@ -3,7 +3,7 @@ and the start-up restore from the state file both go through here, so both behav
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError
 from .dynmon_cube import DynmonCube
@@ -18,6 +18,9 @@ from .models import (
 )
 from .problems import ApiError, from_exception
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from .capture_cube import CaptureCube
 
 log = logging.getLogger("pynetmon.service")
 
@@ -54,27 +57,27 @@ def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
             raise
         return cube
 
-    return registry.create(name, build)
+    return cast(DynmonCube, registry.create(name, build))
 
 
 def set_dataplane_config(registry: Registry, name: str, config: Any) -> None:
     """Replace a dynmon cube's dataplane; the running one stays on any error."""
-    cube = registry.get(name, "dynmon")
+    cube = cast(DynmonCube, registry.get(name, "dynmon"))
     check_dataplane_config(config, "")
     cube.set_config(config, path_prefix="")
     registry.save()
 
 
-def create_capture(registry: Registry, name: str, body: Any):
+def create_capture(registry: Registry, name: str, body: Any) -> CaptureCube:
     """A new packetcapture cube from a Polycube `packetcapture` body."""
     from .capture_cube import CaptureCube
     model = validate(PacketCaptureBody, body if body is not None else {})
-    return registry.create(name, lambda: CaptureCube(name, model, registry.netns, registry.capture_dir))
+    return cast(CaptureCube, registry.create(name, lambda: CaptureCube(name, model, registry.netns, registry.capture_dir)))
 
 
 def update_capture(registry: Registry, name: str, body: Any) -> None:
     """Change a capture's settings at run time (only the fields given)."""
-    cube = registry.get(name, "packetcapture")
+    cube = cast("CaptureCube", registry.get(name, "packetcapture"))
     cube.update(validate(PacketCaptureBody, body if body is not None else {}))
     registry.save()
 

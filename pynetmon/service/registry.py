@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class Registry:
         return iter(self.cubes())
 
     # -- changes -----------------------------------------------------------------------------
-    def create(self, name: str, build) -> Cube:
+    def create(self, name: str, build: Callable[[], Cube]) -> Cube:
         """Register the cube `build()` returns under `name`; 409 if the name is taken."""
         check_name(name)
         with self._lock:

@@ -10,17 +10,21 @@ import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .guards import BodyTooLarge
 from .models import check_name
 from .problems import ApiError, from_exception, response
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 
 @dataclass
@@ -33,7 +37,7 @@ class Call:
     state: Any  # the app's ServiceState
 
     @property
-    def registry(self):
+    def registry(self) -> Registry:
         return self.state.registry
 
 
@@ -84,7 +88,7 @@ class RouteTable:
         self.tag = tag
         self.endpoints: list[Endpoint] = []
 
-    def add(self, method: str, path: str, summary: str, **kw) -> Callable:
+    def add(self, method: str, path: str, summary: str, **kw: Any) -> Callable:
         def register(handler: Callable) -> Callable:
             op = kw.pop("operation_id", "") or f"{method.lower()}_{handler.__name__}"
             self.endpoints.append(Endpoint(method, path, handler, summary, tags=[self.tag],
@@ -92,19 +96,19 @@ class RouteTable:
             return handler
         return register
 
-    def get(self, path: str, summary: str, **kw) -> Callable:
+    def get(self, path: str, summary: str, **kw: Any) -> Callable:
         return self.add("GET", path, summary, **kw)
 
-    def post(self, path: str, summary: str, **kw) -> Callable:
+    def post(self, path: str, summary: str, **kw: Any) -> Callable:
         return self.add("POST", path, summary, **kw)
 
-    def put(self, path: str, summary: str, **kw) -> Callable:
+    def put(self, path: str, summary: str, **kw: Any) -> Callable:
         return self.add("PUT", path, summary, **kw)
 
-    def patch(self, path: str, summary: str, **kw) -> Callable:
+    def patch(self, path: str, summary: str, **kw: Any) -> Callable:
         return self.add("PATCH", path, summary, **kw)
 
-    def delete(self, path: str, summary: str, **kw) -> Callable:
+    def delete(self, path: str, summary: str, **kw: Any) -> Callable:
         return self.add("DELETE", path, summary, **kw)
 
 
@@ -115,10 +119,10 @@ class NormalizePath:
     """ASGI middleware: '/a//b/' is '/a/b'. Polycube's tools ask for `metrics//` and `packet/`, and
     Polycube answers them; so must we."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp):
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             fixed = _SLASHES.sub("/", path)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 import sys
+from collections.abc import Callable
 
 import uvicorn
 
@@ -51,7 +52,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(config: ServiceConfig, *, announce=print) -> int:
+def serve(config: ServiceConfig, *, announce: Callable[[str], object] = print) -> int:
     """Run the daemon until SIGTERM/SIGINT. `announce` gets the "listening on URL" line."""
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]

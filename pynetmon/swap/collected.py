@@ -178,12 +178,12 @@ class RawTotals:
     # ---- folding ----------------------------------------------------------------------------------------
     def _identities(self, keys: bytes, count: int) -> Any:
         if self._key_code:
-            return memoryview(keys).cast(self._key_code).tolist()
+            return memoryview(keys).cast(self._key_code).tolist()  # type: ignore[call-overload]  # a str code
         return _slices(keys, self.key_size, count)
 
     def _unpack(self, values: bytes) -> list:
         if self._cast:
-            return memoryview(values).cast(self._cast).tolist()
+            return memoryview(values).cast(self._cast).tolist()  # type: ignore[call-overload]  # a str code
         return list(chain.from_iterable(self._slot_struct.iter_unpack(values)))
 
     def _absorb(self, keys: bytes, values: bytes, count: int) -> None:

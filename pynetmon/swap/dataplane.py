@@ -56,7 +56,7 @@ class SwapDataplane:
     target), and the load errors (VerifierError...) of the code itself. Nothing is attached here.
     """
 
-    def __init__(self, code, program: str, swap_maps: Iterable[str], *, name: str | None = None,
+    def __init__(self, code: bytes | str | os.PathLike | Callable[[], BPFObject], program: str, swap_maps: Iterable[str], *, name: str | None = None,
                  quiescer: Quiescer | None = None):
         self.program_name = program
         self.swap_maps = tuple(dict.fromkeys(swap_maps))
@@ -201,7 +201,7 @@ class SwapDataplane:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

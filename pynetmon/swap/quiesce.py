@@ -175,7 +175,6 @@ class Quiescer:
         else:
             self.mechanism = "cpu-hop"
         self.fallback_reason = hop_problem if self.mechanism == "rcu" else None
-        self._rcu_ok = rcu_ok
         self._online_cpus = OnlineCPUs()
         self._online = self._online_cpus.read()
         # One wait at a time: the helpers answer one generation at a time.

@@ -3,10 +3,13 @@ dynmon_extractor.py use, and the rest of the read side (dataplane-config, metric
 open-metrics)."""
 from __future__ import annotations
 
+from typing import Any, cast
+
 from starlette.responses import PlainTextResponse
 
 from ...dynmon.config import DataplaneConfig
 from .. import models, operations
+from ..dynmon_cube import DynmonCube
 from ..models import parse_json
 from ..problems import not_found
 from ..routing import Call, RouteTable
@@ -14,7 +17,7 @@ from ..routing import Call, RouteTable
 table = RouteTable("dynmon")
 BASE = "/polycube/v1/dynmon"
 KINDS = {"ingress-metrics": "ingress", "egress-metrics": "egress"}
-ANY = {}  # JSON schema: any value
+ANY: dict[str, Any] = {}  # JSON schema: any value
 
 
 def _links(call: Call) -> list[dict]:
@@ -30,6 +33,10 @@ def _kind(call: Call) -> str:
     return KINDS[kind]
 
 
+def _cube(call: Call) -> DynmonCube:
+    """The dynmon cube the path names (404 when there is none)."""
+    return cast(DynmonCube, call.registry.get(call.params["name"], "dynmon"))
+
 @table.get(BASE, "List the dynmon cubes", answer={"type": "array", "items": {"$ref": "#/components/schemas/CubeInfo"}})
 def list_dynmon(call: Call):
     return [c.info() for c in call.registry.cubes("dynmon")]
@@ -37,7 +44,7 @@ def list_dynmon(call: Call):
 
 @table.get(BASE + "/{name}", "Show a dynmon cube (its type, interface and dataplane-config)", answer=models.CubeInfo)
 def show_dynmon(call: Call):
-    return call.registry.get(call.params["name"], "dynmon").info()
+    return _cube(call).info()
 
 
 @table.post(BASE + "/{name}", "Create a dynmon cube, optionally with its dataplane-config",
@@ -54,7 +61,7 @@ def delete_dynmon(call: Call):
 
 @table.get(BASE + "/{name}/dataplane-config", "The running dataplane-config", answer=DataplaneConfig)
 def show_dataplane_config(call: Call):
-    return call.registry.get(call.params["name"], "dynmon").config or {}
+    return _cube(call).config or {}
 
 
 @table.put(BASE + "/{name}/dataplane-config",
@@ -62,12 +69,12 @@ def show_dataplane_config(call: Call):
            body=DataplaneConfig, status=200, answer=models.CubeInfo)
 def replace_dataplane_config(call: Call):
     operations.set_dataplane_config(call.registry, call.params["name"], parse_json(call.body))
-    return call.registry.get(call.params["name"], "dynmon").info()
+    return _cube(call).info()
 
 
 @table.get(BASE + "/{name}/metrics", "All metrics, ingress and egress", answer=models.Metrics)
 def all_metrics(call: Call):
-    cube = call.registry.get(call.params["name"], "dynmon")
+    cube = _cube(call)
     out = dict(cube.metrics())
     out["_links"] = _links(call)
     return out
@@ -77,12 +84,12 @@ def all_metrics(call: Call):
            answer={"type": "array", "items": {"$ref": "#/components/schemas/Metric"}},
            operation_id="get_direction_metrics")
 def direction_metrics(call: Call):
-    cube = call.registry.get(call.params["name"], "dynmon")
+    cube = _cube(call)
     return cube.metrics(_kind(call))
 
 
 def _metric(call: Call) -> dict:
-    cube = call.registry.get(call.params["name"], "dynmon")
+    cube = _cube(call)
     direction, wanted = _kind(call), call.params["metric"]
     # Read only this metric: reading the others would empty the ones configured empty-on-read.
     return cube.metrics(direction, wanted)
@@ -101,5 +108,5 @@ def metric_value(call: Call):
 @table.get(BASE + "/{name}/open-metrics", "All metrics in the OpenMetrics text format",
            media_type="text/plain", answer={"type": "string"})
 def open_metrics(call: Call):
-    cube = call.registry.get(call.params["name"], "dynmon")
+    cube = _cube(call)
     return PlainTextResponse(cube.open_metrics(), media_type="application/openmetrics-text; version=1.0.0")
