@@ -90,7 +90,7 @@ def negotiate(accept: str | None) -> tuple[Format, str]:
     for accepted in (accept or "").split(","):
         tokens = accepted.split(";")
         media = tokens[0].strip()
-        params = {}
+        params: dict[str, str] = {}
         for token in tokens[1:]:
             if "=" in token:
                 key, value = token.strip().split("=", 1)

@@ -101,7 +101,7 @@ class _Bulk:
         rows = raw.count * raw.ncpus
         view = memoryview(raw.values)[: rows * raw.value_stride]
         if self.cast is not None:
-            columns = [view.cast(self.cast).tolist()]
+            columns = [view.cast(self.cast).tolist()]  # type: ignore[call-overload]  # a str code
         elif rows:
             columns = list(zip(*self.row.iter_unpack(view)))
         else:

@@ -54,7 +54,8 @@ def decode_qname(raw: bytes) -> str:
     """The presentation form of a wire-format name (as the kernel copied it: possibly cut short, then
     zero padded). Anything that is not a complete name (a compression pointer, a cut label) ends the
     name with `…`."""
-    labels, i = [], 0
+    labels: list[str] = []
+    i = 0
     while i < len(raw):
         n = raw[i]
         if n == 0:

@@ -73,7 +73,7 @@ class HttpOptions(MonitorOptions):
         default_factory=lambda: [80, 8080, 8888], min_length=1, max_length=8)
     direction: Literal["ingress", "egress", "both"] = "both"
     mirror_on: list[Annotated[int | str, PlainValidator(_status_spec)]] = Field(
-        default_factory=lambda: ["5xx"], max_length=64)
+        default_factory=lambda: list[int | str](["5xx"]), max_length=64)
     mirror_to: str | None = None
     mirror_create: bool = False
     mirror_ttl: float = Field(30.0, gt=0, le=86400)

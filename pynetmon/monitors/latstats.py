@@ -66,7 +66,7 @@ def _us(ns: float) -> float:
 class LatStats(NamedTuple):
     """One key's statistics as the kernel keeps them (nanoseconds; slots count microseconds)."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # the kernel's name; shadows tuple.count, which nothing uses
     sum_ns: int
     min_ns: int
     max_ns: int
@@ -76,7 +76,7 @@ class LatStats(NamedTuple):
     @classmethod
     def decode(cls, raw: bytes | memoryview, offset: int = 0) -> LatStats:
         fields = STATS.unpack_from(raw, offset)
-        return cls(*fields[:5], fields[5:])
+        return cls(*fields[:5], fields[5:])  # type: ignore[call-arg]  # see `count`
 
     def quantile_us(self, q: float) -> float | None:
         """The `q` quantile in µs, interpolated in its slot and clamped to [min, max]; None when empty."""

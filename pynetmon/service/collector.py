@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .dynmon_cube import DynmonCube
 from .registry import Registry
 
 if TYPE_CHECKING:
-    from .capture_cube import CaptureCube
+    from .dynmon_cube import DynmonCube
+    from .monitor_cube import MonitorCube
 
 log = logging.getLogger("pynetmon.service")
 
@@ -44,10 +44,10 @@ class DaemonCollector:
         """Read every monitor once (each monitor's families come from `Dynmon.families`, unchanged)."""
         out = Scrape()
         up = GaugeMetricFamily("pynetmon_monitor_up", "1 when the monitor's metrics were read", labels=["monitor"])
-        monitors = [c for c in self.registry.cubes() if c.service in ("dynmon", "monitor")]
+        monitors: list[DynmonCube | MonitorCube] = [*self.registry.cubes("dynmon"), *self.registry.cubes("monitor")]
         for cube in sorted(monitors, key=lambda c: c.name):
             try:
-                families = cast(DynmonCube, cube).families()
+                families = cube.families()
             except Exception as exc:  # noqa: BLE001 - one broken monitor must not fail the whole scrape
                 log.warning("metrics of %s %r: %s", cube.service, cube.name, exc)
                 up.add_metric([cube.name], 0)
@@ -85,7 +85,7 @@ class DaemonCollector:
         lost = CounterMetricFamily("pynetmon_capture_lost", "packets lost (buffer full)", labels=["capture"])
         for cube in cubes:
             try:
-                stats = cast("CaptureCube", cube).stats()
+                stats = cube.stats()
             except Exception as exc:  # noqa: BLE001
                 log.warning("stats of packetcapture %r: %s", cube.name, exc)
                 continue

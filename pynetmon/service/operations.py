@@ -62,7 +62,7 @@ def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
 
 def set_dataplane_config(registry: Registry, name: str, config: Any) -> None:
     """Replace a dynmon cube's dataplane; the running one stays on any error."""
-    cube = cast(DynmonCube, registry.get(name, "dynmon"))
+    cube = registry.get(name, "dynmon")
     check_dataplane_config(config, "")
     cube.set_config(config, path_prefix="")
     registry.save()
@@ -77,7 +77,7 @@ def create_capture(registry: Registry, name: str, body: Any) -> CaptureCube:
 
 def update_capture(registry: Registry, name: str, body: Any) -> None:
     """Change a capture's settings at run time (only the fields given)."""
-    cube = cast("CaptureCube", registry.get(name, "packetcapture"))
+    cube = registry.get(name, "packetcapture")
     cube.update(validate(PacketCaptureBody, body if body is not None else {}))
     registry.save()
 

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import state_file
 from .cube import Cube
 from .models import check_name
 from .problems import ApiError, from_exception, not_found
+
+if TYPE_CHECKING:
+    from .capture_cube import CaptureCube
+    from .dynmon_cube import DynmonCube
+    from .monitor_cube import MonitorCube
 
 log = logging.getLogger("pynetmon.service")
 
@@ -34,14 +39,35 @@ class Registry:
         self._save_lock = threading.Lock()
 
     # -- lookup ------------------------------------------------------------------------------
+    # The service names the cube class, so callers get the right type without casts.
+    @overload
+    def get(self, name: str, service: Literal["dynmon"]) -> DynmonCube: ...
+    @overload
+    def get(self, name: str, service: Literal["packetcapture"]) -> CaptureCube: ...
+    @overload
+    def get(self, name: str, service: Literal["monitor"]) -> MonitorCube: ...
+    @overload
+    def get(self, name: str, service: str | None = None) -> Cube: ...
+
     def get(self, name: str, service: str | None = None) -> Cube:
+        """The cube named `name` (of `service`, if given), or ApiError(404)."""
         with self._lock:
             cube = self._cubes.get(name)
         if cube is None or cube is _RESERVED or (service and cube.service != service):
             raise not_found(f"{service or 'cube'} {name!r}")
         return cube
 
-    def cubes(self, service: str | None = None) -> list[Cube]:
+    @overload
+    def cubes(self, service: Literal["dynmon"]) -> list[DynmonCube]: ...
+    @overload
+    def cubes(self, service: Literal["packetcapture"]) -> list[CaptureCube]: ...
+    @overload
+    def cubes(self, service: Literal["monitor"]) -> list[MonitorCube]: ...
+    @overload
+    def cubes(self, service: str | None = None) -> list[Cube]: ...
+
+    def cubes(self, service: str | None = None) -> Sequence[Cube]:
+        """Every cube (of `service`, if given)."""
         with self._lock:
             found = [c for c in self._cubes.values() if c is not _RESERVED]
         return [c for c in found if service is None or c.service == service]

@@ -3,7 +3,7 @@ dynmon_extractor.py use, and the rest of the read side (dataplane-config, metric
 open-metrics)."""
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from starlette.responses import PlainTextResponse
 
@@ -35,7 +35,7 @@ def _kind(call: Call) -> str:
 
 def _cube(call: Call) -> DynmonCube:
     """The dynmon cube the path names (404 when there is none)."""
-    return cast(DynmonCube, call.registry.get(call.params["name"], "dynmon"))
+    return call.registry.get(call.params["name"], "dynmon")
 
 @table.get(BASE, "List the dynmon cubes", answer={"type": "array", "items": {"$ref": "#/components/schemas/CubeInfo"}})
 def list_dynmon(call: Call):
