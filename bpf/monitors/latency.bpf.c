@@ -120,8 +120,10 @@ int latency_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	now = bpf_ktime_get_ns();
 	if (latency_config.mode == LATENCY_MODE_REPLY) {
-		/* the oldest unanswered packet of the flow keeps its stamp */
-		if (!bpf_map_update_elem(&latency_by_flow, &pkt.key, &now, BPF_NOEXIST))
+		/* the oldest unanswered packet of the flow keeps its stamp (look first: an LRU update takes a
+		 * free node before it finds the key exists) */
+		if (!bpf_map_lookup_elem(&latency_by_flow, &pkt.key) &&
+		    !bpf_map_update_elem(&latency_by_flow, &pkt.key, &now, BPF_NOEXIST))
 			count(LATENCY_CTR_STAMPED, 1);
 		return TC_ACT_UNSPEC;
 	}

@@ -157,7 +157,10 @@ static __always_inline void handle(struct __sk_buff *skb)
 		__builtin_memcpy(&tk.flow, &pkt.key, sizeof(tk.flow));
 		tk.flow.direction = 0;
 		tk.tsval = tsval;
-		if (!bpf_map_update_elem(&rtt_timestamps, &tk, &now, BPF_NOEXIST))
+		/* look first: an LRU update takes a free node before it finds the key exists, and most
+		 * segments repeat the TSval of the one before */
+		if (!bpf_map_lookup_elem(&rtt_timestamps, &tk) &&
+		    !bpf_map_update_elem(&rtt_timestamps, &tk, &now, BPF_NOEXIST))
 			count(RTT_CTR_STORED, 1);
 	}
 }
