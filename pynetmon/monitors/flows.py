@@ -150,17 +150,23 @@ class FlowsMonitor(Monitor):
         opts: FlowsOptions = self.options  # type: ignore[assignment]
         labels = [f for f in FIELDS if not opts.aggregate or f in opts.aggregate] + ["direction"]
         with self.lock:
-            current = {tuple("" if row[f] is None else str(row[f]) for f in labels): (row["bytes"], row["packets"])
-                       for row in self.rows()}
+            # Keyed by the raw key bytes: only the `top` kept keys are decoded into labels.
+            keys, values, n = self._table.read_raw()
+            ks = flowkey.KEY_SIZE
+            with gc_paused(n >= 10_000):
+                current = {keys[i * ks:(i + 1) * ks]: (v[1], v[0])
+                           for i, v in enumerate(_VALUE.iter_unpack(memoryview(values)[:n * _VALUE.size]))}
             overflow, evicted = self._counter(CTR_OVERFLOW), self._evicted
             self._series.ttl = opts.ttl
             exported = self._series.observe(current)
         kept, omitted, _ = top_keys(exported, opts.top, weight=lambda v: v[0])
         fam_bytes = CounterMetricFamily("flow_bytes", "Bytes per flow (frame lengths as captured)", labels=labels)
         fam_packets = CounterMetricFamily("flow_packets", "Packets per flow", labels=labels)
-        for label_values, (nbytes, packets) in kept.items():
-            fam_bytes.add_metric(list(label_values), nbytes)
-            fam_packets.add_metric(list(label_values), packets)
+        for raw, (nbytes, packets) in kept.items():
+            shown = flowkey.decode(raw)._asdict()
+            label_values = ["" if shown[f] is None else str(shown[f]) for f in labels]
+            fam_bytes.add_metric(label_values, nbytes)
+            fam_packets.add_metric(label_values, packets)
         return [
             fam_bytes, fam_packets,
             CounterMetricFamily("flow_overflow_packets", "Packets of new flows the full table could not hold",

@@ -171,3 +171,22 @@ def test_attach_tracing_names_what_is_wrong(flows_object):
         attach_tracing(flows_object, "nope")
     with pytest.raises(Error, match="section 'tc' is not a tracing hook"):
         attach_tracing(flows_object, "flows_ingress")
+
+
+def test_cli_set_values_are_json_where_they_parse():
+    from pynetmon.cli.monitor import parse_options
+    assert parse_options(["top=10", "mode=xdp", 'aggregate=["src"]', "stacks=true", "name=a=b"]) == \
+        {"top": 10, "mode": "xdp", "aggregate": ["src"], "stacks": True, "name": "a=b"}
+    with pytest.raises(Error, match="--set top: expected KEY=VALUE"):
+        parse_options(["top"])
+
+
+def test_with_labels_puts_the_monitor_label_on_every_sample():
+    from prometheus_client.core import CounterMetricFamily
+
+    from pynetmon.monitors.exposition import with_labels
+    fam = CounterMetricFamily("x", "x", labels=["monitor", "k"])
+    fam.add_metric(["spoofed", "1"], 3)
+    [out] = with_labels([fam], {"monitor": "m1"})
+    assert [s.labels for s in out.samples] == [{"monitor": "m1", "k": "1"}]
+    assert fam.samples[0].labels["monitor"] == "spoofed"  # the original is not changed
