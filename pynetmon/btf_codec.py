@@ -70,7 +70,7 @@ class Codec:
         build = self.build
         return [build(iter(row)) for row in rows]
 
-    def _rows_builder(self, stride: int | None):
+    def _rows_builder(self, stride: int | None) -> Callable[[Any], Any] | None:
         """The compiled decoder for values `stride` bytes apart, or of one value for None (cached); or None."""
         cache = self.__dict__.setdefault("_row_builders", {})
         if stride not in cache:
@@ -100,7 +100,7 @@ class Codec:
 
 
 class IntCodec(Codec):
-    def __init__(self, size: int, signed: bool = False, big_endian: bool = False, is_bool: bool = False):
+    def __init__(self, size: int, signed: bool = False, big_endian: bool = False, is_bool: bool = False) -> None:
         self.size = size
         self.signed = signed
         self.big_endian = big_endian and size > 1
@@ -118,7 +118,7 @@ class IntCodec(Codec):
             pack_big, unpack_native = struct.Struct(">" + self.fmt).pack, struct.Struct("=" + self.fmt).unpack
             self._to_wire = lambda v: unpack_native(pack_big(v))[0]
 
-    def build(self, it):
+    def build(self, it: Iterator[Any]) -> Any:
         v = next(it)
         if isinstance(v, bytes):
             return int.from_bytes(v, "big" if self.big_endian else "little", signed=self.signed)
@@ -132,14 +132,14 @@ class IntCodec(Codec):
             return [row[0] for row in rows]
         return super()._build_rows(rows)
 
-    def _plan(self, offset, plan):
+    def _plan(self, offset: int, plan: RowPlan) -> str | None:
         if self.fmt.endswith("s"):
             leaf = plan.leaf(offset, self.fmt, "any")
             return f"int.from_bytes({leaf}, {'big' if self.big_endian else 'little'!r}, signed={self.signed})"
         leaf = plan.leaf(offset, self.fmt, "big" if self.big_endian else "any" if self.size == 1 else "native")
         return f"bool({leaf})" if self.is_bool else leaf
 
-    def flatten(self, obj, out):
+    def flatten(self, obj: Any, out: list) -> None:
         if self._plain and type(obj) is int and self._low <= obj < self._high:
             out.append(obj)
             return
@@ -155,22 +155,22 @@ class IntCodec(Codec):
             v = self._to_wire(v)
         out.append(v)
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{'' if self.signed else 'u'}int{self.size * 8}{' (big-endian)' if self.big_endian else ''}"
 
 
 class FloatCodec(Codec):
-    def __init__(self, size: int):
+    def __init__(self, size: int) -> None:
         self.size = size
         self.fmt = {4: "f", 8: "d"}.get(size, f"{size}s")
 
-    def build(self, it):
+    def build(self, it: Iterator[Any]) -> Any:
         return next(it)
 
-    def flatten(self, obj, out):
+    def flatten(self, obj: Any, out: list) -> None:
         out.append(float(obj) if not self.fmt.endswith("s") else bytes(obj))
 
-    def _plan(self, offset, plan):
+    def _plan(self, offset: int, plan: RowPlan) -> str | None:
         return plan.leaf(offset, self.fmt, "any" if self.fmt.endswith("s") else "native")
 
 
@@ -178,43 +178,43 @@ class BytesCodec(Codec):
     """Opaque bytes: unions, unknown types, maps without BTF, and char arrays (`text=True`: a C string,
     shown as text in tables)."""
 
-    def __init__(self, size: int, text: bool = False):
+    def __init__(self, size: int, text: bool = False) -> None:
         self.size = size
         self.text = text
         self.fmt = f"{size}s" if size else ""
 
-    def build(self, it):
+    def build(self, it: Iterator[Any]) -> Any:
         return next(it) if self.size else b""
 
     def _build_rows(self, rows) -> list:
         return [row[0] for row in rows] if self.size else [b"" for _ in rows]
 
-    def flatten(self, obj, out):
+    def flatten(self, obj: Any, out: list) -> None:
         raw = bytes(obj) if not isinstance(obj, str) else obj.encode()
         if len(raw) > self.size:
             raise ValueError(f"{len(raw)} bytes do not fit in {self.size}")
         if self.size:
             out.append(raw)  # struct's "Ns" pads with zeros
 
-    def describe(self):
+    def describe(self) -> str:
         return f"bytes[{self.size}]"
 
-    def _plan(self, offset, plan):
+    def _plan(self, offset: int, plan: RowPlan) -> str | None:
         return plan.leaf(offset, self.fmt, "any") if self.size else "b''"
 
 
 class ArrayCodec(Codec):
-    def __init__(self, elem: Codec, count: int):
+    def __init__(self, elem: Codec, count: int) -> None:
         self.elem = elem
         self.count = count
         self.size = elem.size * count
         self.fmt = elem.fmt * count if count else ""
 
-    def build(self, it):
+    def build(self, it: Iterator[Any]) -> Any:
         b = self.elem.build
         return [b(it) for _ in range(self.count)]
 
-    def flatten(self, obj, out):
+    def flatten(self, obj: Any, out: list) -> None:
         items = list(obj)
         if len(items) != self.count:
             raise ValueError(f"expected a list of {self.count} items, got {len(items)}")
@@ -224,10 +224,10 @@ class ArrayCodec(Codec):
             except ValueError as exc:
                 raise _member_error(f"[{i}]", exc) from None
 
-    def describe(self):
+    def describe(self) -> str:
         return f"{self.elem.describe()}[{self.count}]"
 
-    def _plan(self, offset, plan):
+    def _plan(self, offset: int, plan: RowPlan) -> str | None:
         items = [self.elem._plan(offset + i * self.elem.size, plan) for i in range(self.count)]
         return None if None in items else "[" + ", ".join(items) + "]"
 
@@ -236,7 +236,7 @@ class StructCodec(Codec):
     """A C struct as a dict. Padding is explicit in the format; bitfields are decoded from their storage."""
 
     def __init__(self, name: str, size: int, fields: list[tuple[str, int, Codec]],
-                 bitfields: list[tuple[str, int, int]] | None = None, tags: dict[str, str] | None = None):
+                 bitfields: list[tuple[str, int, int]] | None = None, tags: dict[str, str] | None = None) -> None:
         self.name = name
         self.size = size
         self.fields = fields  # (name, byte offset, codec), sorted by offset, non-overlapping
@@ -261,7 +261,7 @@ class StructCodec(Codec):
         self._flat = all(isinstance(c, IntCodec) and c.fmt in "BHIQbhiq" and not c.big_endian and not c.is_bool
                          for _, _, c in fields)
 
-    def build(self, it):
+    def build(self, it: Iterator[Any]) -> Any:
         if self.bitfields:
             return self._decode_raw(next(it))
         return {name: codec.build(it) for name, _, codec in self.fields}
@@ -279,7 +279,7 @@ class StructCodec(Codec):
             result[name] = (whole >> bit_off) & ((1 << bits) - 1)
         return result
 
-    def flatten(self, obj, out):
+    def flatten(self, obj: Any, out: list) -> None:
         if not isinstance(obj, dict):
             raise ValueError(f"expected a dict for struct {self.name or '(anonymous)'}, got {obj!r}")  # noqa: TRY004
         known = self._known
@@ -308,10 +308,10 @@ class StructCodec(Codec):
             except ValueError as exc:
                 raise _member_error(name, exc) from None
 
-    def describe(self):
+    def describe(self) -> str:
         return f"struct {self.name}" if self.name else "struct"
 
-    def _plan(self, offset, plan):
+    def _plan(self, offset: int, plan: RowPlan) -> str | None:
         if self.bitfields:  # decoded from the struct's raw bytes by the existing slow path
             return f"{plan.helper(self._decode_raw)}({plan.leaf(offset, self.fmt, 'any')})"
         members = []
@@ -349,7 +349,7 @@ class RowPlan:
     """The leaves (offset, struct code, byte order) of one codec, and helpers its expression calls.
     Variable names start with `prefix`, so that the plans of a key and a value can share one expression."""
 
-    def __init__(self, prefix: str = "v"):
+    def __init__(self, prefix: str = "v") -> None:
         self.prefix = prefix
         self.leaves: list[tuple[int, str, str]] = []
         self.helpers: dict[str, Callable] = {}
@@ -474,7 +474,7 @@ _NO_VALUE = object()
 class BTFTypes:
     """Resolves BTF type ids of one `struct btf *` into codecs (cached per id)."""
 
-    def __init__(self, btf):
+    def __init__(self, btf: Any) -> None:
         self.btf = btf
         self._cache: dict[int, Codec] = {}
         self._decl_tags: dict[int, dict[int, str]] | None = None

@@ -10,11 +10,15 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._binding import check, ffi, lib
 from .btf_codec import BytesCodec, Codec, IntCodec, compile_pairs, gc_paused, per_cpu_stride
 from .errors import ENOTSUPP, MapKeyError, NotSupportedError, error_from_errno
+
+if TYPE_CHECKING:  # the optional `pynetmon[data]` extra: imported by the methods that need it
+    import numpy
+    import pandas
 
 MAP_TYPE_NAMES = {getattr(lib, n): n[len("BPF_MAP_TYPE_"):].lower() for n in dir(lib) if n.startswith("BPF_MAP_TYPE_")}
 PER_CPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash", "percpu_cgroup_storage"}
@@ -44,7 +48,7 @@ class Map:
 
     def __init__(self, fd: int, name: str, type_id: int, key_size: int, value_size: int, max_entries: int,
                  key_codec: Codec | None = None, value_codec: Codec | None = None, *, flags: int = 0,
-                 owned_fd: bool = False):
+                 owned_fd: bool = False) -> None:
         self._fd = fd
         self.name = name
         self.type_id = type_id
@@ -103,7 +107,7 @@ class Map:
             os.close(self._fd)
         self._fd = -1
 
-    def __del__(self):
+    def __del__(self) -> None:
         if getattr(self, "_owned_fd", False):
             try:
                 self.close()
@@ -115,12 +119,12 @@ class Map:
                 f"max_entries={self.max_entries}>")
 
     # ---- encoding -------------------------------------------------------------------------------
-    def _key(self, key: Any):
+    def _key(self, key: Any) -> Any:
         if self.type in KEYLESS_TYPES:
             return ffi.NULL
         return ffi.from_buffer(self.key_codec.encode(key))
 
-    def _value_out(self):
+    def _value_out(self) -> Any:
         return ffi.new("uint8_t[]", max(self._value_bytes, 1))
 
     def _decode_value(self, buf) -> Any:
@@ -243,7 +247,7 @@ class Map:
         return sum(1 for _ in self._iter_raw_keys())
 
     # ---- arrays and tables (the optional `pynetmon[data]` extra) -----------------------------------
-    def to_numpy(self, per_cpu: str = "axis") -> Any:
+    def to_numpy(self, per_cpu: str = "axis") -> numpy.ndarray:
         """Every entry as a NumPy structured array with fields `key` and `value`, dtypes from BTF.
 
         Nested structs are nested fields, C arrays subarrays, big-endian fields read as host-order
@@ -257,7 +261,8 @@ class Map:
         from .frames.arrays import map_to_numpy
         return map_to_numpy(self, per_cpu)
 
-    def to_pandas(self, per_cpu: str = "sum", index: bool = False, addresses: dict[str, str] | None = None) -> Any:
+    def to_pandas(self, per_cpu: str = "sum", index: bool = False,
+                  addresses: dict[str, str] | None = None) -> pandas.DataFrame:
         """Every entry as a pandas DataFrame: one column per key and value field (nested names joined
         with "."), `index=True` makes the key columns a (Multi)Index. Big-endian fields are host-order
         numbers, char arrays text, and fields declared addresses (a BTF decl tag "ipv4", "ipv6" or "mac"
@@ -287,7 +292,7 @@ class Map:
                 vs = self.value_codec.decode_many(values, count)
             return list(zip(ks, vs))
 
-    def _pairs_decoder(self):
+    def _pairs_decoder(self) -> Callable[[Any, Any], list] | None:
         if not hasattr(self, "_pairs"):
             self._pairs = compile_pairs(self.key_codec, self.value_codec) \
                 if self.key_codec.size == self.key_size and self.value_codec.size == self.value_size else None
@@ -327,7 +332,7 @@ class Map:
         memoryview(vbuf).cast("B")[:len(values)] = values
         return kbuf, vbuf, count
 
-    def _read_batch(self, delete: bool, alloc: Callable[[int], Any], expect: int | None):
+    def _read_batch(self, delete: bool, alloc: Callable[[int], Any], expect: int | None) -> tuple[Any, Any, int] | None:
         fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
         ksize, vsize = self.key_size, self._value_bytes
         # Fewer, larger calls: the per-call cost dominates below a few thousand entries.

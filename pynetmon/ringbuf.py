@@ -22,10 +22,14 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ._binding import check, ffi, lib
 from .errors import NotSupportedError, error_from_errno
 from .maps import Map
+
+if TYPE_CHECKING:  # the optional `pynetmon[data]` extra, imported by to_numpy()
+    import numpy
 
 __all__ = ["PerfBuffer", "RingBuffer", "split_records"]
 
@@ -173,7 +177,7 @@ class _BufferReader:
     # Records a to_numpy() call read beyond its max_records: the next to_numpy() call returns them first.
     _numpy_surplus = None
 
-    def to_numpy(self, dtype: object, max_records: int = 65536, timeout_ms: int = 1000) -> object:
+    def to_numpy(self, dtype: Any, max_records: int = 65536, timeout_ms: int = 1000) -> numpy.ndarray:
         """Up to `max_records` fixed-size records as a NumPy structured array of `dtype` (a NumPy dtype,
         or a BTF codec such as `obj.maps["m"].value_codec`), waiting at most `timeout_ms` for them.
 
