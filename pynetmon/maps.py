@@ -234,8 +234,16 @@ class Map:
 
     def items(self) -> list[tuple[Any, Any]]:
         """Every (key, value) pair, read with batch lookups where the kernel has them."""
-        keys, values, count = self.read_raw()
-        return self._decode_pairs(keys, values, count)
+        pairs = None if self.per_cpu else self._pairs_decoder()
+        if pairs is None:
+            keys, values, count = self.read_raw()
+            return self._decode_pairs(keys, values, count)
+        # Decoded batch by batch from a buffer still in the CPU's cache: no packed copy of the whole map.
+        out: list[tuple[Any, Any]] = []
+        with gc_paused(self.max_entries >= 10_000):  # millions of small containers: see gc_paused
+            for keys, values, _ in self.iter_batches():
+                out += pairs(keys, values)
+        return out
 
     def __len__(self) -> int:
         if self.type in ARRAY_TYPES:
@@ -332,43 +340,92 @@ class Map:
         memoryview(vbuf).cast("B")[:len(values)] = values
         return kbuf, vbuf, count
 
+    def iter_batches(self, delete: bool = False) -> Iterator[tuple[Any, Any, int]]:
+        """Every entry, one batch at a time: (keys, values, count) as buffers of packed keys and values.
+
+        The buffers are reused from batch to batch (copy what you keep before the next step), so memory
+        stays at one batch however big the map, and the kernel writes into memory that is already in the
+        CPU's cache. Map types without batch operations give all their entries as one batch.
+        """
+        if self._batch_ok is not False and (not delete or self.type in DELETABLE_BATCH_TYPES):
+            ksize, vsize = self.key_size, self._value_bytes
+            staging: list = [0, None, None]  # capacity in entries, key buffer, value buffer
+
+            def place(batch: int, _total: int):
+                if batch > staging[0]:
+                    staging[:] = [batch, ffi.new("uint8_t[]", batch * ksize), ffi.new("uint8_t[]", batch * vsize)]
+                return staging[1], staging[2]
+
+            try:
+                for n in self._batches(delete, place):
+                    yield ffi.buffer(staging[1], n * ksize), ffi.buffer(staging[2], n * vsize), n
+                return
+            except _NoBatch:
+                pass
+        keys, values, count = self._read_iterating(delete)
+        if count:
+            yield memoryview(keys), memoryview(values), count
+
     def _read_batch(self, delete: bool, alloc: Callable[[int], Any], expect: int | None) -> tuple[Any, Any, int] | None:
-        fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
         ksize, vsize = self.key_size, self._value_bytes
-        # Fewer, larger calls: the per-call cost dominates below a few thousand entries.
-        batch = min(max(self.max_entries, 1), DEFAULT_BATCH, max(MIN_BATCH, BATCH_BUFFER_BYTES // (ksize + vsize)))
-        token_size = max(ksize, 8)
-        in_tok = ffi.new("uint8_t[]", token_size)
-        out_tok = ffi.new("uint8_t[]", token_size)
-        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
-        count = ffi.new("__u32 *")
         # The kernel writes each batch straight into its place in the result: no chunks to join. Room for
         # a whole batch is kept free before every call (a map changing under the read can return more
         # entries than max_entries, and a hash bucket larger than the batch doubles it).
-        capacity = max(expect if expect is not None else min(max(self.max_entries, 1), 3 * batch), 1) + batch
-        keys, values = alloc(capacity * ksize), alloc(capacity * vsize)
-        kptr, vptr = _writable(keys), _writable(values)
-        total = 0
-        first = True
-        while True:
+        first_batch = self._batch_size()
+        capacity = max(expect if expect is not None else min(max(self.max_entries, 1), 3 * first_batch), 1) \
+            + first_batch
+        state = [capacity, alloc(capacity * ksize), alloc(capacity * vsize)]
+        state += [_writable(state[1]), _writable(state[2])]
+
+        def place(batch: int, total: int):
+            capacity, _, _, kptr, vptr = state
             if capacity - total < batch:
                 capacity = max(2 * capacity, total + batch)
                 keys, kptr = _grown(alloc, kptr, total * ksize, capacity * ksize)
                 values, vptr = _grown(alloc, vptr, total * vsize, capacity * vsize)
+                state[:] = [capacity, keys, values, kptr, vptr]
+            return kptr + total * ksize, vptr + total * vsize
+
+        try:
+            total = sum(self._batches(delete, place))
+        except _NoBatch:
+            return None
+        return state[1], state[2], total
+
+    def _batch_size(self) -> int:
+        # Fewer, larger calls: the per-call cost dominates below a few thousand entries.
+        per_entry = self.key_size + self._value_bytes
+        return min(max(self.max_entries, 1), DEFAULT_BATCH, max(MIN_BATCH, BATCH_BUFFER_BYTES // per_entry))
+
+    def _batches(self, delete: bool, place: Callable[[int, int], tuple[Any, Any]]) -> Iterator[int]:
+        """The batch lookup loop: before each call, `place(batch, entries so far)` says where the kernel
+        writes (key and value pointers with room for `batch` entries); yields each call's count. Raises
+        _NoBatch when the kernel has no batch operations for this map (before anything was read)."""
+        fn = lib.bpf_map_lookup_and_delete_batch if delete else lib.bpf_map_lookup_batch
+        batch = self._batch_size()
+        token_size = max(self.key_size, 8)
+        in_tok = ffi.new("uint8_t[]", token_size)
+        out_tok = ffi.new("uint8_t[]", token_size)
+        opts = ffi.new("struct bpf_map_batch_opts *", {"sz": ffi.sizeof("struct bpf_map_batch_opts")})
+        count = ffi.new("__u32 *")
+        total = 0
+        first = True
+        while True:
+            kptr, vptr = place(batch, total)
             count[0] = batch
-            ret = fn(self.fd, ffi.NULL if first else in_tok, out_tok, kptr + total * ksize, vptr + total * vsize,
-                     count, opts)
+            ret = fn(self.fd, ffi.NULL if first else in_tok, out_tok, kptr, vptr, count, opts)
             err = -ret if ret < 0 else 0
             if err == errno.ENOSPC and count[0] == 0:
                 batch *= 2  # one hash bucket holds more entries than the batch: grow and retry
                 continue
-            if err in NO_BATCH_ERRNOS \
-                    and first and total == 0:
+            if err in NO_BATCH_ERRNOS and first and total == 0:
                 self._batch_ok = False
-                return None
+                raise _NoBatch
             if err and err not in (errno.ENOENT, errno.ENOSPC):
                 check(ret, f"batch {'lookup-and-delete' if delete else 'lookup'} on map {self.name!r}")
-            total += count[0]
+            if count[0]:
+                total += count[0]
+                yield count[0]
             if err == errno.ENOENT:
                 break
             if err == errno.ENOSPC:
@@ -376,7 +433,6 @@ class Map:
             ffi.memmove(in_tok, out_tok, token_size)
             first = False
         self._batch_ok = True
-        return keys, values, total
 
     def _iter_raw_keys(self) -> Iterator:
         """Keys via BPF_MAP_GET_NEXT_KEY. If the current key is deleted concurrently, the kernel restarts
@@ -513,3 +569,7 @@ def _grown(alloc: Callable[[int], Any], old, used: int, size: int):
     ptr = _writable(new)
     ffi.memmove(ptr, old, used)
     return new, ptr
+
+
+class _NoBatch(Exception):  # a private signal, never seen outside this module
+    """The kernel has no batch operations for this map: read it key by key."""

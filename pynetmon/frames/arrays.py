@@ -60,25 +60,30 @@ def map_to_numpy(m: Map, per_cpu: str = "axis") -> Any:
         raise NotSupportedError(f"map {m.name!r} ({m.type}) has no entries to read")
     kcodec, kdt = codec_dtype(m.key_codec, m.key_size)
     vcodec, vdt = codec_dtype(m.value_codec, m.value_size)
-    ncpus = m.ncpus if m.per_cpu else 1
-    vstride = m._stride
-    per_entry = m.key_size + vstride * ncpus
-    expect = m.max_entries if m.max_entries * per_entry <= RESERVE_BYTES else None
-    kbuf, vbuf, n = m.read_buffers(alloc=lambda size: np.empty(size, np.uint8), expect=expect)
-    keys = kbuf[:n * m.key_size].view(kdt) if n else np.empty(0, kdt)
-    if m.per_cpu:
-        values = np.ndarray((n, ncpus), vdt, buffer=vbuf, strides=(ncpus * vstride, vstride))
-    else:
-        values = vbuf[:n * m.value_size].view(vdt) if n else np.empty(0, vdt)
-    keys = materialize(keys, kcodec)
-    values = materialize(values, vcodec)
-    if m.per_cpu and per_cpu == "sum":
-        values = sum_per_cpu(values)
-    vfield = (values.dtype, (ncpus,)) if values.ndim == 2 else values.dtype
-    out = np.empty(n, [("key", keys.dtype), ("value", vfield)])
-    out["key"] = keys
-    out["value"] = values
-    return out
+    ncpus, vstride = (m.ncpus, m._stride) if m.per_cpu else (1, m.value_size)
+    out_dt = map_dtype(m, per_cpu)
+    # Room for max_entries at once when that is affordable (untouched pages cost nothing), else grown.
+    capacity = m.max_entries if m.max_entries * out_dt.itemsize <= RESERVE_BYTES else 1 << 16
+    out = np.empty(max(capacity, 1), out_dt)
+    total = 0
+    # Each batch lands in a small buffer that stays in the CPU cache and goes from there into its place
+    # in the records: the only pass over the result's memory.
+    for kbuf, vbuf, n in m.iter_batches():
+        if total + n > len(out):
+            grown = np.empty(max(2 * len(out), total + n), out_dt)
+            grown[:total] = out[:total]
+            out = grown
+        keys = np.frombuffer(kbuf, kdt, n)
+        if m.per_cpu:
+            values = np.ndarray((n, ncpus), vdt, buffer=vbuf, strides=(ncpus * vstride, vstride))
+        else:
+            values = np.frombuffer(vbuf, vdt, n)
+        values = materialize(values, vcodec)
+        out["key"][total:total + n] = materialize(keys, kcodec)
+        out["value"][total:total + n] = sum_per_cpu(values) if m.per_cpu and per_cpu == "sum" else values
+        total += n
+    # A result much smaller than its reservation is copied out, so the reservation is not kept alive.
+    return out[:total].copy() if total < len(out) // 2 else out[:total]
 
 
 def records_to_numpy(batch: bytes | memoryview, count: int, dt: Any, framed: bool = True) -> Any:

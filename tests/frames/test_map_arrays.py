@@ -121,8 +121,10 @@ def test_bad_per_cpu_mode_is_named(maptypes):
         maptypes.maps["percpu_hash_int"].to_numpy(per_cpu="mean")
 
 
-def test_large_map_grows_its_buffers(maptypes):
-    """More entries than the first buffers hold (3 batches): the read continues in grown buffers."""
+def test_large_map_grows_its_buffers(maptypes, monkeypatch):
+    """More entries than the first buffers hold: the reads continue in grown buffers."""
+    import pynetmon.frames.arrays
+    monkeypatch.setattr(pynetmon.frames.arrays, "RESERVE_BYTES", 1)  # to_numpy reserves 65,536 entries
     spec = pynetmon.BPFObject.from_package("maptypes")
     spec.maps["hash_int"].set_max_entries(300_000)
     with spec as obj:
