@@ -45,6 +45,8 @@ class TcpOptions(MonitorOptions):
     keep_closed: int = Field(1024, ge=1, le=1 << 20,
                              description="closed connections kept until a snapshot reads them (oldest go first)")
     events: bool = Field(True, description="emit state changes, retransmits and resets to the event ring")
+    live_stats: bool = Field(True, description="refresh srtt, cwnd and bytes of open connections on every received "
+                                               "segment (tcp_probe); false: only at state changes (cheaper)")
     ring_bytes: int = Field(1 << 20, ge=1 << 12, le=1 << 28, description="event ring size (a power of two)")
 
 
@@ -93,6 +95,8 @@ class TcpMonitor(Monitor):
         obj.maps["tcp_conns"].set_max_entries(opts.max_entries)
         obj.maps["tcp_closed"].set_max_entries(opts.keep_closed)
         obj.maps["tcp_events"].set_max_entries(opts.ring_bytes)
+        if not opts.live_stats:
+            obj.programs["tcp_probe"].set_autoload(False)
         obj.set_rodata(netns_inum=_netns.inode(self.netns) if self.netns else 0, emit_events=int(opts.events))
         obj.load()
         self._conns: Map = obj.maps["tcp_conns"]  # type: ignore[assignment]
@@ -101,7 +105,7 @@ class TcpMonitor(Monitor):
         self._latency: Map = obj.maps["tcp_connect_latency"]  # type: ignore[assignment]
         self._ring_map: Map = obj.maps["tcp_events"]  # type: ignore[assignment]
         self._ring: RingBuffer | None = None
-        for name in obj.programs:
+        for name in obj.programs:  # (loaded programs only: tcp_probe is left out without live_stats)
             self._keep(attach_tracing(obj, name))
 
     def _stop(self) -> None:

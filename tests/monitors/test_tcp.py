@@ -88,11 +88,13 @@ def _exchange(a, b, srv: socket.socket, up: int, down: int) -> int:
     return port
 
 
-def test_connections_roles_bytes_and_totals(hosts):
+@pytest.mark.parametrize("live_stats", [True, False])
+def test_connections_roles_bytes_and_totals(hosts, live_stats):
     a, b = hosts
     quiet(a, b)
     srv = _server(b)
-    with monitors.open("tcp", netns=a.netns) as ma, monitors.open("tcp", netns=b.netns) as mb:
+    with monitors.open("tcp", netns=a.netns, live_stats=live_stats) as ma, \
+            monitors.open("tcp", netns=b.netns, live_stats=live_stats) as mb:
         ports = [_exchange(a, b, srv, 1000 * (i + 1), 500) for i in range(3)]
         settle()
         snap_a, snap_b = ma.snapshot(), mb.snapshot()
@@ -114,6 +116,7 @@ def test_connections_roles_bytes_and_totals(hosts):
     assert [c["bytes_sent"] for c in servers] == [500] * 3
     assert snap_a["connect_latency_us"]["count"] == 3 and snap_b["connect_latency_us"]["count"] == 0
     assert again["connections"] == []  # closed connections are reported once
+    assert ("tcp_probe" in snap_a["self"]["programs"]) == live_stats
 
 
 @pytest.mark.parametrize("every", [7, 13])
