@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import operator
 import struct
-import threading
 import time
 from typing import Any, Literal
 
@@ -17,13 +16,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from pydantic import Field
 
 from ..btf_codec import gc_paused
-from ..errors import Error
 from ..link import attach_tc, attach_xdp
 from ..maps import Map
 from ..object import BPFObject
 from . import flowkey
-from .base import Monitor
 from .cardinality import CardinalityOptions, SeriesTTL, top_keys
+from .latstats import EvictingMonitor
 from .registry import register
 
 FIELDS = ("src", "dst", "sport", "dport", "proto")
@@ -50,7 +48,7 @@ _FLAG_NAMES = [tuple(name for i, name in enumerate(TCP_FLAG_NAMES) if bits >> i 
 
 
 @register
-class FlowsMonitor(Monitor):
+class FlowsMonitor(EvictingMonitor):
     kind = "flows"
     summary = "packets and bytes per IPv4/IPv6 5-tuple and direction (tcx ingress+egress, or XDP ingress)"
     Options = FlowsOptions
@@ -72,25 +70,9 @@ class FlowsMonitor(Monitor):
         else:
             self._keep(attach_tc(obj.programs["flows_ingress"], self.interface, "ingress", netns=self.netns))
         self._keep(attach_tc(obj.programs["flows_egress"], self.interface, "egress", netns=self.netns))
-        self._stop_evicting = threading.Event()
-        self._evictor = threading.Thread(target=self._evict_loop, name=f"pynetmon-flows-evict-{self.interface}",
-                                         daemon=True)
-        self._evictor.start()
+        self._start_evicting()
 
-    def _stop(self) -> None:
-        stop = getattr(self, "_stop_evicting", None)
-        if stop is not None:
-            stop.set()
-            self._evictor.join()
-
-    # -- eviction ------------------------------------------------------------------------------
-    def _evict_loop(self) -> None:
-        while not self._stop_evicting.wait(min(self.options.idle_timeout / 2, 5.0)):  # type: ignore[attr-defined]
-            try:
-                self.evict_idle()
-            except Error:  # the map went away while closing; the loop ends with the next wait
-                pass
-
+    # -- eviction (EvictingMonitor's thread calls this) -------------------------------------------
     def evict_idle(self, now_ns: int | None = None) -> int:
         """Remove flows without packets for `idle_timeout` seconds; returns how many went. A packet of
         such a flow arriving between the read and the delete is lost with it (the flow was idle)."""
