@@ -1,10 +1,10 @@
 """Where a monitor's mirrored packets go: an existing interface, one end of a veth pair pynetmon creates
 (and removes again), or a pcap file written through pynetmon's capture path.
 
-Mirroring is `bpf_clone_redirect(skb, ifindex, 0)`: the copy leaves through the target interface's
-egress, so a packet socket (tcpdump) or pynetmon's capture on that interface sees it. This kernel has
-no `dummy` links, so a created target is one end of a veth pair; the other end drops the copies (their
-MACs are foreign to it), which is why captures go on the mirror end itself.
+Mirroring is `bpf_clone_redirect(skb, ifindex, BPF_F_INGRESS)`: the copy enters the target interface's
+receive path, where a packet socket (tcpdump) or pynetmon's capture (ingress) on that interface sees it,
+and IP then drops it (its MACs are another host's). This kernel has no `dummy` links, so a created
+target is one end of a veth pair (its peer only keeps it up); captures go on the mirror end itself.
 
 >>> target = MirrorTarget.open("pcap:/var/tmp/errors.pcap", netns="h1")
 >>> target.ifindex   # what the BPF program redirects to
@@ -99,7 +99,7 @@ class MirrorTarget:
         name = f"pnmm{os.getpid() % 100000}x{next(_counter) % 1000}"
         _make_veth(name, netns)
         try:
-            capture = PacketCapture(f"mirror-{name}", capture="egress", filter="all", dump=path)
+            capture = PacketCapture(f"mirror-{name}", capture="ingress", filter="all", dump=path)
             try:
                 capture.attach(name, netns)
             except BaseException:

@@ -7,7 +7,11 @@ capture) or to a pcap file.
 from __future__ import annotations
 
 import collections
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 
 import dpkt
@@ -21,7 +25,7 @@ from pynetmon.errors import ConfigError
 from pynetmon.link import tc_programs
 from pynetmon.monitors.http import HttpOptions
 
-from .helpers import V6, finish_json, quiet, start_cli, wait_attached
+from .helpers import REPO, V6, finish_json, quiet, start_cli, wait_attached
 from .http_helpers import StatusServer, read_response, request
 
 PORT = 8888
@@ -98,7 +102,7 @@ class Mirrored:
         self.wire = PacketCapture("wire", capture="bidirectional", filter=f"tcp port {PORT}",
                                   dump=self.tmp / "wire.pcap")
         self.wire.attach("eth0", b.netns)
-        self.mirror = PacketCapture("mirror", capture="egress", filter="all", dump=self.tmp / "mirror.pcap")
+        self.mirror = PacketCapture("mirror", capture="ingress", filter="all", dump=self.tmp / "mirror.pcap")
         self.mirror.attach(self.options["mirror_to"], b.netns)
         return self
 
@@ -350,3 +354,24 @@ def test_cli_json_and_rest(hosts):
             assert got == {("200", "GET"): 2, ("503", "GET"): 1}
             assert d.client.delete("/monitors/h1").status_code == 204
             assert not tc_programs("eth0", "ingress", netns=b.netns)
+
+
+def test_runs_with_only_bpf_net_admin_perfmon(hosts):
+    """What deploy/ grants, no CAP_SYS_ADMIN (the thesis needed it), and no kernel headers at run time:
+    the monitor loads, counts, creates its mirror veth and mirrors."""
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is required for the least-privilege test")
+    a, b = hosts
+    keep = "-all,+bpf,+net_admin,+perfmon"
+    cmd = ["ip", "netns", "exec", b.netns, "setpriv", f"--inh-caps={keep}", f"--ambient-caps={keep}",
+           f"--bounding-set={keep}", "--", sys.executable, "-m", "pynetmon", "monitor", "http", "-i", "eth0",
+           "--duration", "3", "--json", "--set", "mirror_to=pnmlp0", "--set", "mirror_create=true"]
+    with StatusServer(b, b.ip, PORT):
+        proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_attached(b, "egress")
+        request(a, b.ip, PORT, ["/200", "/500"])
+        snap = finish_json(proc)
+    assert snap["responses"] == {"200": 1, "500": 1}
+    assert snap["mirror"]["connections"] == 1 and snap["mirror"]["packets"] >= 1 and snap["mirror"]["errors"] == 0
+    assert b.run("ip", "link", "show", "pnmlp0", check=False).returncode != 0  # removed at exit
