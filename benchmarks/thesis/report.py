@@ -74,6 +74,15 @@ def markdown(data: dict) -> str:
     if data.get("http"):
         out += ["## nginx + h2load by error share (server's eth0)", "", *_http_table(data["http"]), "",
                 "Request time percentiles (µs, h2load's per-request log):", "", *_percentile_table(data["http"]), ""]
+    tables = data.get("traced_map")
+    if tables:
+        base = tables["untraced"]["median_rps"]
+        out += ["## The traced table at 100% errors (h2load; every packet looks its connection up)", "",
+                "| traced_map | req/s | % of untraced | missed | false |", "|---|---:|---:|---:|---:|"]
+        for name in ("hash", "lru", "lru_percpu"):
+            r = tables[name]
+            out.append(f"| {name} | {r['median_rps']:.0f} | {pct(r['median_rps'], base)} | {r['missed']} | {r['false']} |")
+        out.append("")
     cpus = data.get("cpus", {})
     if cpus.get("tcp"):
         out += ["## Against the number of CPUs (taskset)", "", "| run | Gbit/s or req/s | traced % of untraced |",
