@@ -14,7 +14,10 @@ size: 8 MiB). Both write to a file on the same disk.
 Per mode: throughput of the monitored traffic (TCP bits/s at the receiver, UDP datagrams/s received)
 and its ratio to no capture; packets captured and dropped as each tool reports them at exit; CPU time
 of the capturing process (all its threads, from /proc/PID/task/*/schedstat, taken from just before the
-traffic starts to half a second after it ends) per captured packet. Medians of RUNS; nothing is asserted on time.
+traffic starts to half a second after it ends) per captured packet. Each round runs the three modes one
+after the other; every ratio (to no capture, pynetmon to tcpdump) is taken within a round and reported as
+median (min-max) over the rounds. Nothing is asserted on time. `PYNETMON_BENCH_RUNS` and
+`PYNETMON_BENCH_SECONDS` set the rounds and the seconds per run (`make bench-quick` lowers both).
 """
 from __future__ import annotations
 
@@ -30,11 +33,12 @@ import time
 from pathlib import Path
 
 import pytest
+from rounds import env_int, fmt_spread, load_average, ratios, spread
 
 from pynetmon.testhosts import TestHosts
 
-RUNS = 5
-DURATION = 3
+RUNS = env_int("PYNETMON_BENCH_RUNS", 5)
+DURATION = env_int("PYNETMON_BENCH_SECONDS", 3)
 SNAPLEN = 96
 RING_BYTES = 8 << 20
 REPO = Path(__file__).resolve().parents[1]
@@ -110,6 +114,7 @@ def measure(a, b, scenario: dict, mode: str, workdir: str) -> dict:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF, tcpdump)")
 def test_capture_against_tcpdump():
     results = {(s, m): [] for s in SCENARIOS for m in MODES}
+    load_before = load_average()
     with TestHosts(prefix="pcb") as (a, b), tempfile.TemporaryDirectory(prefix="pynetmon-bench-") as workdir:
         for host in (a, b):
             host.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
@@ -123,16 +128,18 @@ def test_capture_against_tcpdump():
         finally:
             server.terminate()
             server.wait()
-    print_table(results)
+    print_table(results, load_before)
 
 
-def print_table(results: dict) -> None:
+def print_table(results: dict, load_before: str) -> None:
     med = statistics.median
-    print(f"\nmedians of {RUNS} runs of {DURATION} s; snaplen {SNAPLEN}; capture buffer {RING_BYTES >> 20} MiB")
+    print(f"\n{RUNS} interleaved rounds of {DURATION} s per mode; snaplen {SNAPLEN}; capture buffer "
+          f"{RING_BYTES >> 20} MiB; {load_before} before, {load_average()} after")
+    print("ratios: median (min-max) of the per-round ratios")
     print("| traffic | capture | throughput | vs no capture | captured | dropped | CPU s | CPU µs/packet |")
     print("|---|---|---|---|---|---|---|---|")
     for name in SCENARIOS:
-        base = med(r["rate"] for r in results[(name, "none")])
+        base = [r["rate"] for r in results[(name, "none")]]
         per_packet = {}
         for mode in MODES:
             runs = results[(name, mode)]
@@ -141,9 +148,11 @@ def print_table(results: dict) -> None:
             if mode == "none":
                 print(f"| {name} | none | {unit} | 1.00 | - | - | - | - |")
                 continue
-            per_packet[mode] = med(r["cpu"] / r["captured"] * 1e6 for r in runs if r["captured"])
-            print(f"| {name} | {mode} | {unit} | {rate / base:.3f} | {med(r['captured'] for r in runs):.0f} | "
-                  f"{med(r['dropped'] for r in runs):.0f} | {med(r['cpu'] for r in runs):.2f} | "
-                  f"{per_packet[mode]:.2f} |")
+            per_packet[mode] = [r["cpu"] / r["captured"] * 1e6 if r["captured"] else float("nan") for r in runs]
+            print(f"| {name} | {mode} | {unit} | {fmt_spread(ratios([r['rate'] for r in runs], base), 3)} | "
+                  f"{med(r['captured'] for r in runs):.0f} | {med(r['dropped'] for r in runs):.0f} | "
+                  f"{med(r['cpu'] for r in runs):.2f} | {fmt_spread(spread(per_packet[mode]))} |")
+        ahead = ratios([r["rate"] for r in results[(name, "pynetmon")]], [r["rate"] for r in results[(name, "tcpdump")]])
+        print(f"| {name} | pynetmon/tcpdump throughput | | {fmt_spread(ahead, 3)} | | | | |")
         print(f"| {name} | pynetmon/tcpdump CPU per packet | | | | | | "
-              f"{per_packet['pynetmon'] / per_packet['tcpdump']:.2f} |")
+              f"{fmt_spread(ratios(per_packet['pynetmon'], per_packet['tcpdump']))} |")

@@ -168,13 +168,15 @@ static __always_inline void capture(struct __sk_buff *skb, __u32 direction)
     CAPTURE_BARRIER(size);
     if (size > sizeof(struct capture_record) + CAPTURE_MAX_CAPLEN)
         return;
-    /* Waking the reader per record costs more than the record; with wakeup_bytes set, it is woken once
-     * that much waits and otherwise finds the records at its next timed poll. */
+    /* Waking the reader per record costs more than the record. With no flag the kernel wakes it only
+     * for a record that is the first unread one (the reader had caught up: race-free, decided at commit
+     * against the reader's published position); the reader then lets a batch collect for up to its
+     * delay bound before it reads. Once wakeup_bytes wait, it is woken at once (a full batch: reading
+     * it now keeps the ring from filling). */
     __u64 flags = 0;
     __u32 wakeup = config->wakeup_bytes;
-    if (wakeup)
-        flags = bpf_ringbuf_query(&capture_ring, BPF_RB_AVAIL_DATA) + size >= wakeup ? BPF_RB_FORCE_WAKEUP
-                                                                                      : BPF_RB_NO_WAKEUP;
+    if (wakeup && bpf_ringbuf_query(&capture_ring, BPF_RB_AVAIL_DATA) + size >= wakeup)
+        flags = BPF_RB_FORCE_WAKEUP;
     if (bpf_ringbuf_output(&capture_ring, &s->record, size, flags) == 0) {
         count->captured++;
         count->captured_bytes += caplen;

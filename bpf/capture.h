@@ -51,7 +51,7 @@ struct capture_counters {
 struct capture_config {
     __s64 clock_offset_ns;  /* CLOCK_REALTIME - CLOCK_TAI, measured by user space */
     __u32 snaplen;          /* bytes to keep of each packet (before the filter's own limit) */
-    __u32 wakeup_bytes;     /* wake the reader once this much data waits (0: adaptive, per record) */
+    __u32 wakeup_bytes;     /* wake the reader at once when this much data waits (0: never forced) */
 };
 
 struct capture_scratch {

@@ -9,6 +9,7 @@ INCLUDES = """
 #include <bpf/libbpf.h>
 #include "libbpf_log.h"
 #include "sink.h"
+#include "ringdrain.h"
 """
 
 TYPES = """
@@ -86,6 +87,14 @@ struct pynetmon_sink {
 };
 #define PYNETMON_SINK_CONCAT 1
 #define PYNETMON_SINK_STOP ...
+
+/* Our batch consumer of ring buffers: see ringdrain.h. */
+struct pynetmon_ring {
+    int map_fd;
+    int epoll_fd;
+    uint64_t drains;
+    ...;
+};
 """
 
 FUNCTIONS = """
@@ -179,7 +188,12 @@ struct ring_buffer *pynetmon_ring_buffer_new(int map_fd, struct pynetmon_sink *s
 int pynetmon_ring_buffer_add(struct ring_buffer *rb, int map_fd, struct pynetmon_sink *sink);
 struct perf_buffer *pynetmon_perf_buffer_new(int map_fd, size_t page_cnt, struct pynetmon_sink *sink);
 void pynetmon_sink_free(struct pynetmon_sink *sink);
+struct pynetmon_ring *pynetmon_ring_open(int map_fd, size_t size);
+int pynetmon_ring_wait(struct pynetmon_ring *r, int timeout_ms, int delay_ms, size_t batch_bytes);
+void pynetmon_ring_notify(struct pynetmon_ring *r);
+int pynetmon_ring_drain(struct pynetmon_ring *r, struct pynetmon_sink *sink);
+void pynetmon_ring_close(struct pynetmon_ring *r);
 """
 
 CUSTOMIZATIONS = ""
-SOURCES = ["libbpf_log.c", "sink.c"]
+SOURCES = ["libbpf_log.c", "sink.c", "ringdrain.c"]

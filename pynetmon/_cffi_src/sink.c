@@ -4,7 +4,7 @@
 
 #include "sink.h"
 
-static int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, uint32_t size)
+int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, uint32_t size)
 {
     int concat = sink->flags & PYNETMON_SINK_CONCAT;
     size_t need = concat ? (size_t)size : (4 + (size_t)size + 7) & ~(size_t)7;

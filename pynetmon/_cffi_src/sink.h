@@ -31,5 +31,7 @@ struct ring_buffer *pynetmon_ring_buffer_new(int map_fd, struct pynetmon_sink *s
 int pynetmon_ring_buffer_add(struct ring_buffer *rb, int map_fd, struct pynetmon_sink *sink);
 struct perf_buffer *pynetmon_perf_buffer_new(int map_fd, size_t page_cnt, struct pynetmon_sink *sink);
 void pynetmon_sink_free(struct pynetmon_sink *sink);
+/* Append one sample to the sink (grown as needed; a sample that does not fit in memory is counted in oom). */
+int pynetmon_sink_append(struct pynetmon_sink *sink, const void *data, uint32_t size);
 
 #endif

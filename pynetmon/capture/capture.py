@@ -39,8 +39,8 @@ DEFAULT_SNAPLEN = MAX_SNAPLEN
 DEFAULT_RING_BYTES = 8 << 20
 DEFAULT_BUFFER_BYTES = 32 << 20
 # The longest a captured packet waits in pynetmon before it is in the file (handed to the OS) or queued
-# for the stream: the reader's poll bound (a record committed without a wakeup is found when the poll
-# times out) plus the write of its batch, which follows at once.
+# for the stream: the time the reader lets a batch grow after the kernel woke it, plus the write of the
+# batch, which follows at once.
 DEFAULT_MAX_DELAY = 0.1
 COUNTER_FIELDS = ("seen", "matched", "captured", "dropped", "errors", "captured_bytes")
 
@@ -135,7 +135,8 @@ class PacketCapture:
             self._configure()
             self._reader = RingReader(self._dataplane.maps["capture_ring"], self._deliver, tick=self._tick,
                                       on_error=self._fail, tick_interval=flush_interval,
-                                      poll_ms=max(1, round(max_delay * 1000)), name=name)
+                                      poll_ms=max(1, round(max_delay * 1000)), batch_bytes=self._wakeup_bytes,
+                                      name=name)
         except BaseException:
             self._dataplane.close()
             if self._writer is not None:
@@ -328,7 +329,9 @@ class PacketCapture:
             pass
 
     # ---- data path ------------------------------------------------------------------------------
-    def _deliver(self, batch: bytes, count: int) -> None:
+    def _deliver(self, batch: memoryview, count: int) -> None:
+        # `batch` is a view of the reader's buffer, reused by its next poll: written out here at once, or
+        # copied into the stream buffer.
         last = False
         if self._remaining is not None:
             if count >= self._remaining:  # keep the first records only (a batch holds whole records)
@@ -339,9 +342,9 @@ class PacketCapture:
         if count:
             if self._writer is not None:
                 self._writer.write_records(batch, count)
-                self._writer.flush()  # the batch reaches the file now: see max_delay
+                self._writer.flush()  # the batch reaches the file now (see max_delay), the view with it
             else:
-                self._buffer.put(batch, count)
+                self._buffer.put(bytes(batch), count)
         if last:
             self.finished.set()
 

@@ -13,7 +13,7 @@ import pytest
 
 import pynetmon
 from pynetmon.errors import NotSupportedError
-from pynetmon.ringbuf import PerfBuffer, RingBuffer, split_records
+from pynetmon.ringbuf import BatchRing, PerfBuffer, RingBuffer, split_records
 from pynetmon.toolchain import compile_c
 
 EMITTER = r"""
@@ -298,3 +298,42 @@ def test_close_ends_a_poll_that_waits_forever(emitter, kind):
     thread.join(10)
     assert not thread.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], ValueError) and "closed" in str(outcome[0])
+
+
+# ---- BatchRing: our own consumer (one drain per batch, the ring space given back once) ---------------
+
+def test_batch_ring_takes_every_sample_in_order_across_the_ring_end(emitter):
+    """ring2 holds 64 KiB: 2,000 samples of up to 1.5 KB wrap around its end many times."""
+    sent = packets(2000, seed=9)
+    got = []
+    with BatchRing(emitter.maps["ring2"], concatenate=False) as ring:
+        assert ring.poll_batch(0) == (b"", 0)
+        for i in range(0, len(sent), 30):  # never more than the ring holds between two drains
+            emit(emitter, "to_ring2", sent[i:i + 30])
+            batch, count = ring.consume_batch()
+            got.extend(split_records(batch, count))
+        assert got == sent
+        assert ring.records == len(sent) and ring.oom == 0
+        assert ring.batches == len(range(0, len(sent), 30))  # one consumer-position store per batch
+    assert emitter.maps["failures"][0] == 0
+
+
+def test_batch_ring_finds_quiet_samples_when_the_wait_ends_and_bounds_a_batch(emitter):
+    sent = packets(120, seed=10)
+    with BatchRing(emitter.maps["ring"], batch_limit=4096) as ring:
+        emit(emitter, "to_ring_quietly", sent)  # no wakeup: found when the 50 ms wait ends
+        got, polls = b"", 0
+        while len(got) < len(b"".join(sent)):
+            batch, count = ring.poll_batch(50)
+            polls += 1
+            assert count and len(batch) < 4096 + 1500
+            got += batch
+        assert got == b"".join(sent) and polls > 1
+        ring.close()
+        with pytest.raises(ValueError, match="closed"):
+            ring.poll_batch(0)
+
+
+def test_batch_ring_refuses_other_maps(emitter):
+    with pytest.raises(NotSupportedError, match="ringbuf"):
+        BatchRing(emitter.maps["perf"])
