@@ -68,7 +68,26 @@ def _map_fd(map: Map | int, expected: str, what: str) -> tuple[int, str]:
     raise TypeError(f"{what} needs a Map or a map file descriptor, not {type(map).__name__}")
 
 
-class _BufferReader:
+class _Closes:
+    """`with` and garbage collection both end in `close()`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
+            pass
+
+
+class _BufferReader(_Closes):
     """What ring and perf buffer readers share: the sink, batching, iteration and closing."""
 
     kind = "buffer"
@@ -213,17 +232,6 @@ class _BufferReader:
                 self._handle = ffi.NULL
             lib.pynetmon_sink_free(self._sink)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
-            pass
 
 
 class RingBuffer(_BufferReader):
@@ -295,7 +303,7 @@ class PerfBuffer(_BufferReader):
         return f"<PerfBuffer {self.map_name!r} {self.page_cnt} pages/CPU{' closed' if self.closed else ''}>"
 
 
-class BatchRing:
+class BatchRing(_Closes):
     """A ring buffer read in whole batches by our own consumer in C (`_cffi_src/ringdrain.c`): records are
     copied back to back (or framed, see `split_records`) into one buffer per poll, and the ring space is
     given back to the producers once per batch rather than once per record as libbpf's reader does
@@ -402,17 +410,6 @@ class BatchRing:
             self._ring = ffi.NULL
             lib.pynetmon_sink_free(self._sink)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001, S110 - interpreter shutdown
-            pass
 
     def __repr__(self) -> str:
         return f"<BatchRing {self.map_name!r}{' closed' if self.closed else ''}>"
