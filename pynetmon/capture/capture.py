@@ -329,7 +329,7 @@ class PacketCapture:
             pass
 
     # ---- data path ------------------------------------------------------------------------------
-    def _deliver(self, batch: memoryview, count: int) -> None:
+    def _deliver(self, batch: bytes | memoryview, count: int) -> None:
         # `batch` is a view of the reader's buffer, reused by its next poll: written out here at once, or
         # copied into the stream buffer.
         last = False

@@ -20,7 +20,7 @@ __all__ = ["RingReader"]
 log = logging.getLogger("pynetmon.capture")
 
 # (batch, record count): the batch is a view of the reader's buffer, valid only during the call.
-Deliver = Callable[[memoryview, int], None]
+Deliver = Callable[[bytes | memoryview, int], None]
 
 
 class RingReader:
