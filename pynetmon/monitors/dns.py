@@ -30,7 +30,6 @@ NAME_MAX = 128     # DNS_NAME_MAX
 (CTR_QUERIES, CTR_RESPONSES, CTR_MATCHED, CTR_MALFORMED, CTR_NAME_OVERFLOW, CTR_COUNT_OVERFLOW, CTR_SUM_US,
  NR_CTR) = range(8)  # DNS_CTR_* in dns.h
 KIND_QUERY, KIND_RESPONSE = 0, 1
-_COUNT_KEY = struct.Struct("=HBB")          # struct dns_count_key
 _PENDING_VALUE = struct.Struct("=QH6x")     # struct dns_pending
 _NAME_HEAD = struct.Struct("=QQ16I")        # struct dns_name_value before its latency stats
 
@@ -126,16 +125,14 @@ class DnsMonitor(latstats.EvictingMonitor):
         by_qtype: dict[str, int] = {}
         by_rcode: dict[str, int] = {}
         responses: dict[tuple[str, str], int] = {}
-        for key, value in self._counts.items():
-            qtype, kind, rcode = _COUNT_KEY.unpack(bytes(key)) if isinstance(key, (bytes, bytearray)) else (
-                key["qtype"], key["kind"], key["rcode"])
-            count = value if isinstance(value, int) else int.from_bytes(bytes(value), "little")
-            qname, rname = dnswire.qtype_name(qtype), dnswire.rcode_name(rcode)
+        for key, count in self._counts.items():  # struct dns_count_key decoded from BTF
+            qtype, kind, rcode = key["qtype"], key["kind"], key["rcode"]
+            tname, rname = dnswire.qtype_name(qtype), dnswire.rcode_name(rcode)
             if kind == KIND_QUERY:
-                by_qtype[qname] = by_qtype.get(qname, 0) + count
+                by_qtype[tname] = by_qtype.get(tname, 0) + count
             else:
                 by_rcode[rname] = by_rcode.get(rname, 0) + count
-                responses[(rname, qname)] = responses.get((rname, qname), 0) + count
+                responses[(rname, tname)] = responses.get((rname, tname), 0) + count
         return by_qtype, by_rcode, responses
 
     def _waiting(self) -> int:

@@ -114,17 +114,9 @@ def hist_config(options: HistogramOptions) -> tuple[bytes, int]:
 def read_histogram(slots_map: Map, options: HistogramOptions, sum_us: float) -> Histogram:
     """The HISTOGRAM of a per-CPU slot array (summed over CPUs) with its sum in µs."""
     _, values, n = slots_map.read_raw()
-    ncpus, stride = slots_map.ncpus, slots_map._stride
-    counts = [0] * n
-    flat = struct.iter_unpack("=Q", values) if stride == 8 else None
-    if flat is not None:
-        for i in range(n):
-            for _ in range(ncpus):
-                counts[i] += next(flat)[0]
-    else:
-        for i in range(n):
-            for cpu in range(ncpus):
-                counts[i] += struct.unpack_from("=Q", values, (i * ncpus + cpu) * stride)[0]
+    # a per-CPU u64 is one 8-byte value per possible CPU, slot after slot (arrays batch in key order)
+    flat = [v for (v,) in struct.iter_unpack("=Q", values[:n * slots_map.ncpus * 8])]
+    counts = [sum(flat[i * slots_map.ncpus:(i + 1) * slots_map.ncpus]) for i in range(n)]
     return Histogram.from_slots(counts, linear=options.linear, sum=sum_us)
 
 
