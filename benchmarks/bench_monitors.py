@@ -6,10 +6,11 @@ Run: `python -m pytest -q -s benchmarks/bench_monitors.py` (root; about four min
    60 on the veth) from host a to host b, RUNS interleaved rounds of DURATION seconds per monitor
    (`MONITORS`: none first, then each monitor watching host b), each monitor started before and closed
    after its run. Reported: the median throughput and its ratio to no monitor measured in the same round
-   (goals: ≥ 0.98 for flows and drops, ≥ 0.95 for tcp), and the kernel's own time per program run
-   from BPF_ENABLE_STATS (the monitor's `self`).
+   (goals: ≥ 0.98 for flows, drops, rtt and dns, ≥ 0.95 for tcp and latency), and the kernel's own time
+   per program run from BPF_ENABLE_STATS (the monitor's `self`).
 2. Per-packet cost: BPF_PROG_TEST_RUN of flows' tc program on a 64-byte UDP frame against an empty tc
-   program (ns/packet, the kernel's average over REPEAT runs, median of 5).
+   program (ns/packet, the kernel's average over REPEAT runs, median of 5); the same for the programs of
+   rtt, dns and latency on the packets of their common paths.
 3. Snapshot time of a full 65,536-flow table (goal < 100 ms), median of 5.
 
 Nothing is asserted on time; the numbers go to the README with the load average (the machine is shared).
@@ -29,7 +30,7 @@ import pytest
 
 from pynetmon import monitors
 from pynetmon.errors import MapFullError
-from pynetmon.monitors import flowkey
+from pynetmon.monitors import dnswire, flowkey
 from pynetmon.object import BPFObject
 from pynetmon.testhosts import TestHosts
 from pynetmon.toolchain import compile_c
@@ -43,6 +44,10 @@ MONITORS = {
     "flows": ("flows", lambda a, b: ("eth0", b.netns, {})),
     "drops": ("drops", lambda a, b: (None, b.netns, {})),
     "tcp": ("tcp", lambda a, b: (None, b.netns, {})),
+    "rtt": ("rtt", lambda a, b: ("eth0", b.netns, {})),
+    "dns": ("dns", lambda a, b: ("eth0", b.netns, {})),
+    "latency reply": ("latency", lambda a, b: ("eth0", b.netns, {"mode": "reply"})),
+    "latency stack": ("latency", lambda a, b: ("eth0", b.netns, {"mode": "stack"})),
 }
 EMPTY_TC = '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC("license") = "GPL";\n' \
            'SEC("tc") int empty(struct __sk_buff *skb) { return -1; }\n'
@@ -124,6 +129,57 @@ def test_per_packet_cost():
     base = med(rounds["empty"])
     print(f"\nBPF_PROG_TEST_RUN, 60-byte UDP frame, {REPEAT:,} repeats, median of 5; load {os.getloadavg()[0]:.2f}")
     print("| program | ns/packet | minus empty |")
+    print("|---|---|---|")
+    for name, values in rounds.items():
+        print(f"| {name} | {med(values):.1f} | {med(values) - base:.1f} |")
+
+
+def _tcp_ts_frame(sport: int, dport: int, tsval: int, tsecr: int, payload: bytes) -> bytes:
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 8 << 4, 0x18, 65535, 0, 0) \
+        + b"\x01\x01\x08\x0a" + struct.pack("!II", tsval, tsecr) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0, socket.inet_aton("198.18.0.1"),
+                     socket.inet_aton("198.18.0.2"))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp
+
+
+def _dns_frame() -> bytes:
+    query = dnswire.message(0x1234, "www.example.com", 1)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + len(query), 1, 0, 64, 17, 0, socket.inet_aton("198.18.0.1"),
+                     socket.inet_aton("198.18.0.2"))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + struct.pack("!HHHH", 40000, 53, 8 + len(query), 0) + query
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF, namespaces)")
+def test_per_packet_cost_delay_monitors():
+    """rtt, dns and latency programs on the packets that take their common paths, against the empty
+    program, BPF_PROG_TEST_RUN as above (the monitors are opened on a test host so that their load-time
+    knobs are set as in use)."""
+    udp, dns = _udp_frame(), _dns_frame()
+    data = _tcp_ts_frame(40000, 5201, 1000, 77, bytes(100))   # TSval seen before: lookup only
+    ack = _tcp_ts_frame(5201, 40000, 78, 999, b"")            # TSecr of nothing pending: lookup only
+    with TestHosts(prefix="pmc") as (_a, b), BPFObject(compile_c(EMPTY_TC, use_cache=False), name="empty") as empty, \
+            monitors.open("rtt", interface="eth0", netns=b.netns) as rtt, \
+            monitors.open("dns", interface="eth0", netns=b.netns) as dnsm, \
+            monitors.open("latency", interface="eth0", netns=b.netns, mode="reply") as lat:
+        empty.load()
+        cases = {
+            "empty": (empty.programs["empty"], udp),
+            "rtt, UDP (not TCP)": (rtt.objects[0].programs["rtt_ingress"], udp),
+            "rtt, TCP data, TSval known": (rtt.objects[0].programs["rtt_egress"], data),
+            "rtt, TCP pure ACK, TSecr unknown": (rtt.objects[0].programs["rtt_ingress"], ack),
+            "dns, UDP not DNS": (dnsm.objects[0].programs["dns_ingress"], udp),
+            "dns, query www.example.com": (dnsm.objects[0].programs["dns_egress"], dns),
+            "latency reply, ingress (flow stamped)": (lat.objects[0].programs["latency_ingress"], udp),
+            "latency reply, egress (no reply pending)": (lat.objects[0].programs["latency_egress"], udp),
+        }
+        rounds: dict[str, list[int]] = {name: [] for name in cases}
+        for _ in range(5):
+            for name, (prog, frame) in cases.items():
+                rounds[name].append(prog.test_run(frame, REPEAT // 4).duration_ns)
+    med = statistics.median
+    base = med(rounds["empty"])
+    print(f"\nBPF_PROG_TEST_RUN, {REPEAT // 4:,} repeats, median of 5; load {os.getloadavg()[0]:.2f}")
+    print("| program, packet | ns/packet | minus empty |")
     print("|---|---|---|")
     for name, values in rounds.items():
         print(f"| {name} | {med(values):.1f} | {med(values) - base:.1f} |")
