@@ -177,16 +177,18 @@ static __always_inline void handle(struct __sk_buff *skb)
 		query = 0;
 	else
 		return;
-	off = pkt.payload_offset + (pkt.key.proto == IPPROTO_TCP ? 2 : 0);	/* TCP: 2-byte length first */
-	if (off >= skb->len) {
-		if (pkt.key.proto == IPPROTO_UDP)
-			count(DNS_CTR_MALFORMED, 1);
-		return;	/* TCP: a segment without payload (handshake, ACK) */
+	/* the payload as the IP header states it: Ethernet padding of a short frame is no DNS data */
+	len = pnm_payload_len(data, data_end, &pkt);
+	off = pkt.payload_offset;
+	if (pkt.key.proto == IPPROTO_TCP) {
+		if (len <= 2)
+			return;	/* a segment without a message (handshake, ACK) */
+		off += 2;	/* TCP: a 2-byte length before the message */
+		len -= 2;
 	}
 	s = bpf_map_lookup_elem(&dns_scratch, &zero);
 	if (!s)
 		return;
-	len = skb->len - off;
 	if (len > DNS_READ_MAX)
 		len = DNS_READ_MAX;
 	if (len < DNS_HDR_LEN + 5) {

@@ -153,7 +153,7 @@ static __always_inline void handle(struct __sk_buff *skb)
 		}
 	}
 	/* The send: remember the first packet of this TSval, if it is one the peer will answer soon. */
-	if (tsval && (skb->len > pkt.payload_offset || (pkt.tcp_flags & 0x03 /* SYN, FIN */))) {
+	if (tsval && (pnm_payload_len(data, data_end, &pkt) || (pkt.tcp_flags & 0x03 /* SYN, FIN */))) {
 		__builtin_memcpy(&tk.flow, &pkt.key, sizeof(tk.flow));
 		tk.flow.direction = 0;
 		tk.tsval = tsval;
