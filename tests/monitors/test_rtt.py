@@ -124,6 +124,17 @@ def test_a_delay_we_make_is_measured_at_the_endpoint_and_in_the_middle(bpf):
         assert snap["overflow"] == 0
 
 
+def test_on_a_router_each_side_of_it(bpf):
+    with MiddleHosts(routed=True) as h, monitors.open("rtt", interface="right", netns=h.m) as m:
+        quiet(h.a, h.b)
+        _ping_pong(h.a, h.b, 10, port=7003)
+        snap = m.snapshot()
+    flows = {(f["src"], f["dst"]): f for f in snap["flows"]}
+    beyond, before = flows[(h.a.ip, h.b.ip)], flows[(h.b.ip, h.a.ip)]   # router→b→router, router→a→router
+    assert 11 <= beyond["samples"] <= 13 and 11 <= before["samples"] <= 13
+    assert 0 < beyond["min_us"] and 0 < before["min_us"]
+
+
 def test_ipv6(hosts):
     a, _ = hosts
     with monitors.open("rtt", interface="eth0", netns=a.netns) as m:
