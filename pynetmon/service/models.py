@@ -20,6 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from typing_extensions import TypedDict
 
 from ..filter.cbpf import MAX_SNAPLEN
 from ..validation import problems_of
@@ -27,6 +28,7 @@ from .problems import ApiError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RE = re.compile(NAME_PATTERN)
+CubeName = Annotated[str, Field(pattern=NAME_PATTERN)]  # a cube's name, as a path parameter
 # Fields Polycube shows on every cube and its tools send back unchanged: accepted and ignored. Any other
 # unknown field is an error (a misspelt "snaplen" must not be silently ignored).
 POLYCUBE_READ_ONLY = frozenset({"name", "uuid", "service-name", "type-name", "loglevel", "parent", "shadow", "span",
@@ -171,6 +173,16 @@ class CubeInfo(BaseModel):
     service_name: str = Field(alias="service-name")
     type: str
     parent: str = Field(description="interface the cube is attached to, '' when detached")
+
+
+class MonitorDescription(TypedDict):
+    """One running ready monitor, as `GET /monitors` lists it."""
+
+    name: str
+    kind: str
+    interface: str | None
+    netns: str | None
+    options: dict[str, Any]
 
 
 class GlobalHeader(BaseModel):

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .guards import BodyTooLarge
-from .models import check_name
+from .models import CubeName, check_name
 from .problems import ApiError, from_exception, response
 
 if TYPE_CHECKING:
@@ -49,13 +48,16 @@ class Endpoint:
     path: str
     handler: Callable[[Call], Any]
     summary: str
-    body: type[BaseModel] | dict | None = None   # request body: a model, or a JSON schema
-    answer: type[BaseModel] | dict | None = None  # 2xx body: a model, or a JSON schema
+    # Request body and 2xx body: Python types pydantic describes (a model, `list[Model]`, `str`, `bytes`,
+    # `dict[str, str]`, `Any`...); the OpenAPI document's schemas are generated from them.
+    body: Any = None
+    answer: Any = None
     status: int = 200
     media_type: str = "application/json"
     tags: list[str] = field(default_factory=list)
     body_required: bool = True
     operation_id: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # path parameter → its type (default: str)
 
     def route(self) -> Route:
         return Route(self.path, self._endpoint, methods=[self.method], name=self.operation_id or None)
@@ -84,15 +86,19 @@ class Endpoint:
 class RouteTable:
     """Collects endpoints with a decorator: `@table.get("/x", "summary")`."""
 
-    def __init__(self, tag: str):
+    def __init__(self, tag: str, params: dict[str, Any] | None = None):
+        """`params`: the types of this table's path parameters (`{"kind": Literal[...]}`), for the
+        OpenAPI document; `{name}` is always a cube name (models.CubeName)."""
         self.tag = tag
+        self.params = {"name": CubeName, **(params or {})}
         self.endpoints: list[Endpoint] = []
 
     def add(self, method: str, path: str, summary: str, **kw: Any) -> Callable:
         def register(handler: Callable) -> Callable:
             op = kw.pop("operation_id", "") or f"{method.lower()}_{handler.__name__}"
-            self.endpoints.append(Endpoint(method, path, handler, summary, tags=[self.tag],
-                                           operation_id=op, **kw))
+            names = re.findall(r"{(\w+)}", path)
+            self.endpoints.append(Endpoint(method, path, handler, summary, tags=[self.tag], operation_id=op,
+                                           params={n: self.params.get(n, str) for n in names}, **kw))
             return handler
         return register
 

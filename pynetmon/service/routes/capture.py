@@ -3,7 +3,7 @@ uses: the cube, its settings, `globalheader`, `packet`), plus `pcap`: the live c
 stream (`curl -N URL | tcpdump -r -`), much cheaper than one request per packet."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
@@ -16,7 +16,8 @@ from ..routing import Call, RouteTable
 table = RouteTable("packetcapture")
 BASE = "/polycube/v1/packetcapture"
 LEAVES = ("capture", "filter", "snaplen", "dump", "networkmode")
-LEAF_SCHEMA = {"oneOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}]}
+LeafValue = str | int | bool  # one setting's JSON value
+table.params["leaf"] = Literal[LEAVES]  # type: ignore[valid-type]  # the settings, from the tuple above
 
 
 def _cube(call: Call):
@@ -24,7 +25,7 @@ def _cube(call: Call):
 
 
 @table.get(BASE, "List the packet captures",
-           answer={"type": "array", "items": {"$ref": "#/components/schemas/CubeInfo"}})
+           answer=list[models.CubeInfo])
 def list_captures(call: Call):
     return [c.info() for c in call.registry.cubes("packetcapture")]
 
@@ -55,7 +56,7 @@ def delete_capture(call: Call):
 
 @table.patch("/polycube/v1/{name}/networkmode",
              "Polycube's capture client sends its networkmode change here (sic); same as the setting",
-             body={"type": "boolean"}, answer=models.CubeInfo, operation_id="patch_networkmode_compat")
+             body=bool, answer=models.CubeInfo, operation_id="patch_networkmode_compat")
 def update_networkmode_compat(call: Call):
     operations.update_capture(call.registry, call.params["name"], {"networkmode": parse_json(call.body)})
     return call.registry.get(call.params["name"], "packetcapture").info()
@@ -90,7 +91,7 @@ async def _pcap_bytes(stream, stopping) -> Any:
 
 @table.get(BASE + "/{name}/pcap", "The live capture as a pcap byte stream (network mode): "
            "`curl -N URL | tcpdump -r -`", media_type="application/vnd.tcpdump.pcap",
-           answer={"type": "string", "format": "binary"})
+           answer=bytes)
 async def pcap_stream(call: Call):
     cube = await run_in_threadpool(_cube, call)
     stream = await run_in_threadpool(cube.stream)
@@ -117,13 +118,13 @@ def _leaf(call: Call) -> str:
     return leaf
 
 
-@table.get(BASE + "/{name}/{leaf}", "One setting", answer=LEAF_SCHEMA, operation_id="get_capture_setting")
+@table.get(BASE + "/{name}/{leaf}", "One setting", answer=LeafValue, operation_id="get_capture_setting")
 def show_setting(call: Call):
     leaf = _leaf(call)
     return _cube(call).info()[leaf]
 
 
-@table.patch(BASE + "/{name}/{leaf}", "Change one setting (body: its JSON value)", body=LEAF_SCHEMA,
+@table.patch(BASE + "/{name}/{leaf}", "Change one setting (body: its JSON value)", body=LeafValue,
              answer=models.CubeInfo, operation_id="patch_capture_setting")
 def update_setting(call: Call):
     leaf = _leaf(call)

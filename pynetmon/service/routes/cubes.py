@@ -9,8 +9,7 @@ table = RouteTable("cubes")
 
 
 @table.get("/polycube/v1/cubes", "Every cube by service (services without cubes are left out, as in Polycube)",
-           answer={"type": "object", "additionalProperties": {
-               "type": "array", "items": {"$ref": "#/components/schemas/CubeInfo"}}})
+           answer=dict[str, list[models.CubeInfo]])
 def list_cubes(call: Call):
     out: dict[str, list] = {}
     for cube in sorted(call.registry.cubes(), key=lambda c: (c.service, c.name)):

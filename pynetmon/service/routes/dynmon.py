@@ -3,8 +3,9 @@ dynmon_extractor.py use, and the rest of the read side (dataplane-config, metric
 open-metrics)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
 from starlette.responses import PlainTextResponse
 
 from ...dynmon.config import DataplaneConfig
@@ -14,10 +15,10 @@ from ..models import parse_json
 from ..problems import not_found
 from ..routing import Call, RouteTable
 
-table = RouteTable("dynmon")
 BASE = "/polycube/v1/dynmon"
 KINDS = {"ingress-metrics": "ingress", "egress-metrics": "egress"}
-ANY: dict[str, Any] = {}  # JSON schema: any value
+table = RouteTable("dynmon", params={"kind": Literal[tuple(KINDS)],  # type: ignore[valid-type]  # from KINDS
+                                     "metric": Annotated[str, Field(min_length=1)]})
 
 
 def _links(call: Call) -> list[dict]:
@@ -37,7 +38,7 @@ def _cube(call: Call) -> DynmonCube:
     """The dynmon cube the path names (404 when there is none)."""
     return call.registry.get(call.params["name"], "dynmon")
 
-@table.get(BASE, "List the dynmon cubes", answer={"type": "array", "items": {"$ref": "#/components/schemas/CubeInfo"}})
+@table.get(BASE, "List the dynmon cubes", answer=list[models.CubeInfo])
 def list_dynmon(call: Call):
     return [c.info() for c in call.registry.cubes("dynmon")]
 
@@ -81,7 +82,7 @@ def all_metrics(call: Call):
 
 
 @table.get(BASE + "/{name}/metrics/{kind}", "The metrics of one direction",
-           answer={"type": "array", "items": {"$ref": "#/components/schemas/Metric"}},
+           answer=list[models.Metric],
            operation_id="get_direction_metrics")
 def direction_metrics(call: Call):
     cube = _cube(call)
@@ -100,13 +101,13 @@ def one_metric(call: Call):
     return _metric(call)
 
 
-@table.get(BASE + "/{name}/metrics/{kind}/{metric}/value", "One metric's value", answer=ANY)
+@table.get(BASE + "/{name}/metrics/{kind}/{metric}/value", "One metric's value", answer=Any)
 def metric_value(call: Call):
     return _metric(call)["value"]
 
 
 @table.get(BASE + "/{name}/open-metrics", "All metrics in the OpenMetrics text format",
-           media_type="text/plain", answer={"type": "string"})
+           media_type="text/plain", answer=str)
 def open_metrics(call: Call):
     cube = _cube(call)
     return PlainTextResponse(cube.open_metrics(), media_type="application/openmetrics-text; version=1.0.0")

@@ -26,7 +26,7 @@ def _exposition_of(registry) -> MetricsExposition:
 
 
 @table.get("/metrics", "Every monitor's metrics (OpenMetrics or Prometheus text, by Accept)",
-           media_type="text/plain", answer={"type": "string"})
+           media_type="text/plain", answer=str)
 def metrics(call: Call):
     exposition = _exposition_of(call.registry)
     body, content_type = exposition.response(DaemonCollector(call.registry), call.request.headers.get("accept", ""))

@@ -3,6 +3,9 @@ changes (live options) and deletes one; `/monitors` lists them, `/monitors/kinds
 Their metrics are on /metrics with `monitor="NAME"`."""
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from ...monitors import available
@@ -12,8 +15,7 @@ from ..routing import Call, RouteTable
 
 table = RouteTable("monitors")
 BASE = "/monitors"
-SNAPSHOT = {"type": "object", "description": "the kind's snapshot (docs/monitors.md), plus `monitor`: what it is"}
-DESCRIPTION = {"type": "object", "properties": {k: {} for k in ("name", "kind", "interface", "netns", "options")}}
+Snapshot = Annotated[dict[str, Any], Field(description="the kind's snapshot (docs/monitors.md), plus `monitor`: what it is")]
 
 
 def _cube(call: Call):
@@ -21,31 +23,31 @@ def _cube(call: Call):
 
 
 @table.get(BASE, "List the running monitors (name, kind, interface, netns, options)",
-           answer={"type": "array", "items": DESCRIPTION})
+           answer=list[models.MonitorDescription])
 def list_monitors(call: Call):
     return [c.describe() for c in sorted(call.registry.cubes("monitor"), key=lambda c: c.name)]
 
 
 @table.get(BASE + "/kinds", "The monitor kinds there are, each with one line of what it does",
-           answer={"type": "object", "additionalProperties": {"type": "string"}})
+           answer=dict[str, str])
 def list_kinds(call: Call):
     return available()
 
 
-@table.get(BASE + "/{name}", "A monitor's snapshot (the schema of its kind, docs/monitors.md)", answer=SNAPSHOT)
+@table.get(BASE + "/{name}", "A monitor's snapshot (the schema of its kind, docs/monitors.md)", answer=Snapshot)
 async def show_monitor(call: Call):
     cube = await run_in_threadpool(_cube, call)
     return await run_in_threadpool(cube.read)
 
 
 @table.post(BASE + "/{name}", "Start a monitor of `kind` (on `interface`, in or filtered by `netns`)",
-            body=models.MonitorBody, status=201, answer=DESCRIPTION)
+            body=models.MonitorBody, status=201, answer=models.MonitorDescription)
 def create_monitor(call: Call):
     return operations.create_monitor(call.registry, call.params["name"], parse_json(call.body)).describe()
 
 
 @table.put(BASE + "/{name}", "Change options the monitor can change while running (others: 400 naming them)",
-           body=models.MonitorUpdateBody, answer=DESCRIPTION)
+           body=models.MonitorUpdateBody, answer=models.MonitorDescription)
 def update_monitor(call: Call):
     operations.update_monitor(call.registry, call.params["name"], parse_json(call.body))
     return _cube(call).describe()
