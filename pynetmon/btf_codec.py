@@ -438,15 +438,21 @@ def _loop(sources: list[str], targets: list[str]) -> str:
     return f"{', '.join(targets)} in zip({', '.join(sources)})"
 
 
+class _MemberError(ValueError):
+    """A value that does not fit a field, with the field's path inside the whole value."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"field {path.lstrip('.')}: {reason}")
+        self.member_path = path
+        self.reason = reason
+
+
 def _member_error(member: str, exc: ValueError) -> ValueError:
     """`exc` raised for a struct field or array element, re-raised naming the whole path ("pairs[1].b")."""
     path = member + getattr(exc, "member_path", "")
     if path and not path.startswith("["):
         path = "." + path
-    reason = getattr(exc, "reason", str(exc))
-    err = ValueError(f"field {path.lstrip('.')}: {reason}")
-    err.member_path, err.reason = path, reason
-    return err
+    return _MemberError(path, getattr(exc, "reason", str(exc)))
 
 
 def _pack(codec: Codec, obj: Any) -> bytes:

@@ -104,7 +104,10 @@ class _BufferReader(_Closes):
         self.closed = False
 
     # Subclasses set these to the libbpf functions of their kind.
-    _poll_fn = _consume_fn = _epoll_fd_fn = _free_fn = None
+    _poll_fn: Callable[..., int]
+    _consume_fn: Callable[..., int]
+    _epoll_fd_fn: Callable[..., int]
+    _free_fn: Callable[..., None]
 
     @property
     def lost(self) -> int:
