@@ -221,8 +221,10 @@ static __always_inline void handle(struct __sk_buff *skb)
 		count(DNS_CTR_QUERIES, 1);
 		count_kind(DNS_KIND_QUERY, 0, qtype);
 		nv = name_entry(&s->name);
-		if (nv)
+		if (nv) {
 			__sync_fetch_and_add(&nv->queries, 1);
+			nv->latency.last_ns = now;	/* a name in use, answered or not (idle eviction) */
+		}
 		return;
 	}
 	__builtin_memcpy(pk.client, pkt.key.daddr, 16);
@@ -233,6 +235,7 @@ static __always_inline void handle(struct __sk_buff *skb)
 	if (nv) {
 		__sync_fetch_and_add(&nv->responses, 1);
 		__sync_fetch_and_add(&nv->rcodes[rcode & 15], 1);
+		nv->latency.last_ns = now;
 	}
 	sent = bpf_map_lookup_elem(&dns_pending, &pk);
 	if (sent && now > sent->sent_ns) {

@@ -83,7 +83,8 @@ class DnsMonitor(latstats.EvictingMonitor):
 
     # -- reading -------------------------------------------------------------------------------
     def read_names(self) -> list[dict[str, Any]]:
-        """Per qname: queries, responses, rcodes and latency (µs), plus `last_ns` for eviction."""
+        """Per qname: queries, responses, rcodes and latency (µs), plus `_key` and `_last_ns` (the latest
+        query or response) for eviction."""
         keys, values, n = self._names.read_raw()
         ks, vs = self._names.key_size, self._names.value_size
         rows = []
@@ -95,28 +96,22 @@ class DnsMonitor(latstats.EvictingMonitor):
                          "responses": responses,
                          "rcodes": {dnswire.rcode_name(r): c for r, c in enumerate(rcodes) if c},
                          "latency_us": {"p50": summary["p50_us"], "p99": summary["p99_us"], "max": summary["max_us"]},
-                         "_key": keys[i * ks:(i + 1) * ks], "_last_ns": lat.last_ns, "_latency": lat})
+                         "_key": keys[i * ks:(i + 1) * ks], "_last_ns": lat.last_ns})
         return rows
 
     def evict_idle(self, now_ns: int | None = None) -> int:
-        """Remove names without an answered query for `idle_timeout` seconds (and never-answered names
-        once their queries are `idle_timeout` old: the kernel only stamps answers, so those go by the
-        time user space first saw them)."""
+        """Remove names without a query or response for `idle_timeout` seconds; returns how many went."""
         now = time.monotonic_ns() if now_ns is None else now_ns
         limit = int(self.options.idle_timeout * 1e9)  # type: ignore[attr-defined]
         gone = 0
         with self.lock:
-            first_seen = getattr(self, "_first_seen", {})
             for row in self.read_names():
-                seen = row["_last_ns"] or first_seen.setdefault(row["_key"], now)
-                if now - seen > limit:
+                if now - row["_last_ns"] > limit:
                     try:
                         self._names.delete(row["_key"])
-                        first_seen.pop(row["_key"], None)
                         gone += 1
                     except KeyError:
                         pass
-            self._first_seen = first_seen
             self._evicted += gone
         return gone
 

@@ -172,6 +172,21 @@ def test_long_and_hostile_names(hosts):
     assert snap["queries"] == 2 and snap["by_qtype"] == {"UNKNOWN": 1, "A": 1}
 
 
+def test_idle_names_are_evicted(hosts):
+    client, server = hosts
+    quiet(client, server)
+    with monitors.open("dns", interface="eth0", netns=client.netns, idle_timeout=60) as m:
+        client.send_udp(server.ip, 53, 1, payload=dnswire.message(1, "old.test"))
+        time.sleep(0.05)
+        now = time.monotonic_ns()
+        client.send_udp(server.ip, 53, 1, payload=dnswire.message(2, "new.test"))
+        time.sleep(0.05)
+        assert m.evict_idle(now_ns=now + 60 * 10**9) == 1   # old.test: 60.05 s; new.test: under 60 s
+        snap = m.snapshot()
+    assert [n["qname"] for n in snap["names"]] == ["new.test"]
+    assert snap["evicted"] == 1 and snap["queries"] == 2
+
+
 def test_only_the_configured_ports(hosts):
     client, server = hosts
     responder = Responder(server, port=5353)
