@@ -106,6 +106,36 @@ class MissingExtraError(Error, ImportError):
         self.extra = extra
 
 
+class ResourceLimitError(Error):
+    """A request would go over a resource limit (checked before anything is created).
+
+    `.limit` names the limit ("kernel memory in total", "open files", ...), `.requested` and `.allowed` are
+    amounts in `.unit`, `.setting` says how to raise it; `.errno` is ENOMEM, or EMFILE for descriptors.
+    """
+
+    def __init__(self, limit: str, what: str, requested: int, allowed: int, setting: str, *, detail: str = "",
+                 unit: str = "bytes"):
+        self.limit, self.what, self.requested, self.allowed = limit, what, requested, allowed
+        self.setting, self.detail, self.unit = setting, detail, unit
+        self.errno = _errno.EMFILE if unit == "descriptors" else _errno.ENOMEM
+        super().__init__(self.describe() + f"; raise it with {setting}")
+
+    def describe(self) -> str:
+        """The message without the hint on how to raise the limit (the daemon adds its own option)."""
+        text = (f"{self.what} would need {_amount(self.requested, self.unit)}, over the limit "
+                f"({self.limit}) of {_amount(self.allowed, self.unit)}")
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def _amount(n: int, unit: str) -> str:
+    if unit != "bytes":
+        return f"{n} {unit}"
+    for name, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {name} ({n} bytes)"
+    return f"{n} bytes"
+
+
 class ConfigError(Error, ValueError):
     """A configuration is invalid. `.problems` lists (json_path, reason) pairs; the message shows them all."""
 

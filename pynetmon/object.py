@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
+from . import limits
 from ._binding import captured_libbpf_output, check, ffi, lib
 from .btf_codec import BTFTypes
 from .errors import LoadError, PermissionDeniedError, VerifierError, error_from_errno
-from .maps import MAP_TYPE_NAMES, Map
+from .maps import MAP_TYPE_NAMES, Map, possible_cpus
 from .program import PROG_TYPE_NAMES, Program
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -104,6 +105,7 @@ class BPFObject:
     def __init__(self, source: str | os.PathLike | bytes, *, name: str | None = None):
         self._ptr = ffi.NULL
         self._buf = None
+        self._charge: limits.Charge | None = None
         self.loaded = False
         opts = ffi.new("struct bpf_object_open_opts *")
         opts.sz = ffi.sizeof("struct bpf_object_open_opts")
@@ -171,9 +173,11 @@ class BPFObject:
         # creating them; read them first so that those maps still get typed codecs.
         btf_ids = {name: (lib.bpf_map__btf_key_type_id(spec._ptr), lib.bpf_map__btf_value_type_id(spec._ptr))
                    for name, spec in self.maps.items()}
+        self._charge_limits()
         with captured_libbpf_output() as lines:
             ret = lib.bpf_object__load(self._ptr)
         if ret < 0:
+            self._charge.release()
             raise _load_error(-ret, self.name, "".join(lines))
         self.loaded = True
         types = BTFTypes(self.btf) if self.btf != ffi.NULL else None
@@ -222,8 +226,19 @@ class BPFObject:
             buf[off:off + size] = raw
         spec.set_initial_value(bytes(buf))
 
+    def _charge_limits(self) -> None:
+        # Checked from the specs, before the kernel allocates anything: ResourceLimitError when the maps
+        # would go over a kernel-memory or ring-size limit, or the descriptors over RLIMIT_NOFILE.
+        new = [limits.MapNeed(s.name, s.type, s.key_size, s.value_size, s.max_entries)
+               for s in self.maps.values() if lib.bpf_map__fd(s._ptr) < 0]  # a reused map exists already
+        what = f"BPF object {self.name!r}"
+        limits.check_fds(what, len(new) + len(self.programs) + limits.FD_FIXED_COST)
+        self._charge = limits.charge(what, new, possible_cpus(), owner=self)
+
     def close(self) -> None:
         """Release every map and program descriptor of the object (attached links keep programs alive)."""
+        if self._charge is not None:
+            self._charge.release()
         if self._ptr != ffi.NULL:
             for m in self.maps.values():
                 if isinstance(m, Map):

@@ -112,30 +112,44 @@ class TestHosts:
         ip_a = socket.inet_ntoa((base + 1).to_bytes(4, "big"))
         ip_b = socket.inet_ntoa((base + 2).to_bytes(4, "big"))
         self._created: list[str] = []
+        self._tag, self._mtu, self._ips = tag, mtu, (ip_a, ip_b)
         try:
             for name in self.names:
                 _ip("netns", "add", name)
                 self._created.append(name)
-            va, vb = f"{tag}va"[:15], f"{tag}vb"[:15]
-            _ip("link", "add", va, "mtu", str(mtu), "type", "veth", "peer", "name", vb, "mtu", str(mtu))
-            hosts = []
-            for name, veth, ip in ((self.names[0], va, ip_a), (self.names[1], vb, ip_b)):
-                _ip("link", "set", veth, "netns", name)
-                _ip("-n", name, "link", "set", veth, "name", "eth0")
-                _ip("-n", name, "addr", "add", f"{ip}/30", "dev", "eth0")
-                _ip("-n", name, "link", "set", "eth0", "up")
                 _ip("-n", name, "link", "set", "lo", "up")
-                mac = _ip("-n", name, "-br", "link", "show", "eth0").stdout.split()[2]
-                hosts.append(Host(name, "eth0", ip, mac))
-            self.a, self.b = hosts
-            for host in hosts:
-                _wait_operational(host.netns)
-            # Fill the neighbour tables so the first packets are not ARP exchanges.
-            _ip("-n", self.names[0], "neigh", "replace", ip_b, "lladdr", self.b.mac, "dev", "eth0")
-            _ip("-n", self.names[1], "neigh", "replace", ip_a, "lladdr", self.a.mac, "dev", "eth0")
+            self._link()
         except BaseException:
             self.close()
             raise
+
+    def _link(self) -> None:
+        va, vb = f"{self._tag}va"[:15], f"{self._tag}vb"[:15]
+        mtu = str(self._mtu)
+        _ip("link", "add", va, "mtu", mtu, "type", "veth", "peer", "name", vb, "mtu", mtu)
+        hosts = []
+        for name, veth, ip in ((self.names[0], va, self._ips[0]), (self.names[1], vb, self._ips[1])):
+            _ip("link", "set", veth, "netns", name)
+            _ip("-n", name, "link", "set", veth, "name", "eth0")
+            _ip("-n", name, "addr", "add", f"{ip}/30", "dev", "eth0")
+            _ip("-n", name, "link", "set", "eth0", "up")
+            mac = _ip("-n", name, "-br", "link", "show", "eth0").stdout.split()[2]
+            hosts.append(Host(name, "eth0", ip, mac))
+        self.a, self.b = hosts
+        for host in hosts:
+            _wait_operational(host.netns)
+        # Fill the neighbour tables so the first packets are not ARP exchanges.
+        _ip("-n", self.names[0], "neigh", "replace", self._ips[1], "lladdr", self.b.mac, "dev", "eth0")
+        _ip("-n", self.names[1], "neigh", "replace", self._ips[0], "lladdr", self.a.mac, "dev", "eth0")
+
+    def unlink(self) -> None:
+        """Delete the veth pair (both eth0 interfaces vanish), as a restarted container's would."""
+        _ip("-n", self.names[1], "link", "del", "eth0")
+
+    def relink(self) -> None:
+        """Create the veth pair again after `unlink()`: same names and addresses (new interface indexes
+        and MACs: `a` and `b` are new Host objects)."""
+        self._link()
 
     def close(self) -> None:
         for name in reversed(self._created):

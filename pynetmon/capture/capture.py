@@ -73,8 +73,9 @@ class PacketCapture:
       default, None, captures nothing. Classic BPF instructions are accepted too.
     - `snaplen`: bytes kept of each packet (1..MAX_SNAPLEN, 262144).
     - `dump`: local mode's file: a path (".pcap" is appended when missing; an existing file is
-      overwritten) or a binary file object (flushed, never closed). Opened here, so an unwritable path
-      fails before anything is loaded or attached.
+      overwritten, never through a symbolic link) or a binary file object (flushed, never closed).
+      Opened here, so an unwritable path fails before anything is loaded or attached. `append=True`
+      continues an existing pcap file instead (a restarted capture loses nothing it wrote before).
     - `network_mode=True`: no file; packets wait in a buffer of at most `buffer_bytes` (what does not
       fit is dropped and counted) for `stream()`.
     - `ring_bytes`: the kernel ring buffer (a power of two); `mechanism`: TC attach mechanism ("auto",
@@ -98,7 +99,8 @@ class PacketCapture:
                  snaplen: int = DEFAULT_SNAPLEN, dump: str | os.PathLike | BinaryIO | None = None,
                  network_mode: bool = False, *, ring_bytes: int = DEFAULT_RING_BYTES,
                  buffer_bytes: int = DEFAULT_BUFFER_BYTES, flush_interval: float = 1.0, mechanism: str = "auto",
-                 max_packets: int | None = None, max_delay: float = DEFAULT_MAX_DELAY):
+                 max_packets: int | None = None, max_delay: float = DEFAULT_MAX_DELAY,
+                 append: bool = False):
         problems = _check_options(name, capture, snaplen, dump, network_mode, ring_bytes, buffer_bytes,
                                   flush_interval, mechanism, max_packets, max_delay)
         if problems:
@@ -129,7 +131,7 @@ class PacketCapture:
                 self._buffer = PacketBuffer(buffer_bytes)
             else:
                 target = dump if hasattr(dump, "write") else _dump_path(dump)
-                self._writer = PcapWriter(target, snaplen)
+                self._writer = PcapWriter(target, snaplen, append=append)
             self.dump_path = None if network_mode else self._writer.name
             self._wakeup_bytes = ring_bytes // 8
             self._configure()

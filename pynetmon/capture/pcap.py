@@ -13,8 +13,10 @@ nanoseconds.
 """
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -23,8 +25,17 @@ from typing import BinaryIO, Self
 from ..errors import Error
 from ..filter.cbpf import MAX_SNAPLEN
 
-__all__ = ["LINKTYPE_ETHERNET", "MAGIC_NANOSECOND", "MAX_SNAPLEN", "PcapWriteError", "PcapWriter",
-           "global_header", "iter_records", "record_header"]
+__all__ = [
+    "LINKTYPE_ETHERNET",
+    "MAGIC_NANOSECOND",
+    "MAX_SNAPLEN",
+    "PcapWriteError",
+    "PcapWriter",
+    "global_header",
+    "iter_records",
+    "open_pcap",
+    "record_header",
+]
 
 MAGIC_NANOSECOND = 0xA1B23C4D
 LINKTYPE_ETHERNET = 1
@@ -75,13 +86,16 @@ class PcapWriter:
     file when `buffer_bytes` are pending, on `flush()` and on `close()` (one write call each time).
 
     `target` is a path (created or overwritten at once, so that an unwritable path fails here) or a
-    binary file object (written to and flushed, never closed). The header's snaplen is the one given;
+    binary file object (written to and flushed, never closed). A path is never followed when it is a
+    symbolic link, and must be a regular file. `append=True` continues an existing pcap file of the same
+    link type instead of replacing it: a record cut short at its end (a crash mid-write) is cut off, so the
+    file stays valid. The header's snaplen is the one given;
     `raise_snaplen` records a larger one, rewritten in the header on flush where the file is seekable.
     Write errors (a full disk) raise `PcapWriteError` and leave the writer closed.
     """
 
     def __init__(self, target: str | os.PathLike | BinaryIO, snaplen: int, *,
-                 linktype: int = LINKTYPE_ETHERNET, buffer_bytes: int = 1 << 20):
+                 linktype: int = LINKTYPE_ETHERNET, buffer_bytes: int = 1 << 20, append: bool = False):
         if not 0 < snaplen <= MAX_SNAPLEN:
             raise ValueError(f"snaplen must be between 1 and {MAX_SNAPLEN}, not {snaplen}")
         self.snaplen = snaplen
@@ -98,7 +112,7 @@ class PcapWriter:
         if isinstance(target, (str, os.PathLike)):
             self.name = os.fspath(target)
             try:
-                self._file: BinaryIO = open(self.name, "wb", buffering=0)  # noqa: SIM115 - owned, see close()
+                self._file: BinaryIO = open_pcap(self.name, readable=append)
             except OSError as exc:
                 raise PcapWriteError("cannot create pcap file", exc, self.name) from None
             self._owned = True
@@ -107,7 +121,16 @@ class PcapWriter:
             self._file = target
             self._owned = False
         self._seekable = self._owned and _seekable(self._file)
-        self._write(global_header(snaplen, linktype))
+        regular = self._owned and stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)
+        kept = _resume(self._file, linktype, self.name) if append and regular else None
+        if kept is None:
+            if regular:
+                os.ftruncate(self._file.fileno(), 0)
+            self._write(global_header(snaplen, linktype))
+        else:
+            # The header keeps the larger snaplen of the two (rewritten on flush when it grows).
+            self._written_snaplen = kept
+            self._header_snaplen = max(kept, snaplen)
         self._flush_file()
 
     def write_records(self, data: bytes | memoryview, count: int) -> None:
@@ -212,6 +235,50 @@ class PcapWriter:
 
     def __repr__(self) -> str:
         return f"<PcapWriter {self.name!r} snaplen={self.snaplen} packets={self.packets}>"
+
+
+def open_pcap(path: str, *, readable: bool = False) -> BinaryIO:
+    """`path` opened for writing (and reading, if `readable`) without truncating it, never through a
+    symbolic link (O_NOFOLLOW). O_NONBLOCK while opening: a FIFO without a reader fails at once (ENXIO)
+    instead of blocking."""
+    flags = (os.O_RDWR if readable else os.O_WRONLY) | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link, which is never followed", path) from None
+        raise
+    try:
+        os.set_blocking(fd, True)
+        return open(fd, "wb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _resume(f, linktype: int, name: str) -> int | None:
+    """Prepare `f` (an existing pcap file) for appending: None when it is empty (write a header), else the
+    snaplen of its header, with `f` positioned after its last whole record."""
+    fd = f.fileno()
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    header = os.pread(fd, GLOBAL_HEADER.size, 0)
+    fields = GLOBAL_HEADER.unpack(header) if len(header) == GLOBAL_HEADER.size else None
+    if fields is None or fields[0] != MAGIC_NANOSECOND or fields[6] != linktype:
+        raise PcapWriteError("will not append to a file that is not a nanosecond pcap file of the same link "
+                             "type", OSError(errno.EINVAL, "not a pcap file to append to"), name)
+    end = offset = GLOBAL_HEADER.size
+    while offset + RECORD_HEADER.size <= size:
+        caplen = RECORD_HEADER.unpack(os.pread(fd, RECORD_HEADER.size, offset))[2]
+        if caplen > MAX_SNAPLEN or offset + RECORD_HEADER.size + caplen > size:
+            break  # a record cut short (or garbage): everything from here on is dropped
+        offset += RECORD_HEADER.size + caplen
+        end = offset
+    if end < size:
+        os.ftruncate(fd, end)
+    f.seek(end)
+    return fields[5]
 
 
 def _seekable(f) -> bool:

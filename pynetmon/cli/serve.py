@@ -27,16 +27,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capture-dir", default="/tmp/pynetmon", metavar="DIR",
                         help="packet captures write their files here; `dump` paths must be inside it "
                              "(default /tmp/pynetmon)")
-    parser.add_argument("--max-body", type=int, default=1 << 20, metavar="BYTES",
-                        help="largest request body accepted (default 1 MiB)")
+    parser.add_argument("--max-body", type=_size, default=1 << 20, metavar="BYTES",
+                        help="largest request body accepted (default 1M)")
+    from dataclasses import fields
+
+    from ..service.config import Limits
+    limits = parser.add_argument_group("limits", "every resource the daemon uses is bounded; a request over a "
+                                       "limit is refused with a 4xx naming it (sizes take K, M, G suffixes)")
+    for f in fields(Limits):
+        size = f.metadata.get("size", False)
+        default = f.default
+        shown = _show(default, size) if isinstance(default, int) else "raise to the hard limit"
+        limits.add_argument(f.metadata["option"], dest=f"limit_{f.name}", type=_size if size else int,
+                            default=default, metavar="BYTES" if size else "N",
+                            help=f"{f.metadata['help']} (default {shown})")
+
+
+def _size(text: str) -> int:
+    import argparse
+
+    from ..service.config import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _show(value: int, size: bool) -> str:
+    if size:
+        for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+            if value >= 1 << shift and value % (1 << shift) == 0:
+                return f"{value >> shift}{unit}"
+    return str(value)
 
 
 def run(args: argparse.Namespace) -> int:
     import os
+    from dataclasses import fields
 
     from ..errors import Error
     from ..service import ServiceConfig, serve, state_file
-    from ..service.config import parse_listen, read_token_file
+    from ..service.config import Limits, parse_listen, read_token_file
 
     logging.getLogger("pynetmon.service").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     host, port = parse_listen(args.listen)
@@ -51,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
                            token=read_token_file(args.token_file) if args.token_file else None,
                            protect_metrics=args.protect_metrics, max_body=args.max_body,
                            netns=args.netns, state_file=Path(args.state_file) if args.state_file else None,
-                           capture_dir=Path(args.capture_dir))
+                           capture_dir=Path(args.capture_dir),
+                           limits=Limits(**{f.name: getattr(args, f"limit_{f.name}") for f in fields(Limits)}))
     return serve(config)
 
 

@@ -15,6 +15,7 @@ from starlette.routing import Route
 from . import openapi, operations, state_file
 from .config import ServiceConfig
 from .guards import BearerAuth, BodyLimit
+from .link_watch import LinkWatcher
 from .registry import Registry
 from .routes import endpoints
 from .routing import NormalizePath
@@ -35,7 +36,7 @@ class ServiceState:
 
 def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
     """The daemon's ASGI app. `restore=False` ignores the state file (it is still written)."""
-    state = ServiceState(config, Registry(config.netns, config.state_file, config.capture_dir))
+    state = ServiceState(config, Registry(config.netns, config.state_file, config.capture_dir, config.limits))
     table = endpoints()
     document = openapi.build(table, token=config.token is not None)
 
@@ -58,8 +59,10 @@ def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
             if saved:
                 log.info("restoring %d cube(s) from %s", len(saved), config.state_file)
                 state.restore_problems = operations.restore(state.registry, saved)
+        watcher = LinkWatcher(config.netns, state.registry.interface_changed, state.registry.sweep).start()
         yield
         state.stopping.set()
+        watcher.stop()
         log.info("shutting down: detaching %d cube(s)", len(state.registry.cubes()))
         state.registry.close_all()
 

@@ -4,20 +4,27 @@ one-packet-at-a-time reader that Polycube's capture client polls (`GET .../packe
 A PacketCapture ends for good when detached (its file is flushed and closed), so detaching keeps the
 finished one (its counters stay readable) and the next attach starts a new one with the same settings.
 Changing `networkmode` or `dump` also starts a new one (re-attached where the old one was).
+
+Files: a new cube replaces the file it names (as `tcpdump -w` does); every later PacketCapture of the
+same cube (re-attached, re-attached after its interface came back, restored after a daemon restart)
+appends to it, so nothing captured is lost. Files are only ever opened inside the capture directory,
+never through a symbolic link.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import stat
 import struct
 import threading
 from collections.abc import Generator
 from contextlib import AbstractContextManager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..filter.cbpf import MAX_SNAPLEN
+from .config import Limits
 from .cube import Cube
 from .models import Capture, PacketCaptureBody
 from .problems import ApiError, bad_request, from_exception
@@ -33,9 +40,12 @@ class CaptureCube(Cube):
 
     service = "packetcapture"
 
-    def __init__(self, name: str, body: PacketCaptureBody, netns: str | None, capture_dir: Path):
+    def __init__(self, name: str, body: PacketCaptureBody, netns: str | None, capture_dir: Path,
+                 limits: Limits | None = None, *, restored: bool = False):
         super().__init__(name, netns)
         self.capture_dir = capture_dir
+        self.limits = limits or Limits()
+        self._append = restored  # False: the next PacketCapture replaces the file; True: appends to it
         self.settings: dict[str, Any] = {"capture": Capture.off.value, "filter": "all", "snaplen": MAX_SNAPLEN,
                                          "dump": None, "networkmode": False}
         self._apply_body(body)
@@ -49,38 +59,39 @@ class CaptureCube(Cube):
         if "capture" in changes:
             changes["capture"] = Capture(changes["capture"]).value
         if "dump" in changes:
-            changes["dump"] = str(self._dump_path(changes["dump"]))
+            changes["dump"] = str(resolve_dump(self.capture_dir, changes["dump"]))
         self.settings.update(changes)
         return changes
 
-    def _dump_path(self, dump: str) -> Path:
-        # Dumps stay inside the daemon's capture directory: an API client must not be able to overwrite
-        # arbitrary files with pcap data.
-        base = self.capture_dir.resolve()
-        path = (base / dump).resolve() if not os.path.isabs(dump) else Path(dump).resolve()
-        if path != base and base not in path.parents:
-            raise bad_request("dump", f"{dump!r} is outside the daemon's capture directory {str(base)!r}")
-        return path
-
     def _build(self):
         from ..capture import PacketCapture  # imported here: the daemon starts even if capture is broken
+        from ..capture.pcap import PcapWriteError
         s = self.settings
         network = bool(s["networkmode"])
         dump = None if network else (s["dump"] or str(self.capture_dir / self.name))
-        if dump:
-            Path(dump).parent.mkdir(parents=True, exist_ok=True)
         try:
-            return PacketCapture(self.name, capture=s["capture"], filter=s["filter"], snaplen=s["snaplen"],
-                                 dump=dump, network_mode=network)
+            with self.memory:
+                capture = PacketCapture(self.name, capture=s["capture"], filter=s["filter"], snaplen=s["snaplen"],
+                                        dump=dump, network_mode=network, append=self._append,
+                                        ring_bytes=self.limits.ring_bytes,
+                                        buffer_bytes=self.limits.capture_buffer_bytes)
+        except PcapWriteError as exc:
+            raise bad_request("dump", str(exc)) from exc
         except Exception as exc:
             raise from_exception(exc) from exc
+        if not network:
+            self._append = True  # this cube's later captures continue the file
+        return capture
 
     def update(self, body: PacketCaptureBody) -> None:
         """Change settings while running; a bad filter leaves the old one running."""
         with self.lock:
-            before = dict(self.settings)
+            self.check_interface()
+            before, appending = dict(self.settings), self._append
             try:
                 changes = self._apply_body(body)
+                if before["dump"] != self.settings["dump"]:
+                    self._append = False  # a new file: replaced, as tcpdump -w does
                 if {"networkmode", "dump"} & changes.keys() and any(before[k] != self.settings[k]
                                                                     for k in ("networkmode", "dump")):
                     self._rebuild()
@@ -89,7 +100,7 @@ class CaptureCube(Cube):
                     if live and not self._finished():
                         self.capture.update(**live)
             except Exception as exc:
-                self.settings = before
+                self.settings, self._append = before, appending
                 raise from_exception(exc) from exc
             log.info("packetcapture %r: %s", self.name, ", ".join(f"{k}={v!r}" for k, v in changes.items()))
 
@@ -108,7 +119,7 @@ class CaptureCube(Cube):
                 try:
                     new.attach(port, self.netns)
                 except Exception:
-                    self.port = None
+                    self.port, self._ifindex = None, 0  # still `wanted`: waits for its interface
                     raise
 
     # -- attach ----------------------------------------------------------------------------------
@@ -147,7 +158,7 @@ class CaptureCube(Cube):
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {**{k: v for k, v in self.settings.items() if v is not None}, "port": self.port}
+        return {**{k: v for k, v in self.settings.items() if v is not None}, "port": self.wanted}
 
     def global_header(self) -> dict[str, int]:
         """Polycube's globalheader fields (microsecond magic: `GET .../packet` gives microseconds)."""
@@ -181,6 +192,38 @@ class CaptureCube(Cube):
         if self._cursor is not None:
             self._cursor.close()
             self._cursor = None
+
+
+def resolve_dump(capture_dir: Path, dump: str) -> Path:
+    """Where a capture's `dump` setting writes: a path inside `capture_dir` (relative, or absolute under
+    it), without '.', '..' or empty components; its directories are created (mode 0700) and must be real
+    directories, not symbolic links. ApiError(400) naming `dump` otherwise.
+
+    The file itself is opened with O_NOFOLLOW by the pcap writer, so a link planted there is refused too.
+    """
+    base = capture_dir.resolve()
+    raw = PurePosixPath(dump)
+    if raw.is_absolute():
+        try:
+            raw = raw.relative_to(base)
+        except ValueError:
+            raise bad_request("dump", f"{dump!r} is outside the daemon's capture directory {str(base)!r}") from None
+    if not raw.parts or any(part in ("", ".", "..") for part in raw.parts) or "\0" in dump:
+        raise bad_request("dump", f"{dump!r} does not name a file inside the daemon's capture directory "
+                                  f"{str(base)!r} ('.', '..' and empty names are refused)")
+    here = base
+    for part in raw.parts[:-1]:
+        here = here / part
+        try:
+            os.mkdir(here, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise bad_request("dump", f"cannot create directory {str(here)!r}: {exc.strerror}") from None
+        if not stat.S_ISDIR(os.lstat(here).st_mode):
+            raise bad_request("dump", f"{str(here)!r} is a symbolic link or not a directory; captures are "
+                                      "written only into real directories inside the capture directory")
+    return base / raw
 
 
 class PacketCursor:

@@ -60,8 +60,17 @@ class DaemonCollector:
                                 cube.service, cube.name, family.name, family.type, group[0].type)
                     continue
                 group.append(family)
-        out.daemon = [up, *self._captures()]
+        out.daemon = [up, self._attached(), *self._captures()]
         return out
+
+    def _attached(self) -> Metric:
+        # One sample per cube that has an interface: 0 while that interface is missing (waiting for it).
+        gauge = GaugeMetricFamily("pynetmon_attached", "1 when the cube is attached to its interface, 0 while "
+                                  "it waits for the interface to appear", labels=["cube", "interface"])
+        for cube in sorted(self.registry.cubes(), key=lambda c: c.name):
+            if cube.wanted is not None:
+                gauge.add_metric([cube.name, cube.wanted], 1 if cube.port is not None else 0)
+        return gauge
 
     def collect(self) -> Iterator[Metric]:
         """prometheus_client's Collector interface: one family per name (new objects; the monitors'

@@ -40,8 +40,10 @@ class DynmonCube(Cube):
         """Replace the dataplane; on any error the old one keeps running and the error says why
         (`path_prefix` locates the config in the request body, for the error's JSON paths)."""
         with self.lock:
+            self.check_interface()
             try:
-                self.monitor.set_dataplane_config(config)
+                with self.memory:
+                    self.monitor.set_dataplane_config(config)
             except Exception as exc:
                 raise from_exception(exc, path_prefix) from exc
             log.info("dynmon %r: new dataplane-config (%s)", self.name,
@@ -67,7 +69,7 @@ class DynmonCube(Cube):
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {"type": self.cube_type.value, "dataplane-config": self.config, "port": self.port}
+        return {"type": self.cube_type.value, "dataplane-config": self.config, "port": self.wanted}
 
     # -- reads (no cube lock: Dynmon's reads wait only for the final swap of a config change) ----
     def metrics(self, direction: str | None = None, metric: str | None = None) -> Any:

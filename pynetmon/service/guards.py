@@ -46,7 +46,8 @@ class BodyLimit:
                     length = -1
                 if length < 0 or length > self.max_body:
                     reason = (f"the request body ({value.decode(errors='replace')} bytes) is over the "
-                              f"limit of {self.max_body} bytes" if length >= 0 else "bad Content-Length")
+                              f"limit of {self.max_body} bytes; raise it with `pynetmon serve --max-body`"
+                              if length >= 0 else "bad Content-Length")
                     start, body = _send_json(413 if length >= 0 else 400,
                                              {"error": reason, "problems": [{"path": "", "reason": reason}]})
                     await send(start)
@@ -61,7 +62,8 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge(f"the request body is over the limit of {limit} bytes")
+                    raise BodyTooLarge(f"the request body is over the limit of {limit} bytes; raise it with "
+                                       "`pynetmon serve --max-body`")
             return message
 
         await self.app(scope, counting_receive, send)

@@ -25,12 +25,19 @@ class MonitorCube(Cube):
     def __init__(self, name: str, kind: str, interface: str | None, netns: str | None,
                  options: dict[str, Any] | None):
         super().__init__(name, netns)
+        self.monitor: Monitor = self._start(kind, interface, netns, options)
+        if interface is not None:  # watched like any cube's: detached when it vanishes, restarted when back
+            self.port = self.wanted = interface
+            self._ifindex = self._index_of(interface)
+
+    @staticmethod
+    def _start(kind: str, interface: str | None, netns: str | None, options: dict[str, Any] | None) -> Monitor:
         try:
-            self.monitor: Monitor = create(kind, interface, netns, options)
-            self.monitor.start()
+            monitor = create(kind, interface, netns, options)
+            monitor.start()
         except Exception as exc:
             raise from_exception(exc) from exc
-        self.port = interface
+        return monitor
 
     @property
     def kind(self) -> str:
@@ -42,12 +49,20 @@ class MonitorCube(Cube):
     def in_netns(self):
         return contextlib.nullcontext()  # the monitor attaches in (or filters by) its namespace itself
 
-    def _attach(self, port: str) -> None:
+    def attach(self, port: str) -> None:
         raise ApiError(409, f"monitor {self.name!r} attaches when it is created (POST /monitors/{self.name} "
                             "with an interface); delete and create it to move it", [("cube", "is a monitor")])
 
+    def detach(self, port: str | None = None) -> None:
+        self.attach("")
+
+    def _attach(self, port: str) -> None:
+        # Only the interface watcher comes here: the interface it was created on is back.
+        d = self.monitor.describe()
+        self.monitor = self._start(d["kind"], port, d.get("netns"), d.get("options"))
+
     def _detach(self) -> None:
-        self._attach("")
+        self.monitor.close()  # its interface is gone; a new one starts when it is back
 
     def _close(self) -> None:
         self.monitor.close()

@@ -57,7 +57,7 @@ def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
             raise
         return cube
 
-    return cast(DynmonCube, registry.create(name, build))
+    return cast(DynmonCube, registry.create(name, build, "dynmon"))
 
 
 def set_dataplane_config(registry: Registry, name: str, config: Any) -> None:
@@ -68,11 +68,14 @@ def set_dataplane_config(registry: Registry, name: str, config: Any) -> None:
     registry.save()
 
 
-def create_capture(registry: Registry, name: str, body: Any) -> CaptureCube:
-    """A new packetcapture cube from a Polycube `packetcapture` body."""
+def create_capture(registry: Registry, name: str, body: Any, *, restored: bool = False) -> CaptureCube:
+    """A new packetcapture cube from a Polycube `packetcapture` body (`restored`: from the state file, so
+    its file is continued, not replaced)."""
     from .capture_cube import CaptureCube
     model = validate(PacketCaptureBody, body if body is not None else {})
-    return cast(CaptureCube, registry.create(name, lambda: CaptureCube(name, model, registry.netns, registry.capture_dir)))
+    return cast(CaptureCube, registry.create(name, lambda: CaptureCube(name, model, registry.netns, registry.capture_dir,
+                                                                       registry.limits, restored=restored),
+                                             "packetcapture"))
 
 
 def update_capture(registry: Registry, name: str, body: Any) -> None:
@@ -90,7 +93,8 @@ def create_monitor(registry: Registry, name: str, body: Any):
     if name == "kinds":  # GET /monitors/kinds lists the kinds
         raise ApiError(422, "'kinds' is reserved (GET /monitors/kinds)", [("name", "reserved")])
     netns = model.netns if model.netns is not None else registry.netns
-    return registry.create(name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options))
+    return registry.create(name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options),
+                           "monitor")
 
 
 def update_monitor(registry: Registry, name: str, body: Any) -> None:
@@ -114,8 +118,10 @@ def detach(registry: Registry, body: Any) -> None:
 
 
 def restore(registry: Registry, saved: list[dict[str, Any]]) -> list[str]:
-    """Rebuild the cubes kept in a state file. A cube that cannot be rebuilt (its interface is gone, its
-    code no longer compiles) is logged and skipped; the others still come back. Returns the problems."""
+    """Rebuild the cubes kept in a state file. A cube whose interface does not exist (yet) is kept,
+    "waiting for interface", and attached when it appears; captures continue their files. A cube that
+    cannot be rebuilt (its code no longer compiles) is logged and skipped; the others still come back.
+    Returns the problems."""
     problems = []
     for entry in saved:
         name = str(entry.get("name", ""))
@@ -131,13 +137,14 @@ def restore(registry: Registry, saved: list[dict[str, Any]]) -> list[str]:
                 continue  # a monitor attaches when created
             elif service == "packetcapture":
                 create_capture(registry, name, {k: v for k, v in entry.items()
-                                                if k not in ("service", "name", "port")})
+                                                if k not in ("service", "name", "port")}, restored=True)
             else:
                 raise ValueError(f"unknown service {service!r}")
             if entry.get("port"):
-                registry.get(name).attach(entry["port"])
+                registry.get(name).wait_for(str(entry["port"]))
         except Exception as exc:  # noqa: BLE001 - one bad entry must not keep the daemon from starting
             problems.append(f"{service} {name!r}: {exc}")
-            log.error("state file: cannot restore %s %r: %s", service, name, exc)
+            registry.unrestored.append(entry)
+            log.error("state file: cannot restore %s %r (kept in the file): %s", service, name, exc)
     registry.save()
     return problems

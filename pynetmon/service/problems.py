@@ -11,6 +11,7 @@ import logging
 from starlette.responses import JSONResponse
 
 from .. import errors
+from .config import Limits
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def from_exception(exc: BaseException, path_prefix: str = "") -> ApiError:
     """
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, errors.ResourceLimitError):
+        return limit_error(exc)
     if isinstance(exc, errors.ConfigError):
         problems = [(_prefixed(path_prefix, p), r) for p, r in exc.problems]
         return ApiError(400, "; ".join(f"{p}: {r}" if p else r for p, r in problems), problems)
@@ -71,6 +74,8 @@ def from_exception(exc: BaseException, path_prefix: str = "") -> ApiError:
         # The daemon lacks a privilege: not the client's fault, and retrying will not help.
         return ApiError(503, str(exc))
     if isinstance(exc, errors.BPFError):
+        if exc.errno in (errno.ENODEV, errno.ENXIO, errno.ENOLINK):  # the interface went away meanwhile
+            return ApiError(409, f"{exc} (the interface is gone; the cube waits for it)", [("port", str(exc))])
         if exc.errno in (errno.EBUSY, errno.EEXIST):
             return ApiError(409, str(exc))
         if exc.errno in (errno.EINVAL, errno.ERANGE, errno.E2BIG, errno.EOPNOTSUPP):
@@ -83,6 +88,21 @@ def from_exception(exc: BaseException, path_prefix: str = "") -> ApiError:
         return ApiError(400, str(exc) or type(exc).__name__)
     log.exception("internal error", exc_info=exc)
     return ApiError(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+# What one request asks for alone (retrying will never help): 422; what the daemon has run out of (it
+# may fit after something is deleted): 507.
+_REQUEST_LIMITS = {"kernel memory per monitor", "ring buffer size"}
+
+
+def limit_error(exc: errors.ResourceLimitError) -> ApiError:
+    """The answer for a resource limit: names the limit and the `pynetmon serve` option that raises it."""
+    option = Limits.option_of(exc.limit)
+    hint = f"raise it with `pynetmon serve {option}`" if option else f"raise it with {exc.setting}"
+    if exc.limit == "open files":
+        hint += " (or the service's LimitNOFILE)"
+    text = f"{exc.describe()}; {hint}"
+    return ApiError(422 if exc.limit in _REQUEST_LIMITS else 507, text, [("", text)])
 
 
 def response(err: ApiError) -> JSONResponse:

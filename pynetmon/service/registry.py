@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
+from .. import limits as memory_limits
+from ..errors import ResourceLimitError
 from . import state_file
+from .config import Limits
 from .cube import Cube
 from .models import check_name
 from .problems import ApiError, from_exception, not_found
@@ -23,18 +26,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pynetmon.service")
 
-_RESERVED = object()
+class _Reserved:
+    """A name taken by a cube being built (its service, when the creator said, counts against limits)."""
+
+    def __init__(self, service: str | None):
+        self.service = service
 
 
 class Registry:
     """Named cubes; `netns` is where they attach; `state_path` (optional) keeps them across restarts."""
 
     def __init__(self, netns: str | None = None, state_path: Path | None = None,
-                 capture_dir: Path = Path("/tmp/pynetmon")):
+                 capture_dir: Path = Path("/tmp/pynetmon"), limits: Limits | None = None):
         self.netns = netns
+        self.limits = limits or Limits()
+        # Every cube's account has this one as its parent: the daemon's total and its ring buffer size.
+        self.memory = memory_limits.MemoryAccount(
+            "the daemon", self.limits.kernel_memory, max_ring_bytes=self.limits.ring_bytes,
+            option="`pynetmon serve --max-kernel-memory`", limit_name="kernel memory in total",
+            ring_option="`pynetmon serve --max-ring-bytes`")
         self.capture_dir = capture_dir
         self.state_path = state_path
         self._cubes: dict[str, Any] = {}
+        # State-file entries that could not be restored (their code no longer compiles, ...): written back
+        # unchanged, so that a restart never silently loses them, until a cube of that name is created.
+        self.unrestored: list[dict[str, Any]] = []
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
 
@@ -53,7 +69,7 @@ class Registry:
         """The cube named `name` (of `service`, if given), or ApiError(404)."""
         with self._lock:
             cube = self._cubes.get(name)
-        if cube is None or cube is _RESERVED or (service and cube.service != service):
+        if cube is None or isinstance(cube, _Reserved) or (service and cube.service != service):
             raise not_found(f"{service or 'cube'} {name!r}")
         return cube
 
@@ -69,36 +85,61 @@ class Registry:
     def cubes(self, service: str | None = None) -> Sequence[Cube]:
         """Every cube (of `service`, if given)."""
         with self._lock:
-            found = [c for c in self._cubes.values() if c is not _RESERVED]
+            found = [c for c in self._cubes.values() if not isinstance(c, _Reserved)]
         return [c for c in found if service is None or c.service == service]
 
     def __iter__(self) -> Iterator[Cube]:
         return iter(self.cubes())
 
     # -- changes -----------------------------------------------------------------------------
-    def create(self, name: str, build: Callable[[], Cube]) -> Cube:
-        """Register the cube `build()` returns under `name`; 409 if the name is taken."""
+    def create(self, name: str, build: Callable[[], Cube], service: str | None = None) -> Cube:
+        """Register the cube `build()` returns under `name`; 409 if the name is taken, 507 when the
+        number of cubes of its kind (`service`, checked again on the built cube) is at its limit.
+        Whatever `build()` loads is charged to the cube's own kernel-memory account."""
         check_name(name)
         with self._lock:
             if name in self._cubes:
                 existing = self._cubes[name]
-                what = "being created" if existing is _RESERVED else f"a {existing.service} cube"
+                what = "being created" if isinstance(existing, _Reserved) else f"a {existing.service} cube"
                 raise ApiError(409, f"there is already a cube named {name!r} ({what})",
                                [("name", "already exists")])
-            self._cubes[name] = _RESERVED
+            if service is not None:
+                self._check_count(service, name)
+            self._cubes[name] = _Reserved(service)
+        account = memory_limits.MemoryAccount(f"{service or 'cube'} {name!r}", self.limits.monitor_memory,
+                                              parent=self.memory, option="`pynetmon serve --max-monitor-memory`")
         try:
-            cube = build()
+            with account:
+                cube = build()
+            with self._lock:
+                try:
+                    self._check_count(cube.service, name)
+                except BaseException:
+                    cube.close()
+                    raise
         except BaseException as exc:
             with self._lock:
                 del self._cubes[name]
             if isinstance(exc, Exception):
                 raise from_exception(exc) from exc
             raise
+        cube.memory = account
         with self._lock:
             self._cubes[name] = cube
         log.info("created %s %r", cube.service, name)
         self.save()
         return cube
+
+    def _check_count(self, service: str, name: str) -> None:
+        # Called with the lock held; `name` is not counted (it may be reserved already).
+        capture = service == "packetcapture"
+        limit = self.limits.captures if capture else self.limits.monitors
+        count = sum(1 for n, c in self._cubes.items()
+                    if n != name and c.service is not None and (c.service == "packetcapture") == capture)
+        if count >= limit:
+            kind = "captures" if capture else "monitors"
+            raise ResourceLimitError(kind, f"{service} {name!r}", count + 1, limit, f"--max-{kind}",
+                                     detail=f"{count} {kind} exist", unit=kind)
 
     def delete(self, name: str, service: str | None = None) -> None:
         cube = self.get(name, service)
@@ -109,10 +150,26 @@ class Registry:
         log.info("deleted %s %r", cube.service, name)
         self.save()
 
+    # -- interfaces ------------------------------------------------------------------------------
+    def interface_changed(self, ifname: str, present: bool) -> None:
+        """A link event (link_watch.py): cubes on a vanished interface wait for it; waiting ones attach."""
+        for cube in self.cubes():
+            if present:
+                cube.interface_appeared(ifname)
+            else:
+                cube.interface_gone(ifname)
+
+    def sweep(self) -> None:
+        """Check every cube against the interfaces as they are (after lost events, and now and then)."""
+        for cube in self.cubes():
+            cube.check_interface()
+            if cube.wanted is not None and cube.port is None:
+                cube.interface_appeared(cube.wanted)
+
     def close_all(self) -> None:
         """Detach and free every cube (at shutdown). The state file keeps them for the next start."""
         with self._lock:
-            cubes = [c for c in self._cubes.values() if c is not _RESERVED]
+            cubes = [c for c in self._cubes.values() if not isinstance(c, _Reserved)]
             self._cubes.clear()
         for cube in cubes:
             cube.close()
@@ -127,6 +184,8 @@ class Registry:
             for cube in sorted(self.cubes(), key=lambda c: c.name):
                 with cube.lock:
                     snapshot.append({"service": cube.service, "name": cube.name, **cube.snapshot()})
+            names = {entry["name"] for entry in snapshot}
+            snapshot += [entry for entry in self.unrestored if entry.get("name") not in names]
             try:
                 state_file.save(self.state_path, snapshot)
             except OSError as exc:

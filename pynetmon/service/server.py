@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from .. import limits
 from ..errors import Error
 from .app import create_app
 from .config import ServiceConfig
@@ -54,6 +55,13 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(config: ServiceConfig, *, announce: Callable[[str], object] = print) -> int:
     """Run the daemon until SIGTERM/SIGINT. `announce` gets the "listening on URL" line."""
+    # Every map and program is a descriptor: take what the hard limit allows (or what --max-open-files
+    # says); loads that would leave too few free are refused (pynetmon.limits.check_fds).
+    try:
+        nofile = limits.raise_fd_limit(config.limits.open_files)
+    except (ValueError, OSError) as exc:
+        raise Error(f"--max-open-files: cannot set RLIMIT_NOFILE to {config.limits.open_files}: {exc}") from None
+    log.info("RLIMIT_NOFILE: %d descriptors", nofile)
     sock = bind(config.host, config.port)
     host, port = sock.getsockname()[:2]
     app = create_app(config)

@@ -28,12 +28,21 @@ def save(path: Path, cubes: list[dict[str, Any]]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)  # it holds injected code; keep it as private as the token
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # the rename itself survives a crash only once the directory is synced
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load(path: Path) -> list[dict[str, Any]]:

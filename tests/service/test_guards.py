@@ -46,7 +46,7 @@ def test_token_file_must_be_private(tmp_path):
     path = tmp_path / "token"
     path.write_text(TOKEN)
     path.chmod(0o644)
-    with pytest.raises(ConfigError, match="readable by every user"):
+    with pytest.raises(ConfigError, match="has mode 0644: group or others may access it"):
         read_token_file(path)
     path.chmod(0o600)
     assert read_token_file(path) == TOKEN
