@@ -26,6 +26,9 @@ APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshar
                 gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl \
                 $(X86_STUBS)
 STAMP_APT := $(VENV)/.apt-stamp
+# The only system headers run-time compiled code can see (docs/security.md): bpf/sandbox-headers.txt and
+# what those include, copied out of /usr/include.
+SYSROOT := pynetmon/data/sysroot/.complete
 STAMP_PY := $(VENV)/.py-stamp
 PYTEST_ARGS ?=
 
@@ -33,7 +36,7 @@ PYTEST_ARGS ?=
 
 all: build
 
-bpf: $(BPF_OBJ) $(MON_OBJ) $(INCLUDE_COPY) $(BPF_SRC_COPY)
+bpf: $(BPF_OBJ) $(MON_OBJ) $(INCLUDE_COPY) $(BPF_SRC_COPY) $(SYSROOT)
 
 pynetmon/data/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p pynetmon/data
@@ -63,6 +66,10 @@ pynetmon/data/src/%: bpf/%
 pynetmon/data/include/%.h: bpf/include/%.h
 	@mkdir -p $(@D)
 	cp $< $@
+
+$(SYSROOT): bpf/sandbox-headers.txt bpf/sandbox_headers.py
+	CLANG=$(CLANG) $(PYTHON) bpf/sandbox_headers.py bpf/sandbox-headers.txt pynetmon/data/sysroot
+	touch $@
 
 # Re-checked when the Makefile (APT_PACKAGES) changes; apt-get runs only for what is missing. Debian's
 # prometheus package also starts and enables a server on :9090 for good; we need only its binaries (the
@@ -115,4 +122,4 @@ lint: deps
 	$(PY) -m mypy
 
 clean:
-	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/monitors pynetmon/data/include pynetmon/data/src pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c
+	rm -rf build pynetmon/data/*.bpf.o pynetmon/data/monitors pynetmon/data/include pynetmon/data/sysroot pynetmon/data/src pynetmon/*.so pynetmon/_libbpf.c pynetmon/_libpcap.c

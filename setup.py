@@ -25,7 +25,7 @@ setup(
     version="0.1.0",
     description="eBPF network monitoring and packet capture for Linux",
     packages=find_packages(include=["pynetmon", "pynetmon.*"]),
-    package_data={"pynetmon": ["data/*.bpf.o", "data/monitors/*.bpf.o", "data/include/*.h", "data/include/*/*.h", "data/src/*"]},
+    package_data={"pynetmon": ["data/*.bpf.o", "data/monitors/*.bpf.o", "data/include/**/*.h", "data/sysroot/**/*.h", "data/src/*"]},
     python_requires=">=3.11",
     setup_requires=["cffi>=1.15"],
     install_requires=[

@@ -11,7 +11,7 @@ import pytest
 
 from pynetmon.testing import IN_CI, bpf_unavailable_reason, require_bpf  # noqa: F401 - re-exported to tests
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata"
+TESTDATA = Path(__file__).resolve().parent / "data"  # inside the repository: a clone runs its tests
 
 
 @pytest.fixture
@@ -38,5 +38,5 @@ def counter_object(bpf):
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
-    assert TESTDATA.is_dir(), f"shared test data missing at {TESTDATA}"
+    assert TESTDATA.is_dir(), f"test data missing at {TESTDATA}"
     return TESTDATA

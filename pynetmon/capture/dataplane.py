@@ -101,7 +101,7 @@ class Dataplane:
             rodata.set_initial_value(_VERDICT.pack(verdict))
         else:
             obj = BPFObject(compile_c(dataplane_source(insns), filename="capture_filter.bpf.c",
-                                      cflags=(f"-I{SOURCE_DIR}",)), name="capture_filter")
+                                      include_dirs=(SOURCE_DIR,)), name="capture_filter")
         try:
             obj.maps["capture_ring"].set_max_entries(self.ring_bytes)
             obj.maps["capture_scratch"].set_max_entries(possible_cpus())

@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default /tmp/pynetmon)")
     parser.add_argument("--max-body", type=_size, default=1 << 20, metavar="BYTES",
                         help="largest request body accepted (default 1M)")
+    parser.add_argument("--compile-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="wall-clock limit of one clang run on Dynmon code (default 10 s; docs/security.md)")
     from dataclasses import fields
 
     from ..service.config import Limits
@@ -65,10 +67,14 @@ def run(args: argparse.Namespace) -> int:
     import os
     from dataclasses import fields
 
+    from .. import sandbox
     from ..errors import Error
     from ..service import ServiceConfig, serve, state_file
     from ..service.config import Limits, parse_listen, read_token_file
 
+    if not args.compile_timeout > 0:
+        raise Error(f"--compile-timeout: {args.compile_timeout} is not a positive number of seconds")
+    sandbox.configure(timeout=args.compile_timeout)
     logging.getLogger("pynetmon.service").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     host, port = parse_listen(args.listen)
     if args.netns and not os.path.exists(f"/run/netns/{args.netns}"):

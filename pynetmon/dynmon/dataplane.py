@@ -50,7 +50,9 @@ def compile_path(path: PathConfig, direction: str, hook: str, *, pcn_log: bool =
     try:
         image = compile_c(unit.source, filename=f"{origin}.bpf.c")
     except CompileError as exc:
-        raise CompileError(f"{origin}.code does not compile ({unit.dialect} style)", exc.diagnostics) from None
+        # A compile stopped by its time limit has no diagnostics: its message says why.
+        raise CompileError(f"{origin}.code does not compile ({unit.dialect} style)",
+                           exc.diagnostics or str(exc)) from None
     return image, unit.program
 
 

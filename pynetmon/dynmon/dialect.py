@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..source_policy import blank as _blank
 
 HOOKS = ("tc", "xdp")
 # The program the wrapper defines, per direction (kernel names are cut at 15 characters).
@@ -83,7 +84,7 @@ class Translation:
 
 def detect_dialect(code: str) -> str:
     """'polycube' if the code defines handle_rx() or uses BCC map macros, else 'libbpf'."""
-    stripped = _blank_comments_and_strings(code)
+    stripped = _blank(code)
     if _HANDLE_RX.search(stripped) or _MAP_MACRO_RE.search(stripped):
         return "polycube"
     return "libbpf"
@@ -110,7 +111,7 @@ def translate(code: str, *, direction: str, hook: str = "tc", origin: str | None
     defines = "#define PYNETMON_HOOK_XDP 1\n" if hook == "xdp" else "#define PYNETMON_HOOK_TC 1\n"
     if pcn_log:
         defines += "#define PYNETMON_PCN_LOG 1\n"
-    has_handler = bool(_HANDLE_RX.search(_blank_comments_and_strings(code)))
+    has_handler = bool(_HANDLE_RX.search(_blank(code)))
     program = WRAPPER_PROGRAMS[direction] if has_handler else None
     wrapper = _wrapper(direction, hook) if has_handler else ""
     license_ = "" if _has_license(code) else 'char _pynetmon_license[] SEC("license") = "GPL";\n'
@@ -141,33 +142,6 @@ def _wrapper(direction: str, hook: str) -> str:
 
 
 # ---- source rewriting -------------------------------------------------------------------------------
-
-def _blank_comments_and_strings(code: str) -> str:
-    """The code with comments and string/char literals replaced by spaces (newlines kept), so that
-    searches never match inside them and offsets stay the same."""
-    out = []
-    i, n = 0, len(code)
-    while i < n:
-        c = code[i]
-        if code.startswith("//", i):
-            j = code.find("\n", i)
-            j = n if j < 0 else j
-        elif code.startswith("/*", i):
-            j = code.find("*/", i + 2)
-            j = n if j < 0 else j + 2
-        elif c in "\"'":
-            j = i + 1
-            while j < n and code[j] != c and code[j] != "\n":
-                j += 2 if code[j] == "\\" else 1
-            j = min(j + 1, n)
-        else:
-            out.append(c)
-            i += 1
-            continue
-        out.append("".join(ch if ch == "\n" else " " for ch in code[i:j]))
-        i = j
-    return "".join(out)
-
 
 def _split_args(text: str, start: int) -> tuple[list[str], int]:
     """Split the macro arguments that begin after the '(' at `start`; returns (args, index after ')')."""
@@ -200,7 +174,7 @@ def _line_of(code: str, offset: int) -> int:
 
 def _rewrite(code: str, origin: str) -> tuple[str, list[MapDecl]]:
     """Rewrite map macros, method calls, includes and pcn_log formats; the line count never changes."""
-    blank = _blank_comments_and_strings(code)
+    blank = _blank(code)
     edits: list[tuple[int, int, str]] = []
     maps: list[MapDecl] = []
     problems: list[tuple[str, str]] = []

@@ -2,7 +2,9 @@
 declaration serves both the router and the OpenAPI document, so the two cannot disagree.
 
 Handlers are plain functions `handler(call) -> answer`, run in a worker thread because they compile,
-load and read maps; an answer that is not a Response is sent as JSON.
+load and read maps; an answer that is not a Response is sent as JSON. Handlers that compile (`heavy`)
+share a few threads of their own, so that a burst of slow or hostile compiles waits on the event loop
+(holding no thread) and can never take the threads that reads such as `GET /dynmon` need.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -58,6 +62,7 @@ class Endpoint:
     body_required: bool = True
     operation_id: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # path parameter → its type (default: str)
+    heavy: bool = False  # compiles or loads code: runs on the app's small heavy-work limiter
 
     def route(self) -> Route:
         return Route(self.path, self._endpoint, methods=[self.method], name=self.operation_id or None)
@@ -70,6 +75,8 @@ class Endpoint:
             call = Call(request, dict(request.path_params), body, request.app.state.service)
             if inspect.iscoroutinefunction(self.handler):
                 answer = await self.handler(call)
+            elif self.heavy:
+                answer = await anyio.to_thread.run_sync(self.handler, call, limiter=_heavy_limiter(request))
             else:
                 answer = await run_in_threadpool(self.handler, call)
         except BodyTooLarge as exc:
@@ -81,6 +88,17 @@ class Endpoint:
         if answer is None and self.status == 204:
             return Response(status_code=204)
         return JSONResponse(answer, status_code=self.status)
+
+
+HEAVY_THREADS = 4  # compiles themselves are bounded by pynetmon.sandbox (one per CPU at a time)
+
+
+def _heavy_limiter(request: Request) -> anyio.CapacityLimiter:
+    state = request.app.state
+    limiter = getattr(state, "heavy_limiter", None)
+    if limiter is None:  # made on first use: a limiter belongs to the event loop that runs the app
+        limiter = state.heavy_limiter = anyio.CapacityLimiter(HEAVY_THREADS)
+    return limiter
 
 
 class RouteTable:

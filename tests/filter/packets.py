@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hypothesis import strategies as st
 
-PCAP_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "pcaps"
+PCAP_DIR = Path(__file__).resolve().parents[1] / "data" / "pcaps"
 
 
 def read_pcap(path: Path) -> list[tuple[bytes, int]]:

@@ -23,7 +23,7 @@ from .packets import captured, pcap_packets
 from .programs import random_programs
 
 HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parents[2] / "shared" / "testdata" / "libpcap_en10mb_filters.txt"
+CORPUS = HERE.parent / "data" / "libpcap_en10mb_filters.txt"
 BATCH = 40
 GENERATED_PACKETS = int(os.environ.get("PYNETMON_FILTER_PACKETS", "2000"))
 

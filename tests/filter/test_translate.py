@@ -36,7 +36,7 @@ from pynetmon.filter import cbpf as op
 from .programs import random_programs
 
 HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parents[2] / "shared" / "testdata" / "libpcap_en10mb_filters.txt"
+CORPUS = HERE.parent / "data" / "libpcap_en10mb_filters.txt"
 
 
 def corpus() -> list[str]:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,11 @@ class Daemon:
     def __init__(self, *args: str, token: str | None = None, log_path: Path | None = None,
                  prefix: tuple[str, ...] = (), env: dict | None = None):
         self.token = token
-        self.log_path = log_path or Path(f"/tmp/pynetmon-serve-{os.getpid()}-{time.monotonic_ns()}.log")
+        # Without a path from the test (its tmp_path), the log lives in a directory removed by stop(): a
+        # test run leaves nothing in /tmp; what the log said stays readable through log().
+        self._own_dir = None if log_path else tempfile.mkdtemp(prefix="pynetmon-serve-")
+        self.log_path = log_path or Path(self._own_dir, "serve.log")
+        self._final_log: str | None = None
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the daemon, closed in stop()
         cmd = [*prefix, sys.executable, "-m", "pynetmon", "serve", "--listen", "127.0.0.1:0", *args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self._log,
@@ -27,13 +32,19 @@ class Daemon:
         line = self.proc.stdout.readline().decode()
         if "listening on" not in line:
             self.proc.wait(timeout=10)
-            raise RuntimeError(f"pynetmon serve did not start ({self.proc.returncode}): {line}\n{self.log()}")
+            self._log.close()
+            log = self.log()
+            if self._own_dir is not None:
+                shutil.rmtree(self._own_dir, ignore_errors=True)
+            raise RuntimeError(f"pynetmon serve did not start ({self.proc.returncode}): {line}\n{log}")
         self.url = line.split("listening on", 1)[1].strip()
         self.port = int(self.url.rsplit(":", 1)[1])
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     def log(self) -> str:
+        if self._final_log is not None:
+            return self._final_log
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
@@ -59,6 +70,9 @@ class Daemon:
                 raise AssertionError(f"pynetmon serve ignored signal {sig} for {timeout}s\n{self.log()}")
         self.proc.stdout.close()
         self._log.close()
+        if self._own_dir is not None:
+            self._final_log = self.log_path.read_text(errors="replace")
+            shutil.rmtree(self._own_dir, ignore_errors=True)
         return self.proc.returncode
 
     def __enter__(self):

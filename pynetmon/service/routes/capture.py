@@ -36,14 +36,14 @@ def show_capture(call: Call):
 
 
 @table.post(BASE + "/{name}", "Create a packet capture (capture defaults to off, filter to all)",
-            body=models.PacketCaptureBody, body_required=False, status=201, answer=models.CubeInfo)
+            body=models.PacketCaptureBody, body_required=False, status=201, answer=models.CubeInfo, heavy=True)
 def create_capture(call: Call):
     return operations.create_capture(call.registry, call.params["name"],
                                      parse_json(call.body, allow_empty=True)).info()
 
 
 @table.patch(BASE + "/{name}", "Change capture, filter, snaplen, dump or networkmode while running",
-             body=models.PacketCaptureBody, answer=models.CubeInfo)
+             body=models.PacketCaptureBody, answer=models.CubeInfo, heavy=True)
 def update_capture(call: Call):
     operations.update_capture(call.registry, call.params["name"], parse_json(call.body))
     return _cube(call).info()

@@ -49,7 +49,7 @@ def show_dynmon(call: Call):
 
 
 @table.post(BASE + "/{name}", "Create a dynmon cube, optionally with its dataplane-config",
-            body=models.DynmonBody, body_required=False, status=201, answer=models.CubeInfo)
+            body=models.DynmonBody, body_required=False, status=201, answer=models.CubeInfo, heavy=True)
 def create_dynmon(call: Call):
     cube = operations.create_dynmon(call.registry, call.params["name"], parse_json(call.body, allow_empty=True))
     return cube.info()
@@ -67,7 +67,7 @@ def show_dataplane_config(call: Call):
 
 @table.put(BASE + "/{name}/dataplane-config",
            "Replace the dataplane; on a bad config the running one keeps running (400 names the problem)",
-           body=DataplaneConfig, status=200, answer=models.CubeInfo)
+           body=DataplaneConfig, status=200, answer=models.CubeInfo, heavy=True)
 def replace_dataplane_config(call: Call):
     operations.set_dataplane_config(call.registry, call.params["name"], parse_json(call.body))
     return _cube(call).info()
