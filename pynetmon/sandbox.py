@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import CompileError
 
@@ -153,11 +154,12 @@ def run(argv: Sequence[str], cwd: Path, *, what: str = "clang") -> subprocess.Co
                   f"--nofile={lim.open_files}", "--core=0", "--"]
     ids = _unprivileged()
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "TMPDIR": str(cwd), "HOME": str(cwd)}
+    # Popen switches user in C between fork and exec (no Python runs in the child).
+    drop: dict[str, Any] = {"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}
     with slots:
         proc = subprocess.Popen(
             [*prefix, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, start_new_session=True, close_fds=True,
-            **({"user": ids[0], "group": ids[1], "extra_groups": []} if ids else {}))
+            stderr=subprocess.PIPE, start_new_session=True, close_fds=True, **drop)
         if not prlimit:  # a system without util-linux: limits set from outside, a moment after the start
             _limit_from_outside(proc.pid, lim)
         try:
