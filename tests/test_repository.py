@@ -5,14 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import TESTDATA
-
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_test_data_lives_in_the_repository():
-    assert TESTDATA.resolve().is_relative_to(REPO)
-    assert (TESTDATA / "libpcap_en10mb_filters.txt").is_file() and any((TESTDATA / "pcaps").glob("*.pcap"))
+def test_test_data_lives_in_the_repository(testdata):
+    assert testdata.resolve().is_relative_to(REPO)
+    assert (testdata / "libpcap_en10mb_filters.txt").is_file() and any((testdata / "pcaps").glob("*.pcap"))
 
 
 def test_no_test_or_benchmark_reaches_outside_the_repository():
