@@ -142,11 +142,12 @@ def read_output(path: Path, max_bytes: int) -> bytes:
         return f.read(max_bytes + 1)[:max_bytes]
 
 
-def run(argv: Sequence[str], cwd: Path, *, what: str = "clang") -> subprocess.CompletedProcess:
-    """Run `argv` in `cwd` under the current limits; CompileError when it exceeds its time.
-
-    Waits for a free slot first (at most `Limits.parallel` runs at once)."""
+def run(argv: Sequence[str], cwd: Path, *, what: str = "clang", timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run `argv` in `cwd` under the current limits (`timeout` overrides theirs for this run);
+    CompileError when it exceeds its time. Waits for a free slot first (at most `Limits.parallel` at once)."""
     lim, slots = _limits, _slots
+    if timeout is not None:
+        lim = replace(lim, timeout=timeout)
     prefix = []
     prlimit = shutil.which("prlimit")
     if prlimit:

@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import sandbox, source_policy
@@ -142,13 +142,15 @@ _search_dirs = include_dirs  # compile_c's parameter of the same name hides the 
 
 
 def compile_c(source: str, *, filename: str = "program.bpf.c", cflags: Sequence[str] = (),
-              include_dirs: Sequence[str | os.PathLike] = (), use_cache: bool = True) -> bytes:
+              include_dirs: Sequence[str | os.PathLike] = (), use_cache: bool = True,
+              timeout: float | None = None) -> bytes:
     """Compile eBPF C source into an ELF object (bytes).
 
     The code may include only pynetmon's shipped headers and those under `include_dirs` (a caller's
     own, named explicitly); `cflags` may define macros, warnings, -O and -mcpu, nothing that opens files.
     Raises ConfigError naming the line of anything refused (docs/security.md) and CompileError with
-    clang's diagnostics, or when clang exceeds its time (`sandbox.configure(timeout=...)`).
+    clang's diagnostics, or when clang exceeds its time (`timeout` seconds per clang run, by default
+    `sandbox.limits().timeout`: 10 s unless changed with `sandbox.configure`).
 
     >>> obj = compile_c('#include <linux/bpf.h>\\n#include <bpf/bpf_helpers.h>\\n'
     ...                 'SEC("tc") int f(struct __sk_buff *s) { return 0; }\\nchar LICENSE[] SEC("license") = "GPL";')
@@ -172,7 +174,7 @@ def compile_c(source: str, *, filename: str = "program.bpf.c", cflags: Sequence[
         if data:
             _memory_cache[key] = data
             return data
-    data = _run_clang(source, name, cflags, search)
+    data = _run_clang(source, name, cflags, search, timeout)
     if use_cache:
         with _lock:
             _memory_cache[key] = data
@@ -209,7 +211,9 @@ _LINE_NAMES = re.compile(r'^[ \t]*#[ \t]*(?:line[ \t]+)?\d+[ \t]+"([^"\n]*)"', r
 _FRONTEND = ("-nostdinc", "-ferror-limit=20", "-fno-crash-diagnostics", "-fno-color-diagnostics")
 
 
-def _run_clang(source: str, name: str, cflags: tuple[str, ...], search: tuple[str, ...]) -> bytes:
+def _run_clang(source: str, name: str, cflags: tuple[str, ...], search: tuple[str, ...],
+               timeout: float | None) -> bytes:
+    run = functools.partial(sandbox.run, timeout=timeout)
     with sandbox.workdir() as tmp:
         src = sandbox.write_input(tmp, name, source)
         front = [clang_path(), *BASE_CFLAGS, *_FRONTEND, *(a for d in search for a in ("-isystem", d)), *cflags,
@@ -219,24 +223,24 @@ def _run_clang(source: str, name: str, cflags: tuple[str, ...], search: tuple[st
         # compiler barrier, stays allowed; the shipped bpf_helpers.h leaves out its one asm function, see
         # bpf/sandbox_headers.py). Code that has some, and code that fails (for clang's real diagnostics),
         # is compiled again in two checked steps.
-        proc = sandbox.run([*front, "-fno-gnu-inline-asm", "-D__PYNETMON_NO_GNU_ASM", "-c", "-o", "out.o"], tmp)
+        proc = run([*front, "-fno-gnu-inline-asm", "-D__PYNETMON_NO_GNU_ASM", "-c", "-o", "out.o"], tmp)
         if proc.returncode != 0 or not (tmp / "out.o").exists():
             (tmp / "deps.d").unlink(missing_ok=True)
-            return _compile_checking_asm(tmp, src, front, cflags, search, user_files)
+            return _compile_checking_asm(run, tmp, src, front, cflags, search, user_files)
         _check_dependencies(tmp, src, search)
         return sandbox.read_output(tmp / "out.o", sandbox.limits().file_size)
 
 
-def _compile_checking_asm(tmp: Path, src: Path, front: list[str], cflags: tuple[str, ...], search: tuple[str, ...],
+def _compile_checking_asm(run: Callable[..., subprocess.CompletedProcess], tmp: Path, src: Path, front: list[str], cflags: tuple[str, ...], search: tuple[str, ...],
                           user_files: set[str]) -> bytes:
     """C → LLVM IR (no LLVM passes: step 2 runs them, as one -O2 step would), the IR's assembler text
     checked for directives, then IR → object: the assembler only ever sees checked text."""
-    proc = sandbox.run([*front, "-S", "-emit-llvm", "-Xclang", "-disable-llvm-passes", "-o", "out.ll"], tmp)
+    proc = run([*front, "-S", "-emit-llvm", "-Xclang", "-disable-llvm-passes", "-o", "out.ll"], tmp)
     _check_run(proc, tmp, src, user_files, "out.ll")
     _check_dependencies(tmp, src, search)
     source_policy.check_ir(sandbox.read_output(tmp / "out.ll", sandbox.limits().file_size).decode(errors="replace"))
     codegen = [f for f in (*BASE_CFLAGS, *cflags) if f.startswith(("-O", "-mcpu="))]
-    proc = sandbox.run([clang_path(), "-target", "bpf", *codegen, "-fno-crash-diagnostics",
+    proc = run([clang_path(), "-target", "bpf", *codegen, "-fno-crash-diagnostics",
                         "-Wno-override-module", "-c", "out.ll", "-o", "out.o"], tmp)
     _check_run(proc, tmp, src, user_files, "out.o")
     return sandbox.read_output(tmp / "out.o", sandbox.limits().file_size)
