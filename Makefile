@@ -112,6 +112,12 @@ test: build
 bench: build
 	$(PY) -m pytest -q -s $(wildcard benchmarks/bench_*.py) $(PYTEST_ARGS)
 
+# The capture, /metrics and open_metrics()/JSON rows, fewer and shorter rounds: under 3 minutes.
+bench-quick: build
+	PYNETMON_BENCH_RUNS=3 PYNETMON_BENCH_SECONDS=2 PYNETMON_BENCH_ROUNDS=5 $(PY) -m pytest -q -s \
+	  benchmarks/bench_capture.py benchmarks/bench_service.py "benchmarks/bench_dynmon.py::test_extraction_100k_hash" \
+	  $(PYTEST_ARGS)
+
 # The HTTP monitor against the thesis' numbers (benchmarks/thesis): ~10 minutes; the thesis' 60 s runs
 # with PYTEST_ARGS=--thesis-durations. Writes benchmarks/results/thesis.*.
 bench-thesis: build

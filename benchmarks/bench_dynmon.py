@@ -24,6 +24,7 @@ import time
 import uuid
 
 import pytest
+from rounds import env_int, fmt_spread, interleave, load_average, ratios
 
 from pynetmon import BPFObject
 from pynetmon.dynmon import Dynmon, parse_config
@@ -133,8 +134,11 @@ def test_injection_time(host):
 
 
 def test_extraction_100k_hash(host):
+    """Every row and the raw read in each of ROUNDS interleaved rounds; ratios to the raw read of the same
+    round, median (min-max). "changed": one counter moves before the timed call, as between scrapes."""
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+    rounds = env_int("PYNETMON_BENCH_ROUNDS", RUNS)
     with Dynmon("bench", _config(FLOWS, "flow_packets", "FLOWS")) as mon:
         flows = mon.path_dataplane("ingress").maps["FLOWS"]
         first_key = {"saddr": 0xC6120000, "daddr": 0xC6120001, "sport": 0, "dport": 443, "proto": 6}
@@ -147,41 +151,52 @@ def test_extraction_100k_hash(host):
             bump[0] += 1
             flows[first_key] = bump[0]
 
-        raw_ms = _median_ms(flows.read_raw)
-        decode_ms = _median_ms(lambda: read_entries(flows, False).values)  # .values: decoding is lazy
-        json_ms = _median_ms(lambda: json.dumps(mon.metrics("ingress", "flow_packets")))
-        fams_changed_ms = _median_ms(mon.families, runs=5, before=change)
-        fams_same_ms = _median_ms(mon.families, runs=5)
-        om_ms = _median_ms(mon.open_metrics, runs=5, before=change)
-        prom_ms = _median_ms(lambda: mon.open_metrics("prometheus"), runs=5, before=change)
-        om_same_ms = _median_ms(mon.open_metrics, runs=5)
         metric = parse_config(_config(FLOWS, "flow_packets", "FLOWS")).ingress_path.metric_configs[0]
-        entries = read_entries(flows, False)
-        build_ms = _median_ms(lambda: families(metric, entries), runs=5)
-        built = families(metric, entries)
+        built = families(metric, read_entries(flows, False))
 
         class Fixed:
             def collect(self):
                 return built
 
-        library_ms = _median_ms(lambda: generate_openmetrics(Fixed()), runs=5)
-        render_ms = _median_ms(lambda: render(built), runs=5)
         assert render(built) == generate_openmetrics(Fixed())
-        value = mon.metrics("ingress", "flow_packets")["value"]
-        assert len(value) == ENTRIES
+        assert json.loads(mon.metrics_json("ingress", "flow_packets"))["value"] == \
+            mon.metrics("ingress", "flow_packets")["value"]
+        cases = {
+            "raw": (flows.read_raw, None),
+            "decode": (lambda: read_entries(flows, False).values, None),  # .values: decoding is lazy
+            "json_text": (lambda: mon.metrics_json("ingress", "flow_packets"), change),
+            "json_text_same": (lambda: mon.metrics_json("ingress", "flow_packets"), None),
+            "json_objects": (lambda: json.dumps(mon.metrics("ingress", "flow_packets")), None),
+            "families": (mon.families, change),
+            "families_same": (mon.families, None),
+            "om": (mon.open_metrics, change),
+            "prom": (lambda: mon.open_metrics("prometheus"), change),
+            "om_same": (mon.open_metrics, None),
+            "build": (lambda: families(metric, read_entries(flows, False)), None),
+            "render": (lambda: render(built), None),
+            "library": (lambda: generate_openmetrics(Fixed()), None),
+        }
+        times = interleave(cases, rounds)
         text = mon.open_metrics()
         assert text.count("\nflow_packets_total{") == ENTRIES
-    _table(f"Dynmon extraction of a {ENTRIES:,}-entry hash metric (struct key of 5 fields, u64 value)", [
-        ("peer: Map.read_raw() (batch lookup only)", raw_ms, "1.0x"),
-        ("read + BTF decode (MapEntries)", decode_ms, f"{decode_ms / raw_ms:.1f}x raw"),
-        ("Polycube JSON: metrics() + json.dumps", json_ms, f"{json_ms / raw_ms:.1f}x raw"),
-        ("families(), map changed since the last call", fams_changed_ms,
-         f"{fams_changed_ms / raw_ms:.1f}x raw (read + decode + build)"),
-        ("families(), map unchanged", fams_same_ms, f"{fams_same_ms / raw_ms:.1f}x raw (read + digest, reused)"),
-        ("OpenMetrics text: open_metrics(), map changed", om_ms, f"{om_ms / raw_ms:.1f}x raw, {len(text) / 1e6:.1f} MB"),
-        ("Prometheus text 0.0.4: open_metrics('prometheus'), map changed", prom_ms, f"{prom_ms / raw_ms:.1f}x raw"),
-        ("OpenMetrics text: open_metrics(), map unchanged", om_same_ms, f"{om_same_ms / raw_ms:.1f}x raw (reused)"),
-        ("  of which: decoded entries -> metric families (dynmon)", build_ms, ""),
-        ("  of which: families -> OpenMetrics text (render())", render_ms, "prometheus_client, allow-utf-8 branch"),
-        ("  peer: the same with prometheus_client's default escaping", library_ms, "identical bytes"),
-    ])
+    raw = times["raw"]
+    rows = [
+        ("peer: Map.read_raw() (batch lookup only)", "raw", ""),
+        ("read + BTF decode into Python objects", "decode", ""),
+        ("Polycube JSON text: metrics_json(), map changed", "json_text", "target <= 3x raw"),
+        ("Polycube JSON text: metrics_json(), map unchanged", "json_text_same", ""),
+        ("Polycube JSON: json.dumps(metrics()) (objects)", "json_objects", ""),
+        ("families(), map changed", "families", "read + bulk lines"),
+        ("families(), map unchanged", "families_same", "read + compare, reused"),
+        ("OpenMetrics text: open_metrics(), map changed", "om", f"target <= 5x raw; {len(text) / 1e6:.1f} MB"),
+        ("text 0.0.4: open_metrics('prometheus'), map changed", "prom", ""),
+        ("OpenMetrics text: open_metrics(), map unchanged", "om_same", "reused"),
+        ("  generic path: entries -> families (openmetrics.families)", "build", ""),
+        ("  generic path: families -> text (pynetmon.exposition)", "render", ""),
+        ("  peer: prometheus_client generate_latest of the same", "library", "identical bytes"),
+    ]
+    print(f"\nDynmon extraction of a {ENTRIES:,}-entry hash metric (struct key of 5 fields, u64 value); "
+          f"{rounds} interleaved rounds; {load_average()}")
+    print(f"  {'what':58} {'median ms':>10}  {'x raw: median (min-max)':>24}  note")
+    for what, key, note in rows:
+        print(f"  {what:58} {statistics.median(times[key]):10.1f}  {fmt_spread(ratios(times[key], raw)):>24}  {note}")

@@ -7,24 +7,25 @@ The daemon's app runs in uvicorn on a loopback port inside this process (so the 
 monitors' hash maps directly, 10,000 keys each, without sending 100,000 flows of traffic); scrapes are
 real HTTP requests. Scrapes are timed with no map changed since the previous scrape (rendered families
 are reused), with one monitor's map changed and with every map changed before each scrape (one counter
-per map moves, untimed: real counters move between scrapes). Peers measured in the same run: reading
-the same maps as Polycube JSON (`Dynmon.metrics()`), collecting the families, and prometheus_client
-rendering the same families without any map read or reuse. Medians and p99 over SCRAPES scrapes after
-WARMUP.
+per map moves, untimed: real counters move between scrapes). Peers measured in the same rounds: reading
+the same maps as Polycube JSON text (`Dynmon.metrics_json()`), collecting the families, and
+prometheus_client rendering the same families without any map read or reuse. Each round times every
+row once (interleaved); medians (min-max) and p99 over SCRAPES rounds after WARMUP
+(`PYNETMON_BENCH_ROUNDS` sets SCRAPES).
 """
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 
 import httpx
 import pytest
 import uvicorn
+from rounds import env_int, fmt_spread, interleave, load_average, percentile, ratios, spread
 
 MONITORS = 10
 SERIES = 10_000
-SCRAPES = 15
+SCRAPES = env_int("PYNETMON_BENCH_ROUNDS", 15)
 WARMUP = 2
 
 CODE = r"""
@@ -44,25 +45,6 @@ def _config() -> dict:
                              "metric-configs": [{"name": "flow_packets", "map-name": "FLOWS",
                                                  "open-metrics-metadata": {"help": "packets per flow",
                                                                            "type": "counter"}}]}}
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _time(fn, n: int = SCRAPES, before=lambda: None) -> list[float]:
-    """Times of `n` calls of `fn` (ms), each after an untimed `before()`."""
-    for _ in range(WARMUP):
-        before()
-        fn()
-    out = []
-    for _ in range(n):
-        before()
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1000)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -131,26 +113,27 @@ def test_metrics_scrape_latency(daemon):
     def scrape(headers):
         return lambda: client.get("/metrics", headers=headers)
 
-    rows = [
-        ("GET /metrics, OpenMetrics, no map changed", _time(scrape(om))),
-        ("GET /metrics, text 0.0.4, no map changed", _time(scrape(text))),
-        ("GET /metrics, OpenMetrics, 1 of 10 maps changed", _time(scrape(om), before=change(1))),
-        ("GET /metrics, OpenMetrics, every map changed", _time(scrape(om), before=change(MONITORS))),
-        ("GET /metrics, text 0.0.4, every map changed", _time(scrape(text), before=change(MONITORS))),
-        ("peer: read all maps as Polycube JSON (no HTTP)",
-         _time(lambda: [c.monitor.metrics() for c in registry.cubes("dynmon")])),
-        ("peer: collect families, no map changed (read + digest)",
-         _time(lambda: DaemonCollector(registry).scrape())),
-        ("peer: collect families, every map changed (read + build)",
-         _time(lambda: DaemonCollector(registry).scrape(), before=change(MONITORS))),
-        ("peer: prometheus_client OpenMetrics rendering only", _time(lambda: generate_openmetrics(Fixed()))),
-        ("peer: prometheus_client text rendering only", _time(lambda: generate_latest(Fixed()))),
-    ]
+    cases = {
+        "GET /metrics, OpenMetrics, no map changed": (scrape(om), None),
+        "GET /metrics, text 0.0.4, no map changed": (scrape(text), None),
+        "GET /metrics, OpenMetrics, 1 of 10 maps changed": (scrape(om), change(1)),
+        "GET /metrics, OpenMetrics, every map changed": (scrape(om), change(MONITORS)),
+        "GET /metrics, text 0.0.4, every map changed": (scrape(text), change(MONITORS)),
+        "peer: read all maps as Polycube JSON text (no HTTP)":
+            (lambda: [c.monitor.metrics_json() for c in registry.cubes("dynmon")], None),
+        "peer: collect families, no map changed (read + compare)": (lambda: DaemonCollector(registry).scrape(), None),
+        "peer: collect families, every map changed (read + build)":
+            (lambda: DaemonCollector(registry).scrape(), change(MONITORS)),
+        "peer: prometheus_client OpenMetrics rendering only": (lambda: generate_openmetrics(Fixed()), None),
+        "peer: prometheus_client text rendering only": (lambda: generate_latest(Fixed()), None),
+    }
+    rows = list(interleave(cases, SCRAPES, warmup=WARMUP).items())
     client.close()
-    base = statistics.median(rows[0][1])
+    base = rows[0][1]
     print(f"\n/metrics with {MONITORS} monitors x {SERIES} series = {MONITORS * SERIES} series, "
-          f"{len(body) / 1e6:.1f} MB; {SCRAPES} runs each (median, p99 in ms)")
-    print(f"{'what':<58} {'median':>9} {'p99':>9} {'vs first':>10}")
+          f"{len(body) / 1e6:.1f} MB; {SCRAPES} interleaved rounds (ms: median (min-max), p99); {load_average()}")
+    print("targets: every map changed, median < 100 ms, p99 < 150 ms")
+    print(f"{'what':58} {'median (min-max)':>24} {'p99':>8} {'vs first: median (min-max)':>28}")
     for what, samples in rows:
-        median = statistics.median(samples)
-        print(f"{what:<58} {median:>9.1f} {_percentile(samples, 0.99):>9.1f} {median / base:>9.2f}x")
+        print(f"{what:58} {fmt_spread(spread(samples), 1):>24} {percentile(samples, 0.99):>8.1f} "
+              f"{fmt_spread(ratios(samples, base)):>28}")

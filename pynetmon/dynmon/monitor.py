@@ -27,7 +27,8 @@ from ..link import DIRECTIONS
 from .attachment import Attachment, check_mode, ingress_hook
 from .config import DataplaneConfig, PathConfig, parse_config
 from .entries import MapEntries
-from .metrics import metric_json
+from .json_text import JsonRenderer, dumps
+from .metrics import metric_json, timestamp_us
 from .openmetrics import FORMATS, exposition, shape_problem
 from .paths import LoadedPath, build_path_dataplane, check_swap_maps_not_shared
 from .series import MetricRenderer
@@ -66,6 +67,8 @@ class Dynmon:
         self._paths: dict[str, LoadedPath | None] = dict.fromkeys(DIRECTIONS)
         # (direction, metric name, labels) → its MetricRenderer (pynetmon/dynmon/series.py): see families()
         self._family_cache: dict[tuple, MetricRenderer] = {}
+        # (direction, metric name, per_cpu) → its JsonRenderer (pynetmon/dynmon/json_text.py): see metrics_json()
+        self._json_cache: dict[tuple, JsonRenderer] = {}
         self._text_cache: dict[str, tuple[list, str]] = {}  # format → (families, open_metrics() text)
         self._attachment: Attachment | None = None
         self._mode = "tc"
@@ -112,6 +115,7 @@ class Dynmon:
                 self._configs.update({d: (None if c.empty else c) for d, c in changes.items()})
                 _close_all(old)
                 self._family_cache.clear()
+                self._json_cache.clear()
                 self._text_cache.clear()
             log.info("dynmon %r: dataplane replaced on %s", self.name, ", ".join(changes))
 
@@ -174,6 +178,7 @@ class Dynmon:
                     self._paths["ingress"] = rebuilt
                     _close_all([current])
                     self._family_cache.clear()
+                    self._json_cache.clear()
                     self._text_cache.clear()
                 self._attachment = attachment
                 self._mode = mode
@@ -215,6 +220,36 @@ class Dynmon:
             entries = self._read(direction, metrics)
             out = [metric_json(m.name, entries[m.map_name], per_cpu) for m in metrics]
         return out[0] if name is not None else out
+
+    def metrics_json(self, direction: str | None = None, name: str | None = None, *, per_cpu: bool = False) -> bytes:
+        """`metrics(...)` as the JSON text the REST service sends (compact, UTF-8), written in bulk: a
+        metric whose map did not change since the previous call costs a read and a comparison, one that
+        changed costs the entries that changed (see pynetmon/dynmon/json_text.py)."""
+        if direction is None:
+            with self._state_lock:
+                parts = [f'"{d}-metrics":' + self._metrics_text(d, None, per_cpu) for d in DIRECTIONS]
+            return ("{" + ",".join(parts) + "}").encode("utf-8")
+        return self._metrics_text(_direction(direction), name, per_cpu).encode("utf-8")
+
+    def _metrics_text(self, direction: str, name: str | None, per_cpu: bool) -> str:
+        with self._state_lock:
+            cfg = self._configs[direction]
+            metrics = cfg.metric_configs if cfg else []
+            if name is not None:
+                metrics = [m for m in metrics if m.name == name]
+                if not metrics:
+                    raise MetricNotFoundError(direction, name, [m.name for m in (cfg.metric_configs if cfg else [])])
+            entries = self._read(direction, metrics)
+            dp = self._paths[direction]
+            items = []
+            for m in metrics:
+                key = (direction, m.name, per_cpu)
+                renderer = self._json_cache.get(key)
+                if renderer is None or renderer.dataplane is not dp:
+                    renderer = self._json_cache[key] = JsonRenderer(dp, per_cpu)
+                value = renderer.value_text(entries[m.map_name])
+                items.append(f'{{"name":{dumps(m.name)},"value":{value},"timestamp":{timestamp_us()}}}')
+        return items[0] if name is not None else "[" + ",".join(items) + "]"
 
     def families(self, labels: Mapping[str, str] | None = None) -> list[Metric]:
         """Every metric that has open-metrics-metadata, as prometheus_client metric families (what
@@ -290,6 +325,7 @@ class Dynmon:
                     _close_all(self._paths.values())
                     self._paths = dict.fromkeys(DIRECTIONS)
                     self._family_cache.clear()
+                    self._json_cache.clear()
                     self._text_cache.clear()
                     self._configs = dict.fromkeys(DIRECTIONS)
                     self._closed = True

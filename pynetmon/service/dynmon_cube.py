@@ -77,6 +77,10 @@ class DynmonCube(Cube):
             return self.monitor.metrics()
         return self.monitor.metrics(direction, metric)
 
+    def metrics_json(self, direction: str | None = None, metric: str | None = None) -> bytes:
+        """`metrics()` as the JSON text of the answer, written in bulk (see `Dynmon.metrics_json`)."""
+        return self.monitor.metrics_json(direction, metric)
+
     def open_metrics(self) -> str:
         return self.monitor.open_metrics()
 

@@ -4,6 +4,9 @@ families of the same read, its samples equal the map's content, and it stays so 
 come and go - with only the changed samples rewritten and unchanged maps giving the same objects."""
 from __future__ import annotations
 
+import json
+import re
+
 from prometheus_client.exposition import generate_latest as generate_text
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -129,3 +132,49 @@ def test_bulk_text_equals_the_generic_path_for_every_map_type_and_label_shape(bp
         assert [f.samples for f in empty if f.name == "m_h_u32"] == [[]]
         _fill(maps, 4)  # and refilled, back on the bulk path
         _check(mon, {})
+
+
+def _json_equal(mon: Dynmon) -> None:
+    """metrics_json() is the JSON text of metrics(), as the REST service writes it, for every form."""
+    from pynetmon.dynmon.json_text import dumps
+    assert _no_ts(json.loads(mon.metrics_json())) == _no_ts(mon.metrics())
+    for direction in ("ingress", "egress"):
+        text = mon.metrics_json(direction).decode()
+        assert _no_ts(json.loads(text)) == _no_ts(mon.metrics(direction))
+        # byte for byte, but for the timestamps
+        assert _TS.sub("", text) == _TS.sub("", dumps(mon.metrics(direction)))
+    for per_cpu in (False, True):
+        one = mon.metrics_json("ingress", "m_pc_hash", per_cpu=per_cpu)
+        assert _no_ts(json.loads(one)) == _no_ts(mon.metrics("ingress", "m_pc_hash", per_cpu=per_cpu))
+
+
+_TS = re.compile(r'"timestamp":\d+')
+
+
+def _no_ts(obj):
+    if isinstance(obj, dict):
+        return {k: _no_ts(v) for k, v in obj.items() if k != "timestamp"}
+    if isinstance(obj, list):
+        return [_no_ts(v) for v in obj]
+    return obj
+
+
+def test_polycube_json_text_equals_metrics_for_every_map_type(bpf):
+    with Dynmon("json", _config()) as mon:
+        maps = mon.path_dataplane("ingress").maps
+        _fill(maps, 1)
+        _json_equal(mon)
+        bulk = {name for (_, name, per_cpu), r in mon._json_cache.items() if r.bulk_reads and not per_cpu}
+        assert {"m_h_u32", "m_h_flow", "m_pc_hash", "m_lru", "m_arr", "m_arr1", "m_pc_arr"} <= bulk
+        maps["H_U32"][5] = 1_234_567_890_123
+        del maps["H_U32"][3]
+        maps["H_U32"][1000] = 1
+        _json_equal(mon)
+        _fill(maps, 3)
+        _json_equal(mon)
+        for m in MAPS:
+            if "ARR" not in m:
+                maps[m].clear()
+        _json_equal(mon)
+        _fill(maps, 4)
+        _json_equal(mon)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
 
 from ...dynmon.config import DataplaneConfig
+from ...dynmon.json_text import dumps
 from .. import models, operations
 from ..dynmon_cube import DynmonCube
 from ..models import parse_json
@@ -19,6 +20,7 @@ BASE = "/polycube/v1/dynmon"
 KINDS = {"ingress-metrics": "ingress", "egress-metrics": "egress"}
 table = RouteTable("dynmon", params={"kind": Literal[tuple(KINDS)],  # type: ignore[valid-type]  # from KINDS
                                      "metric": Annotated[str, Field(min_length=1)]})
+JSON = "application/json"
 
 
 def _links(call: Call) -> list[dict]:
@@ -75,18 +77,15 @@ def replace_dataplane_config(call: Call):
 
 @table.get(BASE + "/{name}/metrics", "All metrics, ingress and egress", answer=models.Metrics)
 def all_metrics(call: Call):
-    cube = _cube(call)
-    out = dict(cube.metrics())
-    out["_links"] = _links(call)
-    return out
+    body = _cube(call).metrics_json()  # written in bulk (Dynmon.metrics_json); the links appended
+    return Response(body[:-1] + b',"_links":' + dumps(_links(call)).encode() + b"}", media_type=JSON)
 
 
 @table.get(BASE + "/{name}/metrics/{kind}", "The metrics of one direction",
            answer=list[models.Metric],
            operation_id="get_direction_metrics")
 def direction_metrics(call: Call):
-    cube = _cube(call)
-    return cube.metrics(_kind(call))
+    return Response(_cube(call).metrics_json(_kind(call)), media_type=JSON)
 
 
 def _metric(call: Call) -> dict:
@@ -98,7 +97,8 @@ def _metric(call: Call) -> dict:
 
 @table.get(BASE + "/{name}/metrics/{kind}/{metric}", "One metric", answer=models.Metric)
 def one_metric(call: Call):
-    return _metric(call)
+    # Read only this metric: reading the others would empty the ones configured empty-on-read.
+    return Response(_cube(call).metrics_json(_kind(call), call.params["metric"]), media_type=JSON)
 
 
 @table.get(BASE + "/{name}/metrics/{kind}/{metric}/value", "One metric's value", answer=Any)
