@@ -32,7 +32,7 @@ SYSROOT := pynetmon/data/sysroot/.complete
 STAMP_PY := $(VENV)/.py-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all bpf build deps run test bench bench-thesis lint clean
+.PHONY: all bpf build deps run test bench bench-quick bench-thesis lint clean
 
 all: build
 
