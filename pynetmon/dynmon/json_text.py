@@ -20,7 +20,7 @@ from typing import Any
 from ..btf_codec import gc_paused
 from .entries import MapEntries, RawRead
 from .metrics import json_value
-from .series import numeric_leaves
+from .series import known_texts, leaf_struct, numeric_leaves
 
 _INTEGER = set("BHIQbhiq")
 
@@ -91,15 +91,7 @@ class JsonRenderer:
         template = _template(raw.value_codec, leaves)
         if template is None:
             return None
-        fmt, pos = [], 0
-        for _, off, code in leaves:
-            if off > pos:
-                fmt.append(f"{off - pos}x")
-            fmt.append(code)
-            pos = off + struct.calcsize("=" + code)
-        if raw.value_stride > pos:
-            fmt.append(f"{raw.value_stride - pos}x")
-        return struct.Struct("=" + "".join(fmt)), template
+        return leaf_struct(leaves, raw.value_stride), template
 
     def _bulk(self, entries: MapEntries, raw: RawRead) -> str:
         if raw.keys == self._keys and raw.values == self._values and self._text is not None:
@@ -133,12 +125,8 @@ class JsonRenderer:
             self._prefixes, self._closing = [""] * raw.count, ""
             return
         self._closing = "}"
-        ks = raw.key_size
-        buf = raw.keys
-        keys = [buf[i:i + ks] for i in range(0, raw.count * ks, ks)]
-        texts = list(map(self._key_text.get, keys))
-        if None in texts:
-            missing = [i for i, t in enumerate(texts) if t is None]
+        keys, texts, missing = known_texts(raw, self._key_text)
+        if missing:
             decoded = raw.key_codec.decode_many(b"".join(keys[i] for i in missing), len(missing))
             one = MapEntries(entries.map_name, entries.map_type, "hash", decoded, [0] * len(missing), False,
                              entries.key_addresses, {})

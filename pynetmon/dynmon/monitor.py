@@ -210,16 +210,21 @@ class Dynmon:
                 return {f"{d}-metrics": self.metrics(d, per_cpu=per_cpu) for d in DIRECTIONS}
         direction = _direction(direction)
         with self._state_lock:
-            cfg = self._configs[direction]
-            metrics = cfg.metric_configs if cfg else []
-            if name is not None:
-                chosen = [m for m in metrics if m.name == name]
-                if not chosen:
-                    raise MetricNotFoundError(direction, name, [m.name for m in metrics])
-                metrics = chosen
+            metrics = self._chosen(direction, name)
             entries = self._read(direction, metrics)
             out = [metric_json(m.name, entries[m.map_name], per_cpu) for m in metrics]
         return out[0] if name is not None else out
+
+    def _chosen(self, direction: str, name: str | None) -> list:
+        """The metric configs of a path, or the one named `name` (MetricNotFoundError naming the others)."""
+        cfg = self._configs[direction]
+        metrics = cfg.metric_configs if cfg else []
+        if name is None:
+            return metrics
+        chosen = [m for m in metrics if m.name == name]
+        if not chosen:
+            raise MetricNotFoundError(direction, name, [m.name for m in metrics])
+        return chosen
 
     def metrics_json(self, direction: str | None = None, name: str | None = None, *, per_cpu: bool = False) -> bytes:
         """`metrics(...)` as the JSON text the REST service sends (compact, UTF-8), written in bulk: a
@@ -233,12 +238,7 @@ class Dynmon:
 
     def _metrics_text(self, direction: str, name: str | None, per_cpu: bool) -> str:
         with self._state_lock:
-            cfg = self._configs[direction]
-            metrics = cfg.metric_configs if cfg else []
-            if name is not None:
-                metrics = [m for m in metrics if m.name == name]
-                if not metrics:
-                    raise MetricNotFoundError(direction, name, [m.name for m in (cfg.metric_configs if cfg else [])])
+            metrics = self._chosen(direction, name)
             entries = self._read(direction, metrics)
             dp = self._paths[direction]
             items = []

@@ -71,20 +71,35 @@ def numeric_leaves(codec: Any, skip: Mapping[tuple, str], path: tuple = (), offs
     return []  # bytes (char arrays, unions) become text, not samples
 
 
+def leaf_struct(leaves: list[tuple[tuple, int, str]], stride: int) -> struct.Struct:
+    """One `struct` that unpacks just the `leaves` (from `numeric_leaves`) of values `stride` bytes apart."""
+    fmt, pos = [], 0
+    for _, off, code in leaves:
+        if off > pos:
+            fmt.append(f"{off - pos}x")
+        fmt.append(code)
+        pos = off + struct.calcsize("=" + code)
+    if stride > pos:
+        fmt.append(f"{stride - pos}x")
+    return struct.Struct("=" + "".join(fmt))
+
+
+def known_texts(raw: RawRead, kept: dict[bytes, str]) -> tuple[list[bytes], list, list[int]]:
+    """(each key's bytes, its text in `kept` or None, the indexes of the keys without one) for a read."""
+    ks, buf = raw.key_size, raw.keys
+    keys = [buf[i:i + ks] for i in range(0, raw.count * ks, ks)]
+    texts = list(map(kept.get, keys))
+    missing = [i for i, t in enumerate(texts) if t is None] if None in texts else []
+    return keys, texts, missing
+
+
 class _Bulk:
     """The state of the bulk path for one metric: what the previous read wrote."""
 
     def __init__(self, leaves: list[tuple[tuple, int, str]], raw: RawRead, names: list[tuple[str, str, str]]):
         self.names = names  # (family name, type, sample name) per leaf
         self.integers = [code in _INTEGER for _, _, code in leaves]
-        fmt, pos = [], 0
-        for _, off, code in leaves:
-            if off > pos:
-                fmt.append(f"{off - pos}x")
-            fmt.append(code)
-            pos = off + struct.calcsize("=" + code)
-        fmt.append(f"{raw.value_stride - pos}x" if raw.value_stride > pos else "")
-        self.row = struct.Struct("=" + "".join(fmt))
+        self.row = leaf_struct(leaves, raw.value_stride)
         # One native number filling the whole value: memoryview.cast reads the column in one C call.
         self.cast = leaves[0][2] if len(leaves) == 1 and leaves[0][1] == 0 and self.row.size == struct.calcsize(
             "=" + leaves[0][2]) else None
@@ -206,12 +221,8 @@ class MetricRenderer:
     def _relabel(self, bulk: _Bulk, entries: MapEntries, raw: RawRead) -> None:
         """Label text of every key of `raw`: kept texts for keys seen before, the generic path's labels
         for new ones; texts of keys no longer in the map are dropped."""
-        ks = raw.key_size
-        buf = raw.keys
-        key_list = [buf[i:i + ks] for i in range(0, raw.count * ks, ks)]
-        texts = list(map(bulk.label_text.get, key_list))
-        if None in texts:
-            missing = [i for i, t in enumerate(texts) if t is None]
+        key_list, texts, missing = known_texts(raw, bulk.label_text)
+        if missing:
             # Arrays label by index only when they have more than one element: labels need the whole map.
             sub = entries if entries.kind != "hash" or len(missing) == raw.count else _subset(entries, raw, missing)
             (first, *_) = families(self.metric, sub, self.labels)
