@@ -236,10 +236,10 @@ class MiddleHosts:
             _ip("netns", "del", name, check=False)
         self._created.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -315,8 +315,8 @@ class FrameRelay:
         for s in self._socks:
             s.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -7,21 +7,25 @@ option; the value is read as JSON where it parses (`--set top=10`, `--set aggreg
 a string otherwise (`--set mode=xdp`). --list shows the kinds there are."""
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import monitors
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 NAME = "monitor"
 HELP = "run a ready monitor (flows, tcp, drops, ...) and show what it sees"
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", nargs="?", help="the monitor kind (--list shows them)")
     parser.add_argument("-i", "--interface", help="interface to attach to (packet monitors)")
     parser.add_argument("-n", "--netns", help="network namespace: name under /run/netns or a path; tracepoint "
@@ -70,7 +74,7 @@ def _wait(done: threading.Event, step: float | None = None) -> bool:
         return True
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if args.list or not args.kind:
         for kind, summary in monitors.available().items():
             print(f"{kind:10} {summary}")
@@ -132,7 +136,7 @@ def _is_histogram(value: Any) -> bool:
     return isinstance(value, dict) and "buckets" in value and "count" in value
 
 
-def render(kind: str, snap: dict[str, Any]):
+def render(kind: str, snap: dict[str, Any]) -> Group:
     """A rich renderable of any monitor's snapshot: its numbers in one line, each list of records as a
     table (first ROWS rows), each histogram as count and percentiles."""
     from rich.console import Group

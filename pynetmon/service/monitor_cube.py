@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from contextlib import AbstractContextManager
 from typing import Any
 
 from prometheus_client.core import Metric
@@ -46,7 +47,7 @@ class MonitorCube(Cube):
     def type_name(self) -> str:
         return self.kind
 
-    def in_netns(self):
+    def in_netns(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()  # the monitor attaches in (or filters by) its namespace itself
 
     def attach(self, port: str) -> None:

@@ -21,6 +21,7 @@ from .registry import Registry
 
 if TYPE_CHECKING:
     from .capture_cube import CaptureCube
+    from .monitor_cube import MonitorCube
 
 log = logging.getLogger("pynetmon.service")
 
@@ -85,7 +86,7 @@ def update_capture(registry: Registry, name: str, body: Any) -> None:
     registry.save()
 
 
-def create_monitor(registry: Registry, name: str, body: Any):
+def create_monitor(registry: Registry, name: str, body: Any) -> MonitorCube:
     """A new, started ready monitor (`POST /monitors/{name}`); without `netns` it attaches in the
     daemon's namespace. Bad options are a 400 naming them (`options.top`); nothing is left behind."""
     from .monitor_cube import MonitorCube
@@ -93,8 +94,8 @@ def create_monitor(registry: Registry, name: str, body: Any):
     if name == "kinds":  # GET /monitors/kinds lists the kinds
         raise ApiError(422, "'kinds' is reserved (GET /monitors/kinds)", [("name", "reserved")])
     netns = model.netns if model.netns is not None else registry.netns
-    return registry.create(name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options),
-                           "monitor")
+    return cast(MonitorCube, registry.create(
+        name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options), "monitor"))
 
 
 def update_monitor(registry: Registry, name: str, body: Any) -> None:

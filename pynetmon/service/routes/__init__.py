@@ -1,11 +1,12 @@
 """The API's endpoints, one module per service (Polycube's URL layout), plus /metrics."""
 from __future__ import annotations
 
+from ..routing import Endpoint
 from . import capture, cubes, dynmon, metrics, monitors
 
 TABLES = [cubes.table, dynmon.table, capture.table, monitors.table, metrics.table]
 
 
-def endpoints():
+def endpoints() -> list[Endpoint]:
     """Every endpoint, in documentation order."""
     return [e for t in TABLES for e in t.endpoints]

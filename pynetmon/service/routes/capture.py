@@ -26,51 +26,51 @@ def _cube(call: Call):
 
 @table.get(BASE, "List the packet captures",
            answer=list[models.CubeInfo])
-def list_captures(call: Call):
+def list_captures(call: Call) -> list[dict[str, Any]]:
     return [c.info() for c in call.registry.cubes("packetcapture")]
 
 
 @table.get(BASE + "/{name}", "Show a packet capture (settings and counters)", answer=models.CubeInfo)
-def show_capture(call: Call):
+def show_capture(call: Call) -> dict[str, Any]:
     return _cube(call).info()
 
 
 @table.post(BASE + "/{name}", "Create a packet capture (capture defaults to off, filter to all)",
             body=models.PacketCaptureBody, body_required=False, status=201, answer=models.CubeInfo, heavy=True)
-def create_capture(call: Call):
+def create_capture(call: Call) -> dict[str, Any]:
     return operations.create_capture(call.registry, call.params["name"],
                                      parse_json(call.body, allow_empty=True)).info()
 
 
 @table.patch(BASE + "/{name}", "Change capture, filter, snaplen, dump or networkmode while running",
              body=models.PacketCaptureBody, answer=models.CubeInfo, heavy=True)
-def update_capture(call: Call):
+def update_capture(call: Call) -> dict[str, Any]:
     operations.update_capture(call.registry, call.params["name"], parse_json(call.body))
     return _cube(call).info()
 
 
 @table.delete(BASE + "/{name}", "Detach and delete a packet capture (its file is flushed)", status=204)
-def delete_capture(call: Call):
+def delete_capture(call: Call) -> None:
     call.registry.delete(call.params["name"], "packetcapture")
 
 
 @table.patch("/polycube/v1/{name}/networkmode",
              "Polycube's capture client sends its networkmode change here (sic); same as the setting",
              body=bool, answer=models.CubeInfo, operation_id="patch_networkmode_compat")
-def update_networkmode_compat(call: Call):
+def update_networkmode_compat(call: Call) -> dict[str, Any]:
     operations.update_capture(call.registry, call.params["name"], {"networkmode": parse_json(call.body)})
     return call.registry.get(call.params["name"], "packetcapture").info()
 
 
 @table.get(BASE + "/{name}/globalheader", "The pcap global header of GET .../packet's records",
            answer=models.GlobalHeader)
-def global_header(call: Call):
+def global_header(call: Call) -> dict[str, int]:
     return _cube(call).global_header()
 
 
 @table.get(BASE + "/{name}/packet", "The next captured packet (network mode; rawdata '' when none waits)",
            answer=models.Packet)
-def next_packet(call: Call):
+def next_packet(call: Call) -> dict[str, Any]:
     return _cube(call).next_packet()
 
 
@@ -92,7 +92,7 @@ async def _pcap_bytes(stream, stopping) -> Any:
 @table.get(BASE + "/{name}/pcap", "The live capture as a pcap byte stream (network mode): "
            "`curl -N URL | tcpdump -r -`", media_type="application/vnd.tcpdump.pcap",
            answer=bytes)
-async def pcap_stream(call: Call):
+async def pcap_stream(call: Call) -> StreamingResponse:
     cube = await run_in_threadpool(_cube, call)
     stream = await run_in_threadpool(cube.stream)
     try:
@@ -119,14 +119,14 @@ def _leaf(call: Call) -> str:
 
 
 @table.get(BASE + "/{name}/{leaf}", "One setting", answer=LeafValue, operation_id="get_capture_setting")
-def show_setting(call: Call):
+def show_setting(call: Call) -> Any:
     leaf = _leaf(call)
     return _cube(call).info()[leaf]
 
 
 @table.patch(BASE + "/{name}/{leaf}", "Change one setting (body: its JSON value)", body=LeafValue,
              answer=models.CubeInfo, operation_id="patch_capture_setting")
-def update_setting(call: Call):
+def update_setting(call: Call) -> dict[str, Any]:
     leaf = _leaf(call)
     operations.update_capture(call.registry, call.params["name"], {leaf: parse_json(call.body)})
     return _cube(call).info()

@@ -41,42 +41,42 @@ def _cube(call: Call) -> DynmonCube:
     return call.registry.get(call.params["name"], "dynmon")
 
 @table.get(BASE, "List the dynmon cubes", answer=list[models.CubeInfo])
-def list_dynmon(call: Call):
+def list_dynmon(call: Call) -> list[dict[str, Any]]:
     return [c.info() for c in call.registry.cubes("dynmon")]
 
 
 @table.get(BASE + "/{name}", "Show a dynmon cube (its type, interface and dataplane-config)", answer=models.CubeInfo)
-def show_dynmon(call: Call):
+def show_dynmon(call: Call) -> dict[str, Any]:
     return _cube(call).info()
 
 
 @table.post(BASE + "/{name}", "Create a dynmon cube, optionally with its dataplane-config",
             body=models.DynmonBody, body_required=False, status=201, answer=models.CubeInfo, heavy=True)
-def create_dynmon(call: Call):
+def create_dynmon(call: Call) -> dict[str, Any]:
     cube = operations.create_dynmon(call.registry, call.params["name"], parse_json(call.body, allow_empty=True))
     return cube.info()
 
 
 @table.delete(BASE + "/{name}", "Detach and delete a dynmon cube", status=204)
-def delete_dynmon(call: Call):
+def delete_dynmon(call: Call) -> None:
     call.registry.delete(call.params["name"], "dynmon")
 
 
 @table.get(BASE + "/{name}/dataplane-config", "The running dataplane-config", answer=DataplaneConfig)
-def show_dataplane_config(call: Call):
+def show_dataplane_config(call: Call) -> dict[str, Any]:
     return _cube(call).config or {}
 
 
 @table.put(BASE + "/{name}/dataplane-config",
            "Replace the dataplane; on a bad config the running one keeps running (400 names the problem)",
            body=DataplaneConfig, status=200, answer=models.CubeInfo, heavy=True)
-def replace_dataplane_config(call: Call):
+def replace_dataplane_config(call: Call) -> dict[str, Any]:
     operations.set_dataplane_config(call.registry, call.params["name"], parse_json(call.body))
     return _cube(call).info()
 
 
 @table.get(BASE + "/{name}/metrics", "All metrics, ingress and egress", answer=models.Metrics)
-def all_metrics(call: Call):
+def all_metrics(call: Call) -> Response:
     body = _cube(call).metrics_json()  # written in bulk (Dynmon.metrics_json); the links appended
     return Response(body[:-1] + b',"_links":' + dumps(_links(call)).encode() + b"}", media_type=JSON)
 
@@ -84,7 +84,7 @@ def all_metrics(call: Call):
 @table.get(BASE + "/{name}/metrics/{kind}", "The metrics of one direction",
            answer=list[models.Metric],
            operation_id="get_direction_metrics")
-def direction_metrics(call: Call):
+def direction_metrics(call: Call) -> Response:
     return Response(_cube(call).metrics_json(_kind(call)), media_type=JSON)
 
 
@@ -96,18 +96,18 @@ def _metric(call: Call) -> dict:
 
 
 @table.get(BASE + "/{name}/metrics/{kind}/{metric}", "One metric", answer=models.Metric)
-def one_metric(call: Call):
+def one_metric(call: Call) -> Response:
     # Read only this metric: reading the others would empty the ones configured empty-on-read.
     return Response(_cube(call).metrics_json(_kind(call), call.params["metric"]), media_type=JSON)
 
 
 @table.get(BASE + "/{name}/metrics/{kind}/{metric}/value", "One metric's value", answer=Any)
-def metric_value(call: Call):
+def metric_value(call: Call) -> Any:
     return _metric(call)["value"]
 
 
 @table.get(BASE + "/{name}/open-metrics", "All metrics in the OpenMetrics text format",
            media_type="text/plain", answer=str)
-def open_metrics(call: Call):
+def open_metrics(call: Call) -> PlainTextResponse:
     cube = _cube(call)
     return PlainTextResponse(cube.open_metrics(), media_type="application/openmetrics-text; version=1.0.0")

@@ -27,7 +27,7 @@ def _exposition_of(registry) -> MetricsExposition:
 
 @table.get("/metrics", "Every monitor's metrics (OpenMetrics or Prometheus text, by Accept)",
            media_type="text/plain", answer=str)
-def metrics(call: Call):
+def metrics(call: Call) -> Response:
     exposition = _exposition_of(call.registry)
     body, content_type = exposition.response(DaemonCollector(call.registry), call.request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

@@ -24,35 +24,35 @@ def _cube(call: Call):
 
 @table.get(BASE, "List the running monitors (name, kind, interface, netns, options)",
            answer=list[models.MonitorDescription])
-def list_monitors(call: Call):
+def list_monitors(call: Call) -> list[dict[str, Any]]:
     return [c.describe() for c in sorted(call.registry.cubes("monitor"), key=lambda c: c.name)]
 
 
 @table.get(BASE + "/kinds", "The monitor kinds there are, each with one line of what it does",
            answer=dict[str, str])
-def list_kinds(call: Call):
+def list_kinds(call: Call) -> dict[str, str]:
     return available()
 
 
 @table.get(BASE + "/{name}", "A monitor's snapshot (the schema of its kind, docs/monitors.md)", answer=Snapshot)
-async def show_monitor(call: Call):
+async def show_monitor(call: Call) -> dict[str, Any]:
     cube = await run_in_threadpool(_cube, call)
     return await run_in_threadpool(cube.read)
 
 
 @table.post(BASE + "/{name}", "Start a monitor of `kind` (on `interface`, in or filtered by `netns`)",
             body=models.MonitorBody, status=201, answer=models.MonitorDescription)
-def create_monitor(call: Call):
+def create_monitor(call: Call) -> dict[str, Any]:
     return operations.create_monitor(call.registry, call.params["name"], parse_json(call.body)).describe()
 
 
 @table.put(BASE + "/{name}", "Change options the monitor can change while running (others: 400 naming them)",
            body=models.MonitorUpdateBody, answer=models.MonitorDescription)
-def update_monitor(call: Call):
+def update_monitor(call: Call) -> dict[str, Any]:
     operations.update_monitor(call.registry, call.params["name"], parse_json(call.body))
     return _cube(call).describe()
 
 
 @table.delete(BASE + "/{name}", "Stop a monitor: detach and free everything it added", status=204)
-def delete_monitor(call: Call):
+def delete_monitor(call: Call) -> None:
     call.registry.delete(call.params["name"], "monitor")
