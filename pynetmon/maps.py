@@ -220,8 +220,10 @@ class Map:
         if self.type in KEYLESS_TYPES:
             raise NotSupportedError(f"map {self.name!r} ({self.type}) has no keys")
         if self._batch_ok is not False:  # one batch call per many keys beats one syscall per key
-            keys, _, count = self.read_raw()
-            return self.key_codec.decode_many(keys, count)
+            out: list = []
+            for keys, _, count in self.iter_batches():
+                out += self.key_codec.decode_many(keys, count)
+            return out
         return [self.key_codec.decode(ffi.buffer(k, self.key_size)) for k in self._iter_raw_keys()]
 
     def __iter__(self) -> Iterator:
@@ -230,7 +232,13 @@ class Map:
     def values(self) -> list:
         if self.type in ("queue", "stack"):
             raise NotSupportedError(f"values of a {self.type} map are read by pop(); use pop_items()")
-        return [v for _, v in self.items()]
+        if self.per_cpu:
+            return [v for _, v in self.items()]
+        out: list = []  # only the values are decoded, batch by batch
+        with gc_paused(self.max_entries >= 10_000):
+            for _, values, count in self.iter_batches():
+                out += self.value_codec.decode_many(values, count)
+        return out
 
     def items(self) -> list[tuple[Any, Any]]:
         """Every (key, value) pair, read with batch lookups where the kernel has them."""

@@ -27,6 +27,13 @@ def _np():
 
 def raw_dtype(codec: Codec) -> Any:
     """The NumPy dtype that views `codec`'s C bytes in place (bitfields as their covering bytes)."""
+    cached = codec.__dict__.get("_numpy_raw")  # codecs are immutable once built: one dtype each
+    if cached is None:
+        cached = codec.__dict__["_numpy_raw"] = _raw_dtype(codec)
+    return cached
+
+
+def _raw_dtype(codec: Codec) -> Any:
     np = _np()
     if isinstance(codec, IntCodec):
         if codec.fmt.endswith("s"):
@@ -73,6 +80,13 @@ def _bitfield_dtype(bits: int) -> str:
 
 def dtype(codec: Codec) -> Any:
     """The dtype of `codec`'s values as `Map.to_numpy()` returns them (bitfields as unsigned fields)."""
+    cached = codec.__dict__.get("_numpy_out")
+    if cached is None:
+        cached = codec.__dict__["_numpy_out"] = _out_dtype(codec)
+    return cached
+
+
+def _out_dtype(codec: Codec) -> Any:
     np = _np()
     if not has_bitfields(codec):
         return raw_dtype(codec)
