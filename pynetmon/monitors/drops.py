@@ -92,7 +92,7 @@ KALLSYMS = _Kallsyms()
 
 
 class DropsOptions(CardinalityOptions):
-    max_entries: int = Field(4096, ge=16, le=1 << 20, description="distinct (reason, interface, protocol) kept")
+    max_entries: int = Field(4096, ge=16, le=1 << 16, description="distinct (reason, interface, protocol) kept")
     stacks: bool = Field(False, description="also key by the kernel function that dropped (its location)")
 
 

@@ -33,7 +33,7 @@ CTR_OVERFLOW, CTR_NON_IP = 0, 1
 
 class FlowsOptions(CardinalityOptions):
     mode: Literal["tc", "xdp"] = Field("tc", description="ingress hook: tcx, or XDP (egress is always tcx)")
-    max_entries: int = Field(65536, ge=16, le=1 << 22, description="flows the kernel table holds")
+    max_entries: int = Field(65536, ge=16, le=1 << 20, description="flows the kernel table holds")
     idle_timeout: float = Field(60.0, gt=0, le=86_400, description="seconds without packets before a flow is removed")
     aggregate: list[Literal["src", "dst", "sport", "dport", "proto"]] | None = Field(
         None, min_length=1, description="keep only these key fields (the kernel sums the rest together)")

@@ -41,13 +41,13 @@ HIST_SLOTS = 64
 
 
 class TcpOptions(MonitorOptions):
-    max_entries: int = Field(16384, ge=16, le=1 << 20, description="open connections tracked")
-    keep_closed: int = Field(1024, ge=1, le=1 << 20,
+    max_entries: int = Field(16384, ge=16, le=1 << 18, description="open connections tracked")
+    keep_closed: int = Field(1024, ge=1, le=1 << 18,
                              description="closed connections kept until a snapshot reads them (oldest go first)")
     events: bool = Field(True, description="emit state changes, retransmits and resets to the event ring")
     live_stats: bool = Field(True, description="refresh srtt, cwnd and bytes of open connections on every received "
                                                "segment (tcp_probe); false: only at state changes (cheaper)")
-    ring_bytes: int = Field(1 << 20, ge=1 << 12, le=1 << 28, description="event ring size (a power of two)")
+    ring_bytes: int = Field(1 << 20, ge=1 << 12, le=1 << 26, description="event ring size (a power of two)")
 
 
 def _state(value: int) -> str:
