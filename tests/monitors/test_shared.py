@@ -190,3 +190,27 @@ def test_with_labels_puts_the_monitor_label_on_every_sample():
     [out] = with_labels([fam], {"monitor": "m1"})
     assert [s.labels for s in out.samples] == [{"monitor": "m1", "k": "1"}]
     assert fam.samples[0].labels["monitor"] == "spoofed"  # the original is not changed
+
+
+def test_without_cap_sys_admin_run_time_is_null_with_the_reason(hosts):
+    """Least privilege (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON): BPF_ENABLE_STATS is refused, the sysctl is
+    left alone, and the snapshot says why its run counts are null."""
+    import json
+    import shutil
+    import sys
+
+    from .helpers import REPO
+    _a, b = hosts
+    assert shutil.which("setpriv"), "setpriv (util-linux) is required for the least-privilege test"
+    keep = "-all,+bpf,+net_admin,+perfmon"
+    proc = b.run("setpriv", f"--inh-caps={keep}", f"--ambient-caps={keep}", f"--bounding-set={keep}", "--",
+                 sys.executable, "-m", "pynetmon", "monitor", "flows", "-i", "eth0", "--duration", "0.5", "--json",
+                 cwd=REPO)
+    cost = json.loads(proc.stdout)["self"]
+    if selfcost.sysctl_enabled():  # somebody turned the global statistics on: then they count
+        assert cost["stats"] == "sysctl" and cost["run_time_ns"] is not None
+        return
+    assert cost["run_count"] is None and cost["run_time_ns"] is None
+    assert "BPF_ENABLE_STATS" in cost["stats"] and "CAP_SYS_ADMIN" in cost["stats"]
+    assert "kernel.bpf_stats_enabled=1" in cost["stats"]
+    assert cost["maps_bytes"] > 0
