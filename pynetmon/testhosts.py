@@ -9,11 +9,14 @@ Everything is removed on exit, also when the block raises.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import random
 import socket
+import struct
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -243,12 +246,18 @@ class MiddleHosts:
         self.close()
 
 
+_SOL_PACKET, _PACKET_VNET_HDR, _SO_TIMESTAMPNS = 263, 15, 35  # linux; Python's socket module lacks them
+
+
 class FrameRelay:
     """Carries Ethernet frames between two interfaces of one namespace through AF_PACKET sockets, holding
     each frame `delay` seconds (in order): the delay line this kernel's missing netem cannot give. Frames
     leave as they came (MACs untouched), so the hosts on either side talk as if joined by a wire. Each
     frame travels with its virtio-net header (PACKET_VNET_HDR): a veth frame whose checksum the sender
     left to offload (or a GSO super-frame) leaves again with that state, so the receiver accepts it.
+    The hold counts from the kernel's arrival time of the frame (SO_TIMESTAMPNS), not from when Python
+    got to it; `holds` keeps how long each frame was actually held (seconds, the latest 65,536), which on
+    a loaded machine may exceed `delay`.
 
     >>> with MiddleHosts(routed=False) as h, FrameRelay(h.m, "left", "right", delay=0.010):
     ...     h.a.run("ping", "-c1", h.b.ip)   # about 20 ms
@@ -257,16 +266,16 @@ class FrameRelay:
     __test__ = False
 
     def __init__(self, netns_name: str, if1: str, if2: str, delay: float):
-        import collections
-        import threading
         self.delay = delay
         self.relayed = 0
+        self.holds: collections.deque[float] = collections.deque(maxlen=65536)
         self._stop = threading.Event()
         self._socks = []
         with netns.enter(netns_name):
             for ifname in (if1, if2):
                 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
-                s.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+                s.setsockopt(_SOL_PACKET, _PACKET_VNET_HDR, 1)
+                s.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)  # the arrival time with each frame
                 s.bind((ifname, 0))
                 s.settimeout(0.05)
                 self._socks.append(s)
@@ -282,13 +291,18 @@ class FrameRelay:
     def _receive(self, sock: socket.socket, queue, ready) -> None:
         while not self._stop.is_set():
             try:
-                frame, addr = sock.recvfrom(65535)
+                frame, ancillary, _, addr = sock.recvmsg(65535, socket.CMSG_SPACE(16))
             except (TimeoutError, OSError):
                 continue
             if addr[2] == socket.PACKET_OUTGOING:  # our own sends on this interface
                 continue
+            arrived = time.monotonic()
+            for level, kind, data in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
+                    sec, nsec = struct.unpack_from("=qq", data)
+                    arrived -= time.time() - (sec + nsec / 1e9)  # realtime arrival on the monotonic clock
             with ready:
-                queue.append((time.monotonic() + self.delay, frame))
+                queue.append((arrived, frame))
                 ready.notify()
 
     def _send(self, sock: socket.socket, queue, ready) -> None:
@@ -298,12 +312,13 @@ class FrameRelay:
                     ready.wait(0.05)
                 if not queue:
                     continue
-                due, frame = queue.popleft()
-            wait = due - time.monotonic()
+                arrived, frame = queue.popleft()
+            wait = arrived + self.delay - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             try:
                 sock.send(frame)
+                self.holds.append(time.monotonic() - arrived)
                 self.relayed += 1
             except OSError:
                 pass

@@ -22,7 +22,7 @@ def plausible(snap: dict, packets: int) -> dict:
     assert snap["packets"] == packets == snap["latency_us"]["count"]
     [flow] = snap["by_flow"]
     assert flow["packets"] == packets
-    assert 0 < flow["min_us"] <= flow["p50_us"] <= flow["p99_us"] <= flow["max_us"] < 200_000, flow
+    assert 0 < flow["min_us"] <= flow["p50_us"] <= flow["p99_us"] <= flow["max_us"] < 1_000_000, flow
     assert flow["min_us"] <= flow["avg_us"] <= flow["max_us"]
     assert snap["overflow"] == 0
     return flow
@@ -90,7 +90,7 @@ def test_stack_with_tcp(hosts):
     [flow] = snap["by_flow"]
     # every data segment reached the established socket (ACKs and FIN too; not the handshake)
     assert 10 <= flow["packets"] <= snap["stamped"] - 2, (flow, snap["stamped"])
-    assert 0 < flow["min_us"] <= flow["max_us"] < 200_000
+    assert 0 < flow["min_us"] <= flow["max_us"] < 1_000_000
 
 
 def test_forward_through_a_router(bpf):

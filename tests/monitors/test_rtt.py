@@ -101,21 +101,24 @@ def _ping_pong(client_host, server_host, rounds: int, port: int = 7000) -> list[
 
 def test_a_delay_we_make_is_measured_at_the_endpoint_and_in_the_middle(bpf):
     rounds = 30
-    with MiddleHosts(routed=False) as h, FrameRelay(h.m, "left", "right", DELAY), \
+    with MiddleHosts(routed=False) as h, FrameRelay(h.m, "left", "right", DELAY) as relay, \
             monitors.open("rtt", interface="eth0", netns=h.a.netns) as at_a, \
             monitors.open("rtt", interface="left", netns=h.m) as in_middle:
         app = _ping_pong(h.a, h.b, rounds)
         time.sleep(3 * DELAY)
         snaps = {"endpoint": at_a.snapshot(), "middle": in_middle.snapshot()}
-    expected_us = 2 * DELAY * 1e6
+    # The delay as the relay really held frames, from their arrival (10 ms each way, more when this shared
+    # machine was slow to wake the relay); the monitor must find it within 10%.
+    expected_us = 2 * statistics.median(relay.holds) * 1e6
+    assert expected_us >= 2 * DELAY * 1e6
     for where, snap in snaps.items():
         flows = {(f["src"], f["dst"]): f for f in snap["flows"]}
         out = flows[(h.a.ip, h.b.ip)]
         # every request (and the SYN) has its own TSval: they are 20 ms apart, TSval ticks every 1 ms
         assert rounds + 1 <= out["samples"] <= rounds + 3, (where, out)
-        assert out["min_us"] >= expected_us * 0.99, (where, out)   # nothing comes back faster than the relay
-        assert out["p50_us"] == pytest.approx(expected_us, rel=0.10), (where, out)
-        assert out["p50_us"] <= statistics.median(app) * 1e6 * 1.02, (where, out, statistics.median(app))
+        assert out["min_us"] >= 2 * DELAY * 1e6, (where, out)   # nothing comes back faster than the relay
+        assert out["p50_us"] == pytest.approx(expected_us, rel=0.10), (where, out, expected_us)
+        assert out["p50_us"] <= statistics.median(app) * 1e6 * 1.10, (where, out, statistics.median(app))
         assert out["min_us"] <= out["p50_us"] <= out["p99_us"] <= out["max_us"]
         # b's answers are echoed by a without the relay's delay in between (a answers at once)
         back = flows[(h.b.ip, h.a.ip)]
