@@ -262,3 +262,20 @@ def test_html_preview_shows_the_first_entries_only(maptypes):
     assert "key.saddr" in page and "value.bytes" in page and "first 20 entries shown" in page
     small = maptypes.maps["array_struct"]._repr_html_()  # 16 elements: all shown
     assert small.count("<tr>") == 1 + 16 and "16 entries" in small
+
+
+def test_iter_batches_reads_every_entry_once_and_can_delete(maptypes):
+    m = maptypes.maps["hash_int"]
+    m.update_batch((i, i * 7) for i in range(m.max_entries))
+    seen = {}
+    for keys, values, count in m.iter_batches(delete=True):
+        ks = np.frombuffer(keys, "<u4", count)
+        vs = np.frombuffer(values, "<u8", count)
+        for k, v in zip(ks.tolist(), vs.tolist()):
+            assert k not in seen
+            seen[k] = v
+    assert seen == {i: i * 7 for i in range(m.max_entries)}
+    assert len(m) == 0  # read and deleted in the same kernel operations
+    lpm = maptypes.maps["lpm_v4"]  # no batch operations: one batch of everything
+    lpm[{"prefixlen": 24, "addr": b"\x0a\x00\x00\x00"}] = 5
+    assert [count for _, _, count in lpm.iter_batches()] == [1]
