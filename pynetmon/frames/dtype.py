@@ -150,7 +150,8 @@ def _sum_into(out: Any, values: Any) -> None:
             _sum_into(out[name], values[name])  # a field of an array is a view: filled in place
         return
     if dt.kind in "uif":
-        np.sum(values, axis=1, dtype=out.dtype, out=out)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf is NaN, as in C
+            np.sum(values, axis=1, dtype=out.dtype, out=out)
     elif dt.kind == "b":
         np.any(values, axis=1, out=out)
     else:

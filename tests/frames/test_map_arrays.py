@@ -248,10 +248,69 @@ def test_random_layouts_agree_with_items(bpf, key, value, kind, seed):
         items = {freeze(k): freeze(v) for k, v in m.items()}
         assert as_items(m, m.to_numpy()) == items
         frame = m.to_pandas()
-        assert len(frame) == len(m.items())
-        addresses = {name for name, tag in m.key_codec.tags.items() if tag in ("ipv4", "ipv6", "mac")}
-        for name in addresses:
-            assert str(frame[name if name in frame else f"key.{name}"].dtype) == "category"
+        pairs = m.items()  # the same batch order as to_pandas: rows line up
+        assert len(frame) == len(pairs)
+        for row, (k, v) in zip(frame.to_dict("records"), pairs):
+            expected = expected_columns(m, k, v, set(frame.columns))
+            assert set(expected) == set(row)
+            for column, want in expected.items():
+                got = row[column]
+                assert got == want or (_isnan(want) and _isnan(got)), (column, got, want)
+
+
+def expected_columns(m: pynetmon.Map, key, value, columns: set[str]) -> dict:
+    """What to_pandas should show for one (key, value) of items(): leaf paths, per-CPU values summed,
+    char arrays as text, tagged addresses formatted, key./value. prefixes when the frame has them."""
+    out: dict = {}
+    prefixed = any(c.startswith("key.") for c in columns) and any(c.startswith("value.") for c in columns)
+    for side, codec, data in (("key", m.key_codec, key), ("value", m.value_codec, value)):
+        if side == "value" and m.per_cpu:
+            data = _sum_cpus(data)
+        root = side if not isinstance(data, dict) else (side if prefixed else "")
+        _flat(data, codec, root, out, summed=side == "value" and m.per_cpu)
+    return out
+
+
+def _isnan(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)
+
+
+def _sum_cpus(values):
+    if isinstance(values[0], dict):
+        return {k: _sum_cpus([v[k] for v in values]) for k in values[0]}
+    if isinstance(values[0], list):
+        return [_sum_cpus([v[i] for v in values]) for i in range(len(values[0]))]
+    if isinstance(values[0], float):
+        return math.fsum(values) if not any(math.isnan(v) for v in values) else math.nan
+    if isinstance(values[0], int):
+        return sum(values) % (1 << 64) if all(v >= 0 for v in values) else sum(values)
+    return values[0]
+
+
+def _flat(data, codec, path, out, summed, tag=None):
+    from pynetmon.btf_codec import ArrayCodec, BytesCodec, FloatCodec, StructCodec
+    from pynetmon.frames.table import ADDRESS_KINDS, format_address
+    # A summed integer is no longer an address; bytes summed over CPUs are CPU 0's, still one.
+    if tag in ADDRESS_KINDS and not (summed and isinstance(data, int)):
+        raw = data.to_bytes(4, "big") if isinstance(data, int) else data
+        out[path] = format_address(raw, tag)
+    elif isinstance(codec, StructCodec):
+        for name, sub in data.items():
+            field = next((c for n, _, c in codec.fields if n == name), None)
+            child = f"{path}.{name}" if path else name
+            if field is None:  # a bitfield
+                out[child] = sub
+            else:
+                _flat(sub, field, child, out, summed, codec.tags.get(name))
+    elif isinstance(codec, ArrayCodec):
+        for i, sub in enumerate(data):
+            _flat(sub, codec.elem, f"{path}[{i}]", out, summed)
+    elif isinstance(codec, BytesCodec) and codec.text:
+        out[path] = data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    elif isinstance(codec, FloatCodec) and summed:
+        out[path] = data
+    else:
+        out[path] = data
 
 
 def test_html_preview_shows_the_first_entries_only(maptypes):
