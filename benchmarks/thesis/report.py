@@ -31,8 +31,8 @@ def _tcp_table(tcp: dict, thesis: dict | None = None) -> list[str]:
 def _http_table(http: dict) -> list[str]:
     header = ("| errors | untraced req/s | traced req/s | traced % | thesis % | p50 / p99 / p99.9 µs untraced | "
               "p50 / p99 / p99.9 µs traced | h2load 5xx | triggers | mirrored conns | mirrored pkts | missed | false | "
-              "counts exact |")
-    lines = [header, "|---|---:|---:|---:|---:|---|---|---|---|---|---|---:|---:|---|"]
+              "counts exact | clone errors, backlog drops |")
+    lines = [header, "|---|---:|---:|---:|---:|---|---|---|---|---|---|---:|---:|---|---|"]
     for share, rows in http.items():
         u, t = rows["untraced"], rows["traced"]
 
@@ -44,7 +44,7 @@ def _http_table(http: dict) -> list[str]:
             f"| {share} | {u['median_rps']:.0f} | {t['median_rps']:.0f} | {pct(t['median_rps'], u['median_rps'])} | "
             f"{f'{th}%' if th else '-'} | {pcts(u)} | {pcts(t)} | {_runs(t['h2load_5xx'])} | {_runs(t['triggers'])} | "
             f"{_runs(t['mirrored_connections'])} | {_runs(t['mirrored_packets'])} | {t['missed']} | {t['false']} | "
-            f"{'yes' if t['counts_exact'] else 'NO'} |")
+            f"{'yes' if t['counts_exact'] else 'NO'} | {t.get('mirror_errors', '-')}, {t.get('backlog_drops', '-')} |")
     return lines
 
 
@@ -67,7 +67,7 @@ def markdown(data: dict) -> str:
     out = [f"# Thesis benchmark ({data['date']})", "",
            (f"Command: `make bench-thesis`{' PYTEST_ARGS=--thesis-durations' if s['thesis_durations'] else ''}; "
            f"{s['rounds']} interleaved rounds, medians; iperf3 `-i 1 -J -Z -O {s['omit']} -t {s['duration']}`; "
-           f"h2load `-c 10 -m 1 -N 15 -T 15 --h1 -n {s.get('h2load_requests', '?')}`. "
+           f"h2load `-c 10 -m 1 -N 15 -T 15 --h1 -n {data.get('h2load_requests', s.get('h2load_requests', '?'))}`. "
            f"Load average before/after: {data['load_before']} / {data.get('load_after', '?')} (2 CPUs shared)."), ""]
     if data.get("tcp"):
         out += ["## iperf3 TCP (server's eth0)", "", *_tcp_table(data["tcp"], THESIS_TCP), ""]
@@ -106,6 +106,20 @@ def markdown(data: dict) -> str:
                 f"{h['traced']['median_rps']:.0f} req/s ({pct(h['traced']['median_rps'], h['untraced']['median_rps'])}); "
                 f"missed {h['traced']['missed']}, false {h['traced']['false']}, counts exact: "
                 f"{'yes' if h['traced']['counts_exact'] else 'NO'}."), ""]
+    cost = data.get("program_cost")
+    if cost:
+        base = cost["ns_per_packet"]["pass program, any packet"]
+        single = cost.get("pass_single_run_ns", base)
+        out += [f"## The monitor's own cost per packet (BPF_PROG_TEST_RUN, median of 5 rounds; load {cost['load']})", "",
+                "| packet | ns/packet | minus the pass program |", "|---|---:|---:|"]
+        for name, ns in cost["ns_per_packet"].items():
+            # the exchange runs one packet per test run: compared with the pass program run the same way
+            ref = single if "exchange" in name else base
+            out.append(f"| {name} | {ns:.0f} | {ns - ref:.0f} |")
+        out.append("")
+    dates = data.get("dates", {})
+    if len(set(dates.values())) > 1:
+        out += ["Sections measured at different times: " + ", ".join(f"{k} {v}" for k, v in sorted(dates.items())), ""]
     return "\n".join(out)
 
 

@@ -182,6 +182,11 @@ class Monitor(abc.ABC):
         """A stream of events (state changes, blocks, triggers), for monitors that emit them."""
         raise NotSupportedError(f"the {self.kind} monitor emits no events")
 
+    def output_files(self) -> list[tuple[str, str]]:
+        """Files the options make this monitor write, as (JSON path of the option, file path), so that a
+        host running monitors for others (the service, as root) can confine them to its directory."""
+        return []
+
     def describe(self) -> dict[str, Any]:
         """What rebuilds this monitor (the state file, `GET /monitors/NAME`'s config part)."""
         return {"kind": self.kind, "interface": self.interface, "netns": self.netns,

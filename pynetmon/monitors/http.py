@@ -29,7 +29,7 @@ from ..object import BPFObject
 from . import flowkey
 from .base import Monitor, MonitorOptions
 from .histogram import Histogram, family
-from .mirror import PCAP_PREFIX, MirrorTarget, check_mirror_to
+from .mirror import PCAP_PREFIX, MirrorTarget, capture_path, check_mirror_to
 from .registry import register
 
 METHODS = ("unknown", "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")
@@ -161,6 +161,12 @@ class HttpMonitor(Monitor):
         return {"http_ports": ports, "http_nports": len(opts.ports),
                 "http_mirror_ifindex": self.mirror.ifindex if self.mirror else 0, "http_sample": opts.sample,
                 "http_ttl_ns": int(opts.mirror_ttl * 1e9), "http_mirror_codes": bytes(bitmap)}
+
+    def output_files(self) -> list[tuple[str, str]]:
+        spec = self.options.mirror_to
+        if spec and spec.startswith(PCAP_PREFIX):
+            return [("options.mirror_to", capture_path(spec[len(PCAP_PREFIX):]))]
+        return []
 
     def _stop(self) -> None:
         self._stopping.set()
@@ -316,12 +322,6 @@ class HttpMonitor(Monitor):
                                          value=len(self.traced())))
             out.extend(self.self_families())
             return out
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        if self.mirror:
-            out["mirror"] = self.mirror.describe()
-        return out
 
 
 

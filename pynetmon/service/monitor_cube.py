@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.core import Metric
@@ -13,9 +14,19 @@ from prometheus_client.core import Metric
 from ..monitors import Monitor, create
 from ..monitors.exposition import with_labels
 from .cube import Cube
-from .problems import ApiError, from_exception
+from .problems import ApiError, bad_request, from_exception
 
 log = logging.getLogger("pynetmon.service")
+
+
+def confine(monitor: Monitor, directory: Path) -> None:
+    """Refuse a monitor whose options would make the daemon (root) write outside `directory`, as packet
+    captures are confined: a REST client must not overwrite arbitrary files."""
+    base = directory.resolve()
+    for option, path in monitor.output_files():
+        resolved = Path(path).resolve()
+        if base not in resolved.parents:
+            raise bad_request(option, f"{path!r} is outside the daemon's capture directory {str(base)!r}")
 
 
 class MonitorCube(Cube):
@@ -24,17 +35,20 @@ class MonitorCube(Cube):
     service = "monitor"
 
     def __init__(self, name: str, kind: str, interface: str | None, netns: str | None,
-                 options: dict[str, Any] | None):
+                 options: dict[str, Any] | None, capture_dir: Path | None = None):
         super().__init__(name, netns)
-        self.monitor: Monitor = self._start(kind, interface, netns, options)
+        self.monitor: Monitor = self._start(kind, interface, netns, options, capture_dir)
         if interface is not None:  # watched like any cube's: detached when it vanishes, restarted when back
             self.port = self.wanted = interface
             self._ifindex = self._index_of(interface)
 
     @staticmethod
-    def _start(kind: str, interface: str | None, netns: str | None, options: dict[str, Any] | None) -> Monitor:
+    def _start(kind: str, interface: str | None, netns: str | None, options: dict[str, Any] | None,
+               capture_dir: Path | None = None) -> Monitor:
         try:
             monitor = create(kind, interface, netns, options)
+            if capture_dir is not None:
+                confine(monitor, capture_dir)
             monitor.start()
         except Exception as exc:
             raise from_exception(exc) from exc

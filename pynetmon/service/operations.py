@@ -95,7 +95,8 @@ def create_monitor(registry: Registry, name: str, body: Any) -> MonitorCube:
         raise ApiError(422, "'kinds' is reserved (GET /monitors/kinds)", [("name", "reserved")])
     netns = model.netns if model.netns is not None else registry.netns
     return cast(MonitorCube, registry.create(
-        name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options), "monitor"))
+        name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options, registry.capture_dir),
+        "monitor"))
 
 
 def update_monitor(registry: Registry, name: str, body: Any) -> None:

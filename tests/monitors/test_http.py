@@ -345,6 +345,12 @@ def test_cli_json_and_rest(hosts):
             bad = d.client.post("/monitors/h2", json={"kind": "http", "interface": "eth0",
                                                       "options": {"mirror_on": ["9xx"]}})
             assert bad.status_code == 400 and bad.json()["problems"][0]["path"] == "options.mirror_on[0]"
+            # the daemon is root: a client cannot make it write a pcap file outside its capture directory
+            out = d.client.post("/monitors/h3", json={"kind": "http", "interface": "eth0",
+                                                      "options": {"mirror_to": "pcap:/etc/pynetmon-test.pcap"}})
+            assert out.status_code == 400 and out.json()["problems"][0]["path"] == "options.mirror_to"
+            assert "outside the daemon's capture directory" in out.text
+            assert not os.path.exists("/etc/pynetmon-test.pcap")
             request(a, b.ip, PORT, ["/200", "/200", "/503"])
             snap = d.client.get("/monitors/h1").json()
             assert snap["responses"] == {"200": 2, "503": 1}
