@@ -44,7 +44,7 @@ MONITORS = {
     "flows": ("flows", lambda a, b: ("eth0", b.netns, {})),
     "drops": ("drops", lambda a, b: (None, b.netns, {})),
     "tcp": ("tcp", lambda a, b: (None, b.netns, {})),
-    "tcp, live_stats=false": ("tcp", lambda a, b: (None, b.netns, {"live_stats": False})),
+    "tcp, live_stats=true": ("tcp", lambda a, b: (None, b.netns, {"live_stats": True})),
     "rtt": ("rtt", lambda a, b: ("eth0", b.netns, {})),
     "dns": ("dns", lambda a, b: ("eth0", b.netns, {})),
     "latency reply": ("latency", lambda a, b: ("eth0", b.netns, {"mode": "reply"})),

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /* tcp: connection lifecycle and health from BTF tracepoints (no kprobes):
  * - sock:inet_sock_set_state: opening (role from the first state), connect latency, closing;
- * - tcp:tcp_probe (each segment received on an established connection): srtt, cwnd, ssthresh, bytes;
+ * - tcp:tcp_probe (each segment received on a tracked connection, option live_stats): srtt, cwnd,
+ *   ssthresh, bytes, as they were before that segment;
  * - tcp:tcp_retransmit_skb and tcp:tcp_retransmit_synack: retransmitted segments, counted as the kernel
  *   counts TcpRetransSegs (an skb carries tcp_skb_pcount segments; failed retransmits are not counted);
- * - tcp:tcp_receive_reset and tcp:tcp_send_reset: resets.
+ * - tcp:tcp_receive_reset and tcp:tcp_send_reset: resets;
+ * - a TCP socket iterator (iter/tcp), run by user space at each snapshot: the same values, current, for
+ *   the open connections of the namespace it runs in.
  * Tracepoints are global: with `netns_inum` set only sockets of that network namespace count.
  * State changes, retransmits and resets also go to a ring buffer as events. */
 #include "vmlinux.h"
@@ -229,6 +232,26 @@ int BPF_PROG(tcp_probe, struct sock *sk, const struct sk_buff *skb)
 	/* only connections we track (and so of our namespace): no filter needed before the lookup */
 	if (c)
 		refresh(sk, c);
+	return 0;
+}
+
+SEC("iter/tcp")
+int tcp_iter(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_sock *tp;
+	struct tcpmon_conn *c;
+	__u64 key;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;	/* a request or time-wait socket: not a tracked connection */
+	key = (__u64)tp;
+	c = bpf_map_lookup_elem(&tcp_conns, &key);
+	if (c)
+		refresh((const struct sock *)tp, c);
 	return 0;
 }
 

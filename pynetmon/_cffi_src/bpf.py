@@ -163,6 +163,7 @@ int bpf_obj_get(const char *pathname);
 int bpf_link_detach(int link_fd);
 int bpf_link_update(int link_fd, int new_prog_fd, const void *opts);
 int bpf_enable_stats(int type);
+int bpf_iter_create(int link_fd);
 """
 
 CUSTOMIZATIONS = ""

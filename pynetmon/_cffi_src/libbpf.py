@@ -134,6 +134,7 @@ struct bpf_link *bpf_program__attach_xdp(const struct bpf_program *prog, int ifi
 struct bpf_link *bpf_program__attach_tracepoint(const struct bpf_program *prog,
                                                 const char *tp_category, const char *tp_name);
 struct bpf_link *bpf_program__attach_trace(const struct bpf_program *prog);
+struct bpf_link *bpf_program__attach_iter(const struct bpf_program *prog, const void *opts);
 struct bpf_link *bpf_program__attach_raw_tracepoint(const struct bpf_program *prog, const char *tp_name);
 
 int bpf_link__fd(const struct bpf_link *link);

@@ -1,6 +1,6 @@
 """Tracing attachments: tracepoints (`SEC("tracepoint/CATEGORY/NAME")`), BTF tracepoints and fentry/fexit
-(`SEC("tp_btf/NAME")`, `SEC("fentry/FUNC")`, whose target is fixed at load time) and raw tracepoints,
-through libbpf's attach functions. Every one gives a kernel bpf_link: detaching destroys it, and a
+(`SEC("tp_btf/NAME")`, `SEC("fentry/FUNC")`, whose target is fixed at load time), raw tracepoints and
+iterators (`SEC("iter/tcp")`, run with `TracingLink.run_iterator()`), through libbpf's attach functions. Every one gives a kernel bpf_link: detaching destroys it, and a
 process that dies leaves nothing attached.
 
 Tracepoints are global: a program sees the events of every network namespace, so the monitors that use
@@ -11,9 +11,10 @@ them filter by namespace inode in the kernel (`pynetmon.netns.inode`).
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from .._binding import captured_libbpf_output, check_ptr, ffi, lib
+from .._binding import captured_libbpf_output, check, check_ptr, ffi, lib
 from ..errors import Error
 from ..object import BPFObject
 from ..program import Program
@@ -46,6 +47,27 @@ class TracingLink(Link):
     def __repr__(self) -> str:
         state = "attached" if self.attached else "detached"
         return f"<TracingLink prog {self.prog_id} on {self.target} {state}>"
+
+    def run_iterator(self, limit: int = 1 << 24) -> bytes:
+        """For an `iter/...` link: run the iterator once (BPF_ITER_CREATE, then read to the end) and
+        return what the program wrote (at most `limit` bytes). Iterators of network objects walk the
+        network namespace of the calling thread (enter one with `pynetmon.netns.enter`)."""
+        if not self.target.startswith("iter/"):
+            raise Error(f"{self.target} is not an iterator")
+        if not self.attached:
+            raise Error(f"the iterator {self.target} is detached")
+        fd = check(lib.bpf_iter_create(lib.bpf_link__fd(self._ptr)), f"BPF_ITER_CREATE for {self.target}")
+        chunks, size = [], 0
+        try:
+            while size < limit:
+                chunk = os.read(fd, min(1 << 16, limit - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
 
 
 def _program(obj: BPFObject, name: str):
@@ -80,6 +102,8 @@ def attach_tracing(obj: BPFObject, name: str, target: str | None = None) -> Trac
             ptr = lib.bpf_program__attach_tracepoint(prog, category.encode(), event.encode())
         elif kind in ("raw_tracepoint", "raw_tp"):
             ptr = lib.bpf_program__attach_raw_tracepoint(prog, hook.encode())
+        elif kind == "iter":
+            ptr = lib.bpf_program__attach_iter(prog, ffi.NULL)
         elif section.startswith(_TRACE_PREFIXES):
             if target is not None:
                 raise Error(f"{what}: the target of a {kind} program is fixed when it loads")

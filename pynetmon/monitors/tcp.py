@@ -21,7 +21,7 @@ from pydantic import Field
 
 from .. import netns as _netns
 from ..errors import ConfigError
-from ..link import attach_tracing
+from ..link import TracingLink, attach_tracing
 from ..maps import Map
 from ..object import BPFObject
 from ..ringbuf import RingBuffer
@@ -45,8 +45,10 @@ class TcpOptions(MonitorOptions):
     keep_closed: int = Field(1024, ge=1, le=1 << 18,
                              description="closed connections kept until a snapshot reads them (oldest go first)")
     events: bool = Field(True, description="emit state changes, retransmits and resets to the event ring")
-    live_stats: bool = Field(True, description="refresh srtt, cwnd and bytes of open connections on every received "
-                                               "segment (tcp_probe); false: only at state changes (cheaper)")
+    live_stats: bool | None = Field(
+        None, description="also refresh srtt, cwnd and bytes on every received segment (tcp_probe); the snapshot "
+                          "always refreshes them with a socket iterator, which sees only the monitor's namespace. "
+                          "None (default): only without netns, where the iterator cannot see every namespace")
     ring_bytes: int = Field(1 << 20, ge=1 << 12, le=1 << 26, description="event ring size (a power of two)")
 
 
@@ -95,7 +97,7 @@ class TcpMonitor(Monitor):
         obj.maps["tcp_conns"].set_max_entries(opts.max_entries)
         obj.maps["tcp_closed"].set_max_entries(opts.keep_closed)
         obj.maps["tcp_events"].set_max_entries(opts.ring_bytes)
-        if not opts.live_stats:
+        if not self.per_segment:
             obj.programs["tcp_probe"].set_autoload(False)
         obj.set_rodata(netns_inum=_netns.inode(self.netns) if self.netns else 0, emit_events=int(opts.events))
         obj.load()
@@ -105,8 +107,17 @@ class TcpMonitor(Monitor):
         self._latency: Map = obj.maps["tcp_connect_latency"]  # type: ignore[assignment]
         self._ring_map: Map = obj.maps["tcp_events"]  # type: ignore[assignment]
         self._ring: RingBuffer | None = None
+        self._iter: TracingLink | None = None
         for name in obj.programs:  # (loaded programs only: tcp_probe is left out without live_stats)
-            self._keep(attach_tracing(obj, name))
+            link = self._keep(attach_tracing(obj, name))
+            if name == "tcp_iter":
+                self._iter = link  # type: ignore[assignment]
+
+    @property
+    def per_segment(self) -> bool:
+        """Whether tcp_probe refreshes connections on every received segment (option live_stats)."""
+        live = self.options.live_stats  # type: ignore[attr-defined]
+        return self.netns is None if live is None else live
 
     def _stop(self) -> None:
         if getattr(self, "_ring", None) is not None:
@@ -133,6 +144,10 @@ class TcpMonitor(Monitor):
         """Open connections, and the closed ones since the previous snapshot (which this one removes
         from the kernel: each closed connection is reported once)."""
         with self.lock:
+            if self._iter is not None:
+                # current values of the open connections (tcp_probe's are from before the last segment)
+                with _netns.enter(self.netns):  # a socket iterator walks the caller's namespace
+                    self._iter.run_iterator()
             now = time.monotonic_ns()
             _, values, n = self._conns.read_raw()
             size = _CONN.size

@@ -117,6 +117,7 @@ def test_connections_roles_bytes_and_totals(hosts, live_stats):
     assert snap_a["connect_latency_us"]["count"] == 3 and snap_b["connect_latency_us"]["count"] == 0
     assert again["connections"] == []  # closed connections are reported once
     assert ("tcp_probe" in snap_a["self"]["programs"]) == live_stats
+    assert "tcp_iter" in snap_a["self"]["programs"]
 
 
 @pytest.mark.parametrize("every", [7, 13])
@@ -210,3 +211,29 @@ def test_rest(hosts):
         assert 'tcp_connections_opened_total{monitor="t1"} 1.0' in text
         assert 'tcp_connect_latency_microseconds_count{monitor="t1"} 1.0' in text
     srv.close()
+
+
+@pytest.mark.parametrize("live_stats", [True, False])
+def test_open_connections_show_current_values(hosts, live_stats):
+    """A socket iterator run in the monitor's namespace refreshes open connections at each snapshot (with
+    or without tcp_probe's per-segment refresh, whose values are those from before the segment)."""
+    a, b = hosts
+    quiet(a, b)
+    srv = _server(b)
+    with monitors.open("tcp", netns=a.netns, live_stats=live_stats) as m:
+        client = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.connect((b.ip, PORT))
+        conn, _ = srv.accept()
+        client.sendall(b"u" * 7000)
+        got = 0
+        while got < 7000:
+            got += len(conn.recv(65536))
+        conn.sendall(b"d" * 300)
+        assert len(client.recv(300)) == 300
+        settle()
+        [row] = m.snapshot()["connections"]
+        client.close()
+        conn.close()
+    srv.close()
+    assert (row["state"], row["closed_ns"]) == ("ESTABLISHED", None)
+    assert (row["bytes_sent"], row["bytes_acked"], row["bytes_received"]) == (7000, 7001, 300)
