@@ -54,10 +54,19 @@ class MapSpec:
         check(lib.bpf_map__set_map_flags(self._ptr, flags), f"set flags of map {self.name!r}")
 
     def reuse(self, other: Map | int) -> None:
-        """Use an existing kernel map instead of creating one (libbpf map reuse): the two objects share it."""
+        """Use an existing kernel map instead of creating one (libbpf map reuse): the two objects share it.
+
+        The map keeps the key and value types of the object that defines it (`other`'s codecs); given a
+        bare fd, those this object declares. libbpf copies the kernel's BTF type ids of the existing map,
+        which number types in the other object's BTF and mean nothing in this one."""
         fd = other if isinstance(other, int) else other.fd
+        own = (lib.bpf_map__btf_key_type_id(self._ptr), lib.bpf_map__btf_value_type_id(self._ptr))
         check(lib.bpf_map__reuse_fd(self._ptr, fd), f"reuse map fd for {self.name!r}",
               "the existing map must have the same type, key size, value size and max_entries")
+        if isinstance(other, int):
+            self._obj._reused_ids[self.name] = own
+        else:
+            self._obj._reused_codecs[self.name] = (other.key_codec, other.value_codec)
 
     def initial_value(self) -> bytes | None:
         size = ffi.new("size_t *")
@@ -106,6 +115,9 @@ class BPFObject:
         self._ptr = ffi.NULL
         self._buf = None
         self._charge: limits.Charge | None = None
+        # Reused maps (MapSpec.reuse): the defining Map's codecs, or, given a bare fd, our own BTF ids.
+        self._reused_codecs: dict[str, tuple[Any, Any]] = {}
+        self._reused_ids: dict[str, tuple[int, int]] = {}
         self.loaded = False
         opts = ffi.new("struct bpf_object_open_opts *")
         opts.sz = ffi.sizeof("struct bpf_object_open_opts")
@@ -187,9 +199,10 @@ class BPFObject:
             fd = lib.bpf_map__fd(ptr)
             if fd < 0:  # not created (autocreate off)
                 continue
-            kid, vid = btf_ids[spec.name]
+            kid, vid = self._reused_ids.get(spec.name, btf_ids[spec.name])
             kc = types.codec(kid) if types and kid else None
             vc = types.codec(vid) if types and vid else None
+            kc, vc = self._reused_codecs.get(spec.name, (kc, vc))
             live_maps[spec.name] = Map(fd, spec.name, lib.bpf_map__type(ptr), lib.bpf_map__key_size(ptr),
                                        lib.bpf_map__value_size(ptr), lib.bpf_map__max_entries(ptr), kc, vc,
                                        flags=lib.bpf_map__map_flags(ptr))
