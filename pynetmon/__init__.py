@@ -10,6 +10,7 @@
 from .doctor import doctor
 from .errors import (
     BPFError,
+    ClosedError,
     CompileError,
     ConfigError,
     Error,
@@ -30,7 +31,7 @@ from .recorder import Recorder
 from .ringbuf import PerfBuffer, RingBuffer
 
 __all__ = [
-    "BPFError", "BPFObject", "CompileError", "ConfigError", "Dynmon", "Error", "FilterError",
+    "BPFError", "BPFObject", "ClosedError", "CompileError", "ConfigError", "Dynmon", "Error", "FilterError",
     "InterfaceNotFoundError", "LoadError", "Map", "MapFullError", "MapKeyError", "NotSupportedError",
     "PacketCapture", "PacketFilter", "PerfBuffer", "PermissionDeniedError", "Program", "Recorder", "RingBuffer",
     "TestRun", "VerifierError", "attach_tc", "attach_xdp", "doctor", "filter", "plot",

@@ -59,6 +59,12 @@ class MapKeyError(Error, KeyError):
         return f"no entry for key {self.key!r}{where}"
 
 
+class ClosedError(Error, ValueError):
+    """The map or object was closed before (or while) it was used; `.errno` is EBADF."""
+
+    errno = _errno.EBADF
+
+
 class MapFullError(BPFError):
     """The map is full (E2BIG) and cannot take another key."""
 

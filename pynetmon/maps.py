@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._binding import check, ffi, lib
 from .btf_codec import BytesCodec, Codec, IntCodec, compile_pairs, gc_paused, per_cpu_stride
-from .errors import ENOTSUPP, MapKeyError, NotSupportedError, error_from_errno
+from .errors import ENOTSUPP, ClosedError, MapKeyError, NotSupportedError, error_from_errno
 
 if TYPE_CHECKING:  # the optional `pynetmon[data]` extra: imported by the methods that need it
     import numpy
@@ -36,6 +36,17 @@ MIN_BATCH = 256
 
 def possible_cpus() -> int:
     return lib.libbpf_num_possible_cpus()
+
+
+_placeholder: int | None = None
+
+
+def _placeholder_fd() -> int:
+    """A descriptor of /dev/null, dup2()ed over the descriptors of closed maps (see Map.close)."""
+    global _placeholder
+    if _placeholder is None:
+        _placeholder = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _placeholder
 
 
 class Map:
@@ -64,6 +75,7 @@ class Map:
         self._stride = per_cpu_stride(value_size) if self.per_cpu else value_size
         self._value_bytes = self._stride * self.ncpus
         self._owned_fd = owned_fd
+        self._retired = False
         self._batch_ok: bool | None = None if self.type in BATCH_TYPES else False
 
     # ---- construction ---------------------------------------------------------------------------
@@ -90,8 +102,8 @@ class Map:
 
     @property
     def fd(self) -> int:
-        if self._fd < 0:
-            raise ValueError(f"map {self.name!r} is closed")
+        if self._fd < 0 or self._retired:
+            raise ClosedError(f"map {self.name!r} is closed")
         return self._fd
 
     @property
@@ -103,16 +115,21 @@ class Map:
         return info.id
 
     def close(self) -> None:
-        if self._owned_fd and self._fd >= 0:
-            os.close(self._fd)
-        self._fd = -1
+        """Release the map. Later calls raise ClosedError. A call another thread has already begun
+        fails with a pynetmon.Error too, and can never reach another map: the descriptor number is
+        pointed at /dev/null rather than closed, and freed only when this object is freed (no thread can
+        still hold the number then), so it cannot be reused meanwhile for a new map."""
+        if self._owned_fd and self._fd >= 0 and not self._retired:
+            os.dup2(_placeholder_fd(), self._fd, inheritable=False)
+        self._retired = True
 
     def __del__(self) -> None:
-        if getattr(self, "_owned_fd", False):
+        if getattr(self, "_owned_fd", False) and self._fd >= 0:
             try:
-                self.close()
+                os.close(self._fd)
             except Exception:  # noqa: BLE001, S110 - interpreter shutdown
                 pass
+            self._fd = -1
 
     def __repr__(self) -> str:
         return (f"<Map {self.name!r} {self.type} key={self.key_size}B value={self.value_size}B "

@@ -203,9 +203,11 @@ class BPFObject:
             kc = types.codec(kid) if types and kid else None
             vc = types.codec(vid) if types and vid else None
             kc, vc = self._reused_codecs.get(spec.name, (kc, vc))
-            live_maps[spec.name] = Map(fd, spec.name, lib.bpf_map__type(ptr), lib.bpf_map__key_size(ptr),
+            # The Map owns a copy of the descriptor, so that closing the object cannot free a number a
+            # reading thread still holds (Map.close).
+            live_maps[spec.name] = Map(os.dup(fd), spec.name, lib.bpf_map__type(ptr), lib.bpf_map__key_size(ptr),
                                        lib.bpf_map__value_size(ptr), lib.bpf_map__max_entries(ptr), kc, vc,
-                                       flags=lib.bpf_map__map_flags(ptr))
+                                       flags=lib.bpf_map__map_flags(ptr), owned_fd=True)
         self.maps = live_maps
         self.programs = {
             s.name: Program(lib.bpf_program__fd(s._ptr), s.name, lib.bpf_program__type(s._ptr), s.section)
@@ -245,7 +247,8 @@ class BPFObject:
         new = [limits.MapNeed(s.name, s.type, s.key_size, s.value_size, s.max_entries)
                for s in self.maps.values() if lib.bpf_map__fd(s._ptr) < 0]  # a reused map exists already
         what = f"BPF object {self.name!r}"
-        limits.check_fds(what, len(new) + len(self.programs) + limits.FD_FIXED_COST)
+        # Each map is two descriptors: libbpf's and the Map's own copy (Map.close).
+        limits.check_fds(what, 2 * len(self.maps) + len(self.programs) + limits.FD_FIXED_COST)
         self._charge = limits.charge(what, new, possible_cpus(), owner=self)
 
     def close(self) -> None:
@@ -255,7 +258,7 @@ class BPFObject:
         if self._ptr != ffi.NULL:
             for m in self.maps.values():
                 if isinstance(m, Map):
-                    m._fd = -1
+                    m.close()
             for p in self.programs.values():
                 if isinstance(p, Program):
                     p._fd = -1
