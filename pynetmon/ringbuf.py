@@ -11,6 +11,10 @@ however many records it brings, and Python splits the batch afterwards (or not a
 ...     for record in rb:                        # or iterate: blocks until the reader is closed
 ...         ...
 
+After fork() the child's copies of every reader are closed (they are the parent's: the ring's consumer
+position is shared, and a poll in progress in another thread held the reader's lock, which no thread of
+the child would ever release); the child opens its own reader if it needs one.
+
 Lost samples: a perf buffer reports samples the kernel overwrote (`lost`). A ring buffer never loses
 what was committed; a program learns of a full ring from `bpf_ringbuf_output`'s error and counts it
 itself. Either reader counts samples it had to drop for want of memory in `oom`.
@@ -18,9 +22,11 @@ itself. Either reader counts samples it had to drop for want of memory in `oom`.
 from __future__ import annotations
 
 import errno
+import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +74,28 @@ def _map_fd(map: Map | int, expected: str, what: str) -> tuple[int, str]:
     raise TypeError(f"{what} needs a Map or a map file descriptor, not {type(map).__name__}")
 
 
+_live: weakref.WeakSet[_Closes] = weakref.WeakSet()
+
+
+def _close_in_forked_child() -> None:
+    """Every reader the parent had is closed in the child without touching libbpf or the ring (both are the
+    parent's), with a fresh lock: a poll in another thread held the old one, and that thread is gone."""
+    for reader in list(_live):
+        reader._lock = threading.Lock()
+        reader.closed = True
+
+
+os.register_at_fork(after_in_child=_close_in_forked_child)
+
+
 class _Closes:
-    """`with` and garbage collection both end in `close()`."""
+    """`with` and garbage collection both end in `close()`; every reader is closed in a forked child."""
+
+    _lock: threading.Lock
+    closed: bool
+
+    def _track(self) -> None:
+        _live.add(self)
 
     def close(self) -> None:
         raise NotImplementedError
@@ -102,6 +128,7 @@ class _BufferReader(_Closes):
         # libbpf's buffer objects are not thread-safe, and close() must not free one under a poll.
         self._lock = threading.Lock()
         self.closed = False
+        self._track()
 
     # Subclasses set these to the libbpf functions of their kind.
     _poll_fn: Callable[..., int]
@@ -326,6 +353,7 @@ class BatchRing(_Closes):
         self._sink.limit = max(int(batch_limit), 0)
         self._lock = threading.Lock()
         self.closed = False
+        self._track()
         self._ring = lib.pynetmon_ring_open(fd, map.max_entries)
         if self._ring == ffi.NULL:
             err = ffi.errno or errno.EINVAL

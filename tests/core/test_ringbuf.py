@@ -6,6 +6,7 @@ so every sample is known in advance, lengths are odd as often as not, and order 
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import threading
 
@@ -337,3 +338,55 @@ def test_batch_ring_finds_quiet_samples_when_the_wait_ends_and_bounds_a_batch(em
 def test_batch_ring_refuses_other_maps(emitter):
     with pytest.raises(NotSupportedError, match="ringbuf"):
         BatchRing(emitter.maps["perf"])
+
+
+# ---- fork while a reader polls (issue 11 §6) ---------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["ring", "perf", "batch"])
+def test_fork_while_a_reader_polls_does_not_deadlock_the_child(emitter, kind):
+    if kind == "batch":
+        reader = BatchRing(emitter.maps["ring2"])
+    else:
+        reader = RingBuffer(emitter.maps["ring2"]) if kind == "ring" else PerfBuffer(emitter.maps["perf"], 1)
+    stop = threading.Event()
+
+    def poll_until_stopped():
+        while not stop.is_set():
+            try:
+                reader.poll_batch(100)
+            except ValueError:
+                return
+
+    thread = threading.Thread(target=poll_until_stopped, daemon=True)
+    thread.start()
+    try:
+        for _ in range(1000):  # until a poll is under way: its lock is held in the parent at fork time
+            if reader._lock.locked():
+                break
+            threading.Event().wait(0.01)
+        pid = os.fork()
+        if pid == 0:  # the child: the copy of the reader is closed, and closing or using it never blocks
+            code = 3
+            try:
+                reader.close()
+                try:
+                    reader.poll_batch(0)
+                except ValueError:
+                    code = 0
+            finally:
+                os._exit(code)
+        for _ in range(1000):  # at most 10 s, then the child is taken for deadlocked
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            threading.Event().wait(0.01)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the forked child deadlocked (killed after 10 s)"
+        assert not reader.closed  # the parent's reader goes on
+        reader.poll_batch(0)
+    finally:
+        stop.set()
+        thread.join(10)
+        reader.close()
