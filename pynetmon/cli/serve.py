@@ -65,6 +65,7 @@ def _show(value: int, size: bool) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    import sys
     from dataclasses import fields
 
     from .. import sandbox
@@ -90,7 +91,14 @@ def run(args: argparse.Namespace) -> int:
                            netns=args.netns, state_file=Path(args.state_file) if args.state_file else None,
                            capture_dir=Path(args.capture_dir),
                            limits=Limits(**{f.name: getattr(args, f"limit_{f.name}") for f in fields(Limits)}))
-    return serve(config)
+    code = serve(config)
+    # Every cube is detached and every capture file flushed. Worker threads still inside a request (a
+    # compile, a capture stream's read) would hold the exit for seconds while Python joins them: the
+    # process ends here instead.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _check_capture_dir(path: Path) -> None:

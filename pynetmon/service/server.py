@@ -3,6 +3,7 @@ printed), whose SIGTERM/SIGINT handling also ends the open capture streams, so t
 streams stop, then every cube is detached and every capture file flushed."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -17,6 +18,7 @@ from .app import create_app
 from .config import ServiceConfig
 
 log = logging.getLogger("pynetmon.service")
+SHUTDOWN_GRACE = 0.2  # seconds open connections get to finish after SIGTERM/SIGINT
 
 
 class _Server(uvicorn.Server):
@@ -36,6 +38,20 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig, frame) -> None:
         self._service_state.stopping.set()  # capture streams end, so uvicorn is not kept waiting on them
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets=None) -> None:
+        # A stream whose client stopped reading waits in its send for a drain that never comes, and
+        # uvicorn would wait --timeout-graceful-shutdown for it. Connections still open shortly after the
+        # signal are aborted instead (their request cannot finish in time anyway), so that the daemon
+        # stops well within a second, with every cube detached by the lifespan shutdown that follows.
+        asyncio.get_running_loop().call_later(SHUTDOWN_GRACE, self._abort_connections)
+        await super().shutdown(sockets)
+
+    def _abort_connections(self) -> None:
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.abort()
 
 
 def bind(host: str, port: int) -> socket.socket:
