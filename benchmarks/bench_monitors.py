@@ -30,7 +30,7 @@ import pytest
 
 from pynetmon import monitors
 from pynetmon.errors import MapFullError
-from pynetmon.monitors import dnswire, flowkey
+from pynetmon.monitors import dnswire, flowkey, latstats
 from pynetmon.object import BPFObject
 from pynetmon.testhosts import TestHosts
 from pynetmon.toolchain import compile_c
@@ -150,40 +150,60 @@ def _dns_frame() -> bytes:
     return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + struct.pack("!HHHH", 40000, 53, 8 + len(query), 0) + query
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF, namespaces)")
+def _delay_object(kind: str, **options) -> BPFObject:
+    """The loaded object of a delay monitor with the load-time knobs its Monitor sets for `options`
+    (loaded here, not through a started monitor: a started monitor holds BPF_ENABLE_STATS, and run-time
+    statistics would add two clock reads to every run measured)."""
+    opts = monitors.get(kind).Options(**options)
+    hist, nslots = latstats.hist_config(opts)  # type: ignore[arg-type]
+    obj = BPFObject.from_package(f"monitors/{kind}")
+    obj.maps[f"{kind}_hist"].set_max_entries(nslots)  # type: ignore[union-attr]
+    if kind == "rtt":
+        obj.set_rodata(rtt_hist_config=hist)
+    elif kind == "dns":
+        ports = [*opts.ports, *[0] * (8 - len(opts.ports))]  # type: ignore[attr-defined]
+        obj.set_rodata(dns_config=hist + struct.pack("=8H", *ports))
+    else:
+        for name in ("latency_tcp_probe", "latency_data_ready"):
+            obj.programs[name].set_autoload(False)  # type: ignore[union-attr]
+        obj.set_rodata(latency_config=hist + struct.pack("=I4xQ", 0, 10**9))  # mode reply, max_age 1 s
+    return obj.load()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
 def test_per_packet_cost_delay_monitors():
-    """rtt, dns and latency programs on the packets that take their common paths, against the empty
-    program, BPF_PROG_TEST_RUN as above (the monitors are opened on a test host so that their load-time
-    knobs are set as in use)."""
+    """rtt, dns and latency (reply) programs on the packets that take their common paths, against the
+    empty program, BPF_PROG_TEST_RUN as above."""
     udp, dns = _udp_frame(), _dns_frame()
     data = _tcp_ts_frame(40000, 5201, 1000, 77, bytes(100))   # TSval seen before: lookup only
     ack = _tcp_ts_frame(5201, 40000, 78, 999, b"")            # TSecr of nothing pending: lookup only
-    with TestHosts(prefix="pmc") as (_a, b), BPFObject(compile_c(EMPTY_TC, use_cache=False), name="empty") as empty, \
-            monitors.open("rtt", interface="eth0", netns=b.netns) as rtt, \
-            monitors.open("dns", interface="eth0", netns=b.netns) as dnsm, \
-            monitors.open("latency", interface="eth0", netns=b.netns, mode="reply") as lat:
+    with BPFObject(compile_c(EMPTY_TC, use_cache=False), name="empty") as empty, _delay_object("rtt") as rtt, \
+            _delay_object("dns") as dnso, _delay_object("latency") as lat:
         empty.load()
         cases = {
             "empty": (empty.programs["empty"], udp),
-            "rtt, UDP (not TCP)": (rtt.objects[0].programs["rtt_ingress"], udp),
-            "rtt, TCP data, TSval known": (rtt.objects[0].programs["rtt_egress"], data),
-            "rtt, TCP pure ACK, TSecr unknown": (rtt.objects[0].programs["rtt_ingress"], ack),
-            "dns, UDP not DNS": (dnsm.objects[0].programs["dns_ingress"], udp),
-            "dns, query www.example.com": (dnsm.objects[0].programs["dns_egress"], dns),
-            "latency reply, ingress (flow stamped)": (lat.objects[0].programs["latency_ingress"], udp),
-            "latency reply, egress (no reply pending)": (lat.objects[0].programs["latency_egress"], udp),
+            "rtt, UDP (not TCP)": (rtt.programs["rtt_ingress"], udp),
+            "rtt, TCP data, TSval known": (rtt.programs["rtt_egress"], data),
+            "rtt, TCP pure ACK, TSecr unknown": (rtt.programs["rtt_ingress"], ack),
+            "dns, UDP not DNS": (dnso.programs["dns_ingress"], udp),
+            "dns, query www.example.com": (dnso.programs["dns_egress"], dns),
+            "latency reply, ingress (flow stamped)": (lat.programs["latency_ingress"], udp),
+            "latency reply, egress (no reply pending)": (lat.programs["latency_egress"], udp),
         }
         rounds: dict[str, list[int]] = {name: [] for name in cases}
-        for _ in range(5):
-            for name, (prog, frame) in cases.items():
-                rounds[name].append(prog.test_run(frame, REPEAT // 4).duration_ns)
+        for _ in range(9):
+            for name, (prog, frame) in cases.items():  # interleaved: each round sees the same machine
+                rounds[name].append(prog.test_run(frame, REPEAT).duration_ns)  # type: ignore[union-attr]
     med = statistics.median
-    base = med(rounds["empty"])
-    print(f"\nBPF_PROG_TEST_RUN, {REPEAT // 4:,} repeats, median of 5; load {os.getloadavg()[0]:.2f}")
-    print("| program, packet | ns/packet | minus empty |")
-    print("|---|---|---|")
+    base, base_min = med(rounds["empty"]), min(rounds["empty"])
+    # Other processes on a shared machine may hold BPF_ENABLE_STATS (two clock reads per run) for part of
+    # the run: the minimum of the rounds is shown next to the median.
+    print(f"\nBPF_PROG_TEST_RUN, {REPEAT:,} repeats, 9 interleaved rounds; load {os.getloadavg()[0]:.2f}")
+    print("| program, packet | ns/packet median | minus empty | min | minus empty's min |")
+    print("|---|---|---|---|---|")
     for name, values in rounds.items():
-        print(f"| {name} | {med(values):.1f} | {med(values) - base:.1f} |")
+        print(f"| {name} | {med(values):.1f} | {med(values) - base:.1f} | {min(values):.1f} | "
+              f"{min(values) - base_min:.1f} |")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF, namespaces)")
