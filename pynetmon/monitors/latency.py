@@ -20,7 +20,7 @@ import struct
 from typing import Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from ..link import attach_tc, attach_tracing
 from ..maps import Map
@@ -37,18 +37,19 @@ STACK_PROGRAMS = ("latency_tcp_probe", "latency_data_ready")
 
 class LatencyOptions(CardinalityOptions, latstats.HistogramOptions):
     mode: Literal["reply", "stack", "forward"] = Field("reply", description="where the time ends (see the monitor)")
-    egress_interface: str | None = Field(None, min_length=1, max_length=15,
+    egress_interface: str | None = Field(None, min_length=1, max_length=15, validate_default=True,
                                          description="mode=forward: the interface packets leave by")
     max_entries: int = Field(4096, ge=16, le=1 << 20, description="flows the kernel table holds (808 bytes each)")
     max_pending: int = Field(16384, ge=16, le=1 << 22, description="stamped packets waiting for their end (LRU)")
     max_age: float = Field(1.0, gt=0, le=60, description="stack/forward: seconds after which a stamp is stale")
     idle_timeout: float = Field(300.0, gt=0, le=86_400, description="seconds without a sample before a flow is removed")
 
-    @model_validator(mode="after")
-    def _egress(self) -> LatencyOptions:
-        if (self.mode == "forward") != (self.egress_interface is not None):
-            raise ValueError("egress_interface is needed with mode=forward, and only there")
-        return self
+    @field_validator("egress_interface")
+    @classmethod
+    def _egress(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (info.data.get("mode") == "forward") != (value is not None):
+            raise ValueError("needed with mode=forward, and only there")
+        return value
 
 
 @register

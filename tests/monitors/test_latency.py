@@ -107,8 +107,8 @@ def test_forward_through_a_router(bpf):
     assert snap["stale"] == 0
 
 
-@pytest.mark.parametrize("options, path", [({"mode": "forward"}, "options"),
-                                           ({"egress_interface": "eth1"}, "options"),
+@pytest.mark.parametrize("options, path", [({"mode": "forward"}, "options.egress_interface"),
+                                           ({"egress_interface": "eth1"}, "options.egress_interface"),
                                            ({"mode": "kernel"}, "options.mode"),
                                            ({"linear": 0}, "options.linear")])
 def test_bad_options_are_refused_by_name(options, path):
