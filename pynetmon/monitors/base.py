@@ -192,6 +192,16 @@ class Monitor(abc.ABC):
         return {"kind": self.kind, "interface": self.interface, "netns": self.netns,
                 "options": self.options.model_dump(mode="json")}
 
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: the current snapshot as a compact table (pynetmon/frames/html.py)."""
+        from ..frames.html import snapshot_html, table_html
+        if not self._started:
+            return table_html(["state"], [["not started"]], repr(self))
+        try:
+            return snapshot_html(self.snapshot(), repr(self))
+        except Error as exc:  # a display must not fail the notebook cell
+            return table_html(["error"], [[str(exc)]], repr(self))
+
     def __repr__(self) -> str:
         where = f" on {self.interface}" if self.interface else ""
         ns = f" in {self.netns}" if self.netns else ""

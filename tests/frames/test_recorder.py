@@ -146,3 +146,17 @@ def test_counter_deltas_sum_to_the_increments_of_a_wrapping_u32(increments, star
     # A wrap is told from a reset by the previous reading being in the upper half: true whenever an
     # increment below 2**31 crosses the top.
     assert deltas[1:] == increments
+
+
+def test_monitor_rich_display_and_recorder_source(hosts):
+    """A ready monitor (flows) shows its snapshot as a table, and a Recorder samples its snapshot()."""
+    import pynetmon.monitors
+    with pynetmon.monitors.open("flows", interface="eth0", netns=hosts.b.netns) as monitor:
+        with pynetmon.Recorder(monitor, interval=10) as rec:  # samples at start and at stop
+            hosts.a.send_udp(hosts.b.ip, PORT, 20)
+            time.sleep(0.05)
+        page = monitor._repr_html_()
+        assert page.startswith("<table") and "flows" in page and "self.run_count" in page
+    assert len(rec) == 2 and rec.errors == 0
+    assert "self.run_count" in rec.frame().columns
+    assert "not started" in pynetmon.monitors.create("flows", "eth0", hosts.b.netns, {})._repr_html_()
