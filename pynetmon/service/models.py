@@ -172,7 +172,10 @@ class CubeInfo(BaseModel):
     name: str
     service_name: str = Field(alias="service-name")
     type: str
-    parent: str = Field(description="interface the cube is attached to, '' when detached")
+    parent: str = Field(description="interface the cube is attached to (or waits for), '' when detached")
+    status: Literal["attached", "detached", "waiting for interface"] = Field(
+        "detached", description="'waiting for interface' while its interface does not exist: it is attached "
+                                "again when the interface appears")
 
 
 class MonitorDescription(TypedDict):

@@ -51,6 +51,20 @@ def _error(description: str) -> dict:
             "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorBody")}}}}
 
 
+STREAMS = {"application/vnd.tcpdump.pcap"}  # answers that last as long as the capture runs
+
+
+def _links(created: Endpoint, endpoints: list[Endpoint]) -> dict[str, Any]:
+    """OpenAPI links from a create (201 on a path naming a cube) to every operation on that cube and below
+    it, with the same name: what a client (and schemathesis' stateful tests) does next. Streams are left
+    out: they answer for as long as the capture runs."""
+    if created.method != "POST" or created.status != 201 or "name" not in created.params:
+        return {}
+    return {f.operation_id: {"operationId": f.operation_id, "parameters": {"name": "$request.path.name"}}
+            for f in endpoints if f is not created and "name" in f.params
+            and f.path.startswith(created.path) and f.media_type not in STREAMS}
+
+
 def build(endpoints: list[Endpoint], *, token: bool) -> dict[str, Any]:
     """The document for `endpoints`; `token` says whether the daemon requires a bearer token."""
     schemas = _Schemas([t for e in endpoints for t in (e.body, e.answer, *e.params.values()) if t is not None])
@@ -67,6 +81,9 @@ def build(endpoints: list[Endpoint], *, token: bool) -> dict[str, Any]:
         ok: dict[str, Any] = {"description": "success"}
         if e.status != 204 and e.answer is not None:
             ok["content"] = {e.media_type: {"schema": schemas[e.answer]}}
+        links = _links(e, endpoints)
+        if links:
+            ok["links"] = links
         op["responses"] = {str(e.status): ok}
         if e.body is not None:
             op["responses"]["400"] = _error("invalid request: `problems` lists each JSON path and reason")

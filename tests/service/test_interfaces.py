@@ -98,3 +98,24 @@ def test_recreated_interface_is_noticed_by_a_repeated_attach(hosts, tmp_path):
         assert a.send_udp(b.ip, UDP_PORT, 5) == 5
         time.sleep(0.2)
         assert _count(c) == 5
+
+
+def test_ready_monitor_follows_its_interface(hosts, tmp_path):
+    """The same for a ready monitor (`/monitors/NAME`): stopped when its interface vanishes, started again
+    on the new one."""
+    _, b = hosts
+    with Daemon("--netns", b.netns, log_path=tmp_path / "serve.log") as d:
+        c = d.client
+        r = c.post("/monitors/f1", json={"kind": "flows", "interface": "eth0"})
+        assert r.status_code == 201, r.text
+        assert _statuses(c) == {"f1": "attached"}
+        hosts.unlink()
+        _wait(lambda: _statuses(c) == {"f1": "waiting for interface"}, "the monitor to notice")
+        assert _attached_gauge(c) == {'pynetmon_attached{cube="f1",interface="eth0"}': "0.0"}
+        hosts.relink()
+        _wait(lambda: _statuses(c) == {"f1": "attached"}, "the monitor to start again")
+        assert len(tc_programs("eth0", "ingress", netns=b.netns)) == 1
+        assert c.get("/monitors/f1").json()["monitor"]["interface"] == "eth0"
+        assert c.delete("/monitors/f1").status_code == 204
+        assert not tc_programs("eth0", "ingress", netns=b.netns)
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
