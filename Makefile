@@ -30,9 +30,10 @@ STAMP_APT := $(VENV)/.apt-stamp
 # what those include, copied out of /usr/include.
 SYSROOT := pynetmon/data/sysroot/.complete
 STAMP_PY := $(VENV)/.py-stamp
+STAMP_EDITABLE := $(VENV)/.editable-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all bpf build deps run test bench bench-quick bench-thesis lint clean
+.PHONY: all bpf build deps run test bench bench-quick bench-thesis lint clean install
 
 all: build
 
@@ -99,8 +100,18 @@ $(STAMP_PY): requirements.txt | $(STAMP_APT)
 
 deps: $(STAMP_PY)
 
-build: deps bpf
+build: deps bpf $(STAMP_EDITABLE)
 	$(PY) setup.py -q build_ext --inplace
+
+# The package installed into .venv in editable mode: `.venv/bin/pynetmon` runs this checkout.
+$(STAMP_EDITABLE): setup.py pyproject.toml | $(STAMP_PY) bpf
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+# `pynetmon` on everyone's PATH: a link to the virtual environment's command (or: . .venv/bin/activate).
+install: build
+	ln -sf $(CURDIR)/$(VENV)/bin/pynetmon /usr/local/bin/pynetmon
+	@echo "pynetmon -> $$(readlink /usr/local/bin/pynetmon)"
 
 run: build
 	$(PY) -m pynetmon demo

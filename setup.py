@@ -34,6 +34,12 @@ setup(
         "dpkt>=1.9",
         "pydantic>=2",
         "prometheus_client>=0.17",
+        # the service and the CLI's live views (`pynetmon serve`, `pynetmon top`)
+        "starlette>=0.37",
+        "anyio>=4",
+        "uvicorn>=0.29",
+        "rich>=13",
+        "typing_extensions>=4.6",
     ],
     # NumPy arrays, DataFrames, plots and the Recorder's frames (pynetmon.frames, pynetmon.plot).
     extras_require={"data": ["numpy>=1.24", "pandas>=2.0", "matplotlib>=3.7"]},
