@@ -19,6 +19,7 @@ to prometheus_client's public `generate_latest`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -165,6 +166,7 @@ def _escape(s: str, escaping: str, metric: bool) -> str:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)  # names repeat on every sample: escaped once each
 def _name(s: str, escaping: str, metric: bool) -> str:
     legacy = legacy_metric_name(s) if metric else legacy_label_name(s)
     if not s:
@@ -188,6 +190,8 @@ def label_name(name: str, escaping: str = UNDERSCORES) -> str:
 
 def go_float(value: float) -> str:
     """A sample value as Go (and so Prometheus) writes floats: `1.0`, `1.5e+06`, `+Inf`, `NaN`."""
+    if type(value) is int and 0 <= value < 1_000_000:  # counters, mostly: exact as a float, no exponent
+        return f"{value}.0"
     d = float(value)
     if d == math.inf:
         return "+Inf"
@@ -249,6 +253,13 @@ class NativeHistogramError(Exception):
     """A family holds a native histogram sample: written by prometheus_client instead."""
 
 
+@functools.lru_cache(maxsize=4096)
+def _sample_name(name: str, escaping: str) -> str:
+    """A sample name as OpenMetrics writes it in front of the labels (escaped character by character,
+    as a label name)."""
+    return _escape(name, escaping, False)
+
+
 def _sample_line_openmetrics(family: Metric, s: Sample, fmt: Format) -> str:
     escaping = fmt.escaping
     legacy_name = legacy_metric_name(s.name)
@@ -265,7 +276,7 @@ def _sample_line_openmetrics(family: Metric, s: Sample, fmt: Format) -> str:
         raise NativeHistogramError
     value = go_float(s.value) if s.value is not None else ""
     if escaping != ALLOW_UTF8 or legacy_name:
-        return f"{_escape(s.name, escaping, False)}{labelstr} {value}{timestamp}{exemplar}\n"
+        return f"{_sample_name(s.name, escaping)}{labelstr} {value}{timestamp}{exemplar}\n"
     return f"{labelstr} {value}{timestamp}{exemplar}\n"
 
 
