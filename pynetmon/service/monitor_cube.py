@@ -35,12 +35,31 @@ class MonitorCube(Cube):
     service = "monitor"
 
     def __init__(self, name: str, kind: str, interface: str | None, netns: str | None,
-                 options: dict[str, Any] | None, capture_dir: Path | None = None):
+                 options: dict[str, Any] | None, capture_dir: Path | None = None, *, wait: bool = False):
         super().__init__(name, netns)
-        self.monitor: Monitor = self._start(kind, interface, netns, options, capture_dir)
-        if interface is not None:  # watched like any cube's: detached when it vanishes, restarted when back
-            self.port = self.wanted = interface
-            self._ifindex = self._index_of(interface)
+        self._capture_dir = capture_dir
+        self._spec: dict[str, Any] = {"kind": kind, "interface": interface, "netns": netns, "options": options}
+        self._monitor: Monitor | None = None  # None while it waits for its interface
+        if interface is not None:  # watched like any cube's: stopped when it vanishes, started when back
+            self.wanted = interface
+            if wait and not self._index_of(interface):
+                return  # restored from the state file before its interface exists: started when it appears
+        self._attach_monitor(interface)
+        if interface is not None:
+            self.port, self._ifindex = interface, self._index_of(interface)
+
+    @property
+    def monitor(self) -> Monitor:
+        """The running monitor; ApiError(409) while it waits for its interface."""
+        if self._monitor is None:
+            raise ApiError(409, f"monitor {self.name!r} is waiting for interface {self.wanted!r}",
+                           [("interface", "does not exist now")])
+        return self._monitor
+
+    def _attach_monitor(self, interface: str | None) -> None:
+        spec = self._spec
+        self._monitor = self._start(spec["kind"], interface, spec["netns"], spec["options"], self._capture_dir)
+        self._spec = self._monitor.describe()  # the options with their defaults
 
     @staticmethod
     def _start(kind: str, interface: str | None, netns: str | None, options: dict[str, Any] | None,
@@ -56,7 +75,7 @@ class MonitorCube(Cube):
 
     @property
     def kind(self) -> str:
-        return self.monitor.kind
+        return str(self._spec["kind"])
 
     def type_name(self) -> str:
         return self.kind
@@ -72,26 +91,27 @@ class MonitorCube(Cube):
         self.attach("")
 
     def _attach(self, port: str) -> None:
-        # Only the interface watcher comes here: the interface it was created on is back.
-        d = self.monitor.describe()
-        self.monitor = self._start(d["kind"], port, d.get("netns"), d.get("options"))
+        # Only the interface watcher comes here: the interface it was created on is (back) there.
+        self._attach_monitor(port)
 
     def _detach(self) -> None:
-        self.monitor.close()  # its interface is gone; a new one starts when it is back
+        self._close()  # its interface is gone; a new monitor starts when it is back
 
     def _close(self) -> None:
-        self.monitor.close()
+        if self._monitor is not None:
+            monitor, self._monitor = self._monitor, None
+            monitor.close()
 
     def describe(self) -> dict[str, Any]:
         """{"name", "kind", "interface", "netns", "options"} (the options with their defaults)."""
-        return {"name": self.name, **self.monitor.describe()}
+        return {"name": self.name, **(self._monitor.describe() if self._monitor is not None else self._spec)}
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), **self.describe()}
 
     def snapshot(self) -> dict[str, Any]:
         """What the state file keeps (the options as given plus defaults: a restart rebuilds the same)."""
-        return self.monitor.describe()
+        return self._monitor.describe() if self._monitor is not None else dict(self._spec)
 
     def read(self) -> dict[str, Any]:
         """The monitor's snapshot, with what it is under "monitor"."""
@@ -110,5 +130,7 @@ class MonitorCube(Cube):
             log.info("monitor %r: %s", self.name, ", ".join(f"{k}={v!r}" for k, v in options.items()))
 
     def families(self) -> list[Metric]:
-        """The monitor's families, every sample labelled `monitor="NAME"`."""
-        return with_labels(self.monitor.families(), {"monitor": self.name})
+        """The monitor's families, every sample labelled `monitor="NAME"` (none while it waits)."""
+        if self._monitor is None:
+            return []
+        return with_labels(self._monitor.families(), {"monitor": self.name})

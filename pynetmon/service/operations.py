@@ -86,16 +86,18 @@ def update_capture(registry: Registry, name: str, body: Any) -> None:
     registry.save()
 
 
-def create_monitor(registry: Registry, name: str, body: Any) -> MonitorCube:
+def create_monitor(registry: Registry, name: str, body: Any, *, restored: bool = False) -> MonitorCube:
     """A new, started ready monitor (`POST /monitors/{name}`); without `netns` it attaches in the
-    daemon's namespace. Bad options are a 400 naming them (`options.top`); nothing is left behind."""
+    daemon's namespace. Bad options are a 400 naming them (`options.top`); nothing is left behind.
+    `restored` (from the state file): a missing interface is waited for instead of refused."""
     from .monitor_cube import MonitorCube
     model = validate(MonitorBody, body if body is not None else {})
     if name == "kinds":  # GET /monitors/kinds lists the kinds
         raise ApiError(422, "'kinds' is reserved (GET /monitors/kinds)", [("name", "reserved")])
     netns = model.netns if model.netns is not None else registry.netns
     return cast(MonitorCube, registry.create(
-        name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options, registry.capture_dir),
+        name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options, registry.capture_dir,
+                                  wait=restored),
         "monitor"))
 
 
@@ -135,7 +137,7 @@ def restore(registry: Registry, saved: list[dict[str, Any]]) -> list[str]:
                                                   if entry.get("dataplane-config") else {})})
             elif service == "monitor":
                 create_monitor(registry, name, {k: entry.get(k) for k in ("kind", "interface", "netns", "options")
-                                                if entry.get(k) is not None})
+                                                if entry.get(k) is not None}, restored=True)
                 continue  # a monitor attaches when created
             elif service == "packetcapture":
                 create_capture(registry, name, {k: v for k, v in entry.items()

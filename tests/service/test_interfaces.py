@@ -119,3 +119,25 @@ def test_ready_monitor_follows_its_interface(hosts, tmp_path):
         assert c.delete("/monitors/f1").status_code == 204
         assert not tc_programs("eth0", "ingress", netns=b.netns)
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
+
+
+def test_restored_ready_monitor_waits_for_its_interface(hosts, tmp_path):
+    _, b = hosts
+    state = tmp_path / "state.json"
+    args = ("--netns", b.netns, "--state-file", str(state))
+    b.run("ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1")
+    with Daemon(*args, log_path=tmp_path / "1.log") as d:
+        assert d.client.post("/monitors/f1", json={"kind": "flows", "interface": "late0"}).status_code == 201
+    b.run("ip", "link", "del", "late0")
+    with Daemon(*args, log_path=tmp_path / "2.log") as d:
+        c = d.client
+        assert _statuses(c) == {"f1": "waiting for interface"}
+        r = c.get("/monitors/f1")
+        assert r.status_code == 409 and "waiting for interface 'late0'" in r.json()["error"], r.text
+        assert [m["interface"] for m in c.get("/monitors").json()] == ["late0"]
+        assert _attached_gauge(c) == {'pynetmon_attached{cube="f1",interface="late0"}': "0.0"}
+        b.run("ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1")
+        _wait(lambda: _statuses(c) == {"f1": "attached"}, "the monitor to start")
+        assert c.get("/monitors/f1").status_code == 200
+        assert len(tc_programs("late0", "ingress", netns=b.netns)) == 1
+    assert "Traceback" not in (tmp_path / "2.log").read_text()
