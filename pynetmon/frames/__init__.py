@@ -2,8 +2,8 @@
 
 - `dtype`: BTF codecs → NumPy structured dtypes (nested structs, arrays, bitfields, big-endian fields),
   per-CPU sums, and the way back to the Python shapes `Map.items()` gives;
-- `arrays`: whole maps and batches of ring/perf buffer records as structured arrays, filled straight
-  from the kernel's batch buffers;
+- `arrays`: whole maps and batches of ring/perf buffer records as structured arrays, filled from the
+  kernel's batch buffers;
 - `table`: structured arrays → DataFrames (one column per leaf field, addresses as text);
 - `html`: compact HTML tables for Jupyter's rich display; `Snapshot` wraps a monitor snapshot for it.
 
@@ -15,7 +15,7 @@ __all__ = ["Snapshot"]
 
 
 def __getattr__(name: str):
-    # Importing the table module brings nothing heavy, but keep `import pynetmon.frames` free of side effects.
+    # Loaded on first use, so that `import pynetmon.frames` stays cheap.
     if name == "Snapshot":
         from .snapshot import Snapshot
         return Snapshot

@@ -1,8 +1,9 @@
 """Whole maps and batches of ring/perf buffer records as NumPy structured arrays.
 
-A map is read with the kernel's batch lookups straight into two NumPy byte buffers (`Map.read_buffers`),
-which are then viewed through the dtypes built from BTF: no Python object per entry. The one copy is
-the interleaving of keys and values into the `("key", "value")` records returned.
+A map is read with the kernel's batch lookups into one small buffer reused from batch to batch
+(`Map.iter_batches`), so the kernel writes into memory that is already in the CPU's cache; each batch is
+viewed through the dtypes built from BTF and copied once into its place in the `("key", "value")`
+records returned. No Python object is made per entry.
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from ..maps import Map
 
 PER_CPU_MODES = ("axis", "sum")
-# Up to this many bytes of key+value buffer are reserved at once for the map's max_entries (NumPy's
-# untouched pages cost nothing); bigger maps start smaller and grow by doubling.
+# Up to this many bytes of records are reserved at once for the map's max_entries (NumPy's untouched
+# pages cost nothing); bigger maps start smaller and grow by doubling.
 RESERVE_BYTES = 1 << 30
 _LENGTH_BYTES = 4  # the u32 length before each record of a framed batch (see ringbuf.split_records)
 
