@@ -1,26 +1,17 @@
-"""Monitor families as OpenMetrics text, through prometheus_client's public exposition API."""
+"""Monitor families as OpenMetrics text (written by `pynetmon.exposition`, the one writer of the text
+formats), and the service's labelled copies of them."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
-from prometheus_client.openmetrics.exposition import generate_latest
 
-
-class _Families:
-    def __init__(self, families: Iterable[Metric]):
-        self._families = list(families)
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
+from ..exposition import exposition
 
 
 def render_openmetrics(families: Iterable[Metric]) -> str:
     """`families` as one OpenMetrics document (ending in `# EOF`)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))
-    return generate_latest(registry).decode()
+    return exposition(list(families))
 
 
 def with_labels(families: Iterable[Metric], labels: dict[str, str]) -> list[Metric]:
