@@ -32,7 +32,7 @@ class BPFError(Error, OSError):
         self.what = what
 
     def __str__(self) -> str:  # OSError would prefix "[Errno n]"; our text already carries it
-        return self.strerror
+        return self.strerror or ""
 
 
 class PermissionDeniedError(BPFError, PermissionError):

@@ -57,8 +57,9 @@ def cache_dir() -> Path:
 def clang_path() -> str:
     """The clang binary ($PYNETMON_CLANG or the first of clang, clang-14... on PATH)."""
     for candidate in (os.environ.get("PYNETMON_CLANG"), "clang", "clang-16", "clang-15", "clang-14"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
+        found = shutil.which(candidate) if candidate else None
+        if found:
+            return found
     raise NotSupportedError("clang is not installed; it is needed to compile eBPF code (apt-get install clang)")
 
 

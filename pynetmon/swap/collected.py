@@ -250,6 +250,7 @@ class RawTotals:
     def _decode(self, values: bytes | None, count: int, codec: Codec, flat: list | None = None) -> list:
         n = self.slots
         if values is None:  # beyond 64 bits: build each value from its numbers (slower, never wraps)
+            assert flat is not None  # the caller passes the numbers instead of the bytes
             it = iter(flat)
             decoded = [codec.build(it) for _ in range(count * n)]
         else:

@@ -65,7 +65,7 @@ class SwapDataplane:
         self._open = _opener(code, name)
         self._objects: list[BPFObject] = []
         # What the flips collected per swap-on-read map (collected.py); filled once the first instance loaded.
-        self.collected: dict[str, RawTotals | DecodedTotals] = dict.fromkeys(self.swap_maps)
+        self.collected: dict[str, RawTotals | DecodedTotals] = {}
         self.flips = 0
         try:
             first = self._open()
