@@ -365,6 +365,20 @@ class RowPlan:
         return name
 
 
+def packed_struct(leaves: list[tuple[int, str]], stride: int, order: str = "=") -> struct.Struct:
+    """One `struct` that unpacks just the `leaves` ((byte offset, struct code), sorted by offset) of values
+    `stride` bytes apart, skipping every byte between them."""
+    fmt, pos = [], 0
+    for offset, code in leaves:
+        if offset > pos:
+            fmt.append(f"{offset - pos}x")
+        fmt.append(code)
+        pos = offset + struct.calcsize("=" + code)
+    if stride > pos:
+        fmt.append(f"{stride - pos}x")
+    return struct.Struct(order + "".join(fmt))
+
+
 def _row_parts(codec: Codec, stride: int, prefix: str, view: str, namespace: dict[str, Any]):
     """(expression, iter_unpack sources, unpack targets) decoding `codec` values `stride` bytes apart in
     buffer variable `view`, with names starting with `prefix` (added to `namespace`); or None."""
@@ -381,15 +395,7 @@ def _row_parts(codec: Codec, stride: int, prefix: str, view: str, namespace: dic
     namespace.update(plan.helpers)
     sources, targets = [], []
     for n, (order, leaves) in enumerate(groups):
-        fmt, pos = [], 0
-        for _, (offset, code, _) in leaves:
-            if offset > pos:
-                fmt.append(f"{offset - pos}x")
-            fmt.append(code)
-            pos = offset + struct.calcsize("=" + code)
-        if stride > pos:
-            fmt.append(f"{stride - pos}x")
-        namespace[f"_{prefix}s{n}"] = struct.Struct(order + "".join(fmt))
+        namespace[f"_{prefix}s{n}"] = packed_struct([(offset, code) for _, (offset, code, _) in leaves], stride, order)
         sources.append(f"_{prefix}s{n}.iter_unpack({view})")
         targets.append("(" + "".join(f"{prefix}{i}, " for i, _ in leaves) + ")")
     return expr, sources, targets

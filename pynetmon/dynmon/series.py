@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client.core import Metric
 
-from ..btf_codec import ArrayCodec, FloatCodec, IntCodec, StructCodec, gc_paused
+from ..btf_codec import ArrayCodec, FloatCodec, IntCodec, StructCodec, gc_paused, packed_struct
 from ..exposition import (
     PrerenderedFamily,
     go_float,
@@ -73,15 +73,7 @@ def numeric_leaves(codec: Any, skip: Mapping[tuple, str], path: tuple = (), offs
 
 def leaf_struct(leaves: list[tuple[tuple, int, str]], stride: int) -> struct.Struct:
     """One `struct` that unpacks just the `leaves` (from `numeric_leaves`) of values `stride` bytes apart."""
-    fmt, pos = [], 0
-    for _, off, code in leaves:
-        if off > pos:
-            fmt.append(f"{off - pos}x")
-        fmt.append(code)
-        pos = off + struct.calcsize("=" + code)
-    if stride > pos:
-        fmt.append(f"{stride - pos}x")
-    return struct.Struct("=" + "".join(fmt))
+    return packed_struct([(off, code) for _, off, code in leaves], stride)
 
 
 def known_texts(raw: RawRead, kept: dict[bytes, str]) -> tuple[list[bytes], list, list[int]]:
