@@ -4,7 +4,6 @@ decoder (the kernel copies raw wire bytes: anything may arrive)."""
 from __future__ import annotations
 
 import socket
-import statistics
 import struct
 import threading
 import time
@@ -23,7 +22,8 @@ from .helpers import V6, finish_json, quiet, start_cli, wait_attached
 
 SO_TIMESTAMPNS = 35  # linux; Python's socket module does not name it
 # name → (rcode, delay in seconds); None: never answered
-ZONE = {"ok.test": (0, 0.005), "nx.test": (3, 0.010), "fail.test": (2, 0.020), "drop.test": None}
+ZONE = {"ok.test": (0, 0.005), "nx.test": (3, 0.010), "fail.test": (2, 0.020), "drop.test": None,
+        "tcp.test": (3, 0.010)}
 
 
 class Responder:
@@ -128,7 +128,7 @@ def test_counts_are_exact_and_latency_is_the_responders_delay(hosts):
             for qid, (name, qtype) in enumerate(asked):
                 reply = ask_udp(client, server.ip, qid, name, qtype, timeout=0.3 if name == "drop.test" else 2.0)
                 assert (reply is None) == (name == "drop.test")
-            assert ask_tcp(client, server.ip, 999, "nx.test", 1)[3] & 0x0f == 3
+            assert ask_tcp(client, server.ip, 999, "tcp.test", 1)[3] & 0x0f == 3
             time.sleep(0.3)  # drop.test's query is now older than timeout
             snap = m.snapshot()
     finally:
@@ -140,17 +140,20 @@ def test_counts_are_exact_and_latency_is_the_responders_delay(hosts):
     assert snap["by_qtype"] == {"A": 10, "AAAA": 4}
     assert snap["latency_us"]["count"] == 13
     names = {n["qname"]: n for n in snap["names"]}
-    assert set(names) == {"ok.test", "nx.test", "fail.test", "drop.test"}   # OK.Test is ok.test
+    assert set(names) == {"ok.test", "nx.test", "fail.test", "drop.test", "tcp.test"}   # OK.Test is ok.test
     assert (names["ok.test"]["queries"], names["ok.test"]["responses"]) == (7, 7)
-    assert names["nx.test"]["rcodes"] == {"NXDOMAIN": 4}
+    assert names["nx.test"]["rcodes"] == {"NXDOMAIN": 3}
+    assert (names["tcp.test"]["responses"], names["tcp.test"]["rcodes"]) == (1, {"NXDOMAIN": 1})
     assert names["fail.test"]["rcodes"] == {"SERVFAIL": 2}
     assert (names["drop.test"]["queries"], names["drop.test"]["responses"]) == (1, 0)
     for name, (_, delay) in ((n, ZONE[n]) for n in ("ok.test", "nx.test", "fail.test")):
         lat = names[name]["latency_us"]
-        served_us = statistics.median(responder.served[name]) * 1e6   # the responder's real delay
         assert delay * 1e6 <= lat["p50"] <= lat["p99"] <= lat["max"], (name, lat)
-        # the monitor adds two veth hops to it; its slots are 12.5% wide
-        assert lat["p50"] == pytest.approx(served_us, rel=0.15, abs=1000), (name, lat, served_us)
+        # The longest answer as the responder really gave it (from the query's arrival in its kernel:
+        # its sleep, plus whatever this shared machine added); the monitor adds two veth hops. `max` is
+        # exact (not read from slots), so it is compared, within 10% + 3 ms.
+        served_us = max(responder.served[name]) * 1e6
+        assert lat["max"] == pytest.approx(served_us, rel=0.10, abs=3000), (name, lat, served_us)
 
 
 def test_ipv6_queries_are_matched(hosts):
