@@ -100,6 +100,8 @@ def host(request):
 
 
 def test_injection_time(host):
+    """cold, warm, clang alone and the floor once per round, interleaved; ratios to the floor of the same
+    round, median (min-max). Re-injection into one attached monitor is timed in its own rounds after."""
     def inject(code: str) -> None:
         with Dynmon("bench", _config(code, "packets_total", "PKT_COUNTER")) as mon:
             mon.attach("eth0", netns=host.netns)
@@ -107,16 +109,7 @@ def test_injection_time(host):
     def cold() -> None:
         inject(COUNTER + f"/* {uuid.uuid4()} */\n")
 
-    inject(COUNTER)  # fill the cache for the warm runs
-    cold_ms = _median_ms(cold)
-    warm_ms = _median_ms(lambda: inject(COUNTER))
-
-    with Dynmon("bench", _config(COUNTER, "packets_total", "PKT_COUNTER")) as mon:
-        mon.attach("eth0", netns=host.netns)
-        reinject_ms = _median_ms(lambda: mon.set_dataplane_config(_config(COUNTER, "packets_total", "PKT_COUNTER")))
-
     unit = translate(COUNTER, direction="ingress")
-    clang_ms = _median_ms(lambda: compile_c(unit.source + f"/* {uuid.uuid4()} */\n", use_cache=False))
     image = compile_c(unit.source)
 
     def load_and_attach() -> None:
@@ -124,13 +117,29 @@ def test_injection_time(host):
             obj.load()
             attach_tc(obj.programs["dynmon_ingress"], "eth0", "ingress", netns=host.netns).detach()
 
-    floor_ms = _median_ms(load_and_attach)
+    inject(COUNTER)  # fill the cache for the warm runs
+    rounds = env_int("PYNETMON_BENCH_ROUNDS", RUNS)
+    times = interleave({
+        "cold": (cold, None),
+        "warm": (lambda: inject(COUNTER), None),
+        "clang": (lambda: compile_c(unit.source + f"/* {uuid.uuid4()} */\n", use_cache=False), None),
+        "floor": (load_and_attach, None),
+    }, rounds)
+    with Dynmon("bench", _config(COUNTER, "packets_total", "PKT_COUNTER")) as mon:
+        mon.attach("eth0", netns=host.netns)
+        reinject_ms = _median_ms(lambda: mon.set_dataplane_config(_config(COUNTER, "packets_total", "PKT_COUNTER")))
+    floor = times["floor"]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n{rounds} interleaved rounds; {load_average()}")
     _table("Dynmon injection (config → attached, TC, 2 cores)", [
-        ("inject, cold compile cache", cold_ms, f"target < 400 ms; {cold_ms / floor_ms:.1f}x the floor"),
-        ("inject, warm compile cache", warm_ms, f"target < 50 ms; {warm_ms / floor_ms:.1f}x the floor"),
+        ("inject, cold compile cache", med["cold"],
+         f"target < 400 ms; {fmt_spread(ratios(times['cold'], floor), 1)}x the floor"),
+        ("inject, warm compile cache", med["warm"],
+         f"target < 50 ms; {fmt_spread(ratios(times['warm'], floor), 1)}x the floor"),
         ("re-inject into an attached monitor (warm)", reinject_ms, "BPF_LINK_UPDATE, old closed after"),
-        ("peer: clang alone on the same translation unit", clang_ms, ""),
-        ("peer (floor): load + attach + detach precompiled object", floor_ms, "core API only"),
+        ("peer: clang alone on the same translation unit", med["clang"],
+         f"{fmt_spread(ratios(times['clang'], floor), 1)}x the floor"),
+        ("peer (floor): load + attach + detach precompiled object", med["floor"], "core API only"),
     ])
 
 
