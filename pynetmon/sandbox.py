@@ -113,12 +113,20 @@ def readable_by_others(path: str | os.PathLike) -> bool:
     return bool(mode & 0o004) and (not p.is_dir() or bool(mode & 0o001))
 
 
+def reachable_tmpdir() -> str | None:
+    """Where to make directories the compiler's user must reach: the usual temporary directory, or /tmp
+    when $TMPDIR is one only root can enter (None: tempfile's default)."""
+    if _unprivileged() is None or readable_by_others(tempfile.gettempdir()):
+        return None
+    return "/tmp"
+
+
 @contextlib.contextmanager
 def workdir() -> Iterator[Path]:
     """A private directory for one compile, owned by the user the compiler runs as; removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix="pynetmon-cc-"))
+    ids = _unprivileged()
+    path = Path(tempfile.mkdtemp(prefix="pynetmon-cc-", dir=reachable_tmpdir()))
     try:
-        ids = _unprivileged()
         if ids is not None:
             os.chown(path, *ids)
         yield path
@@ -191,5 +199,6 @@ def _limit_from_outside(pid: int, lim: Limits) -> None:
             resource.prlimit(pid, kind, (value, value))
 
 
-__all__ = ["Limits", "configure", "drops_privileges", "limits", "read_output", "readable_by_others", "run", "workdir",
+__all__ = ["Limits", "configure", "drops_privileges", "limits", "reachable_tmpdir", "read_output",
+           "readable_by_others", "run", "workdir",
            "write_input"]

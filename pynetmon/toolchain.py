@@ -104,7 +104,7 @@ def _visible(path: Path) -> list[str]:
     key = (path, tree_digest(path))
     with _lock:
         if key not in _mirrors:
-            root = tempfile.mkdtemp(prefix="pynetmon-headers-")
+            root = tempfile.mkdtemp(prefix="pynetmon-headers-", dir=sandbox.reachable_tmpdir())
             atexit.register(shutil.rmtree, root, True)
             os.chmod(root, 0o755)
             copy = os.path.join(root, "include")

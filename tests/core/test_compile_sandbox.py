@@ -183,3 +183,12 @@ def test_inline_assembler_without_directives_still_compiles():
     code = PROGRAM.replace("return 0;", 'int x = 1; barrier_var(x); asm volatile("r0 = 0" ::: "r0"); return x;')
     assert compile_c(code, use_cache=False).startswith(b"\x7fELF")
     assert "bpf_tail_call_static" in Path(include_dirs()[-1], "bpf", "bpf_helpers.h").read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="privileges are dropped only when running as root")
+def test_a_tmpdir_only_root_can_enter_is_passed_by(tmp_path, monkeypatch):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    monkeypatch.setattr(sandbox.tempfile, "tempdir", str(private))
+    assert compile_c(PROGRAM.replace("0;", "11;"), use_cache=False).startswith(b"\x7fELF")
+    assert sandbox.reachable_tmpdir() == "/tmp" and not any(private.iterdir())
