@@ -47,6 +47,7 @@ def test_reads_racing_close_never_see_another_map(bpf):
         go = threading.Event()
 
         def reader(m=src, go=go):
+            reads[0] += m[0] == 1  # one read before the close for sure, then race it
             go.set()
             while True:
                 try:
