@@ -16,6 +16,7 @@ from . import openapi, operations, state_file
 from .config import ServiceConfig
 from .guards import BearerAuth, BodyLimit
 from .link_watch import LinkWatcher
+from .probes import Readiness
 from .registry import Registry
 from .routes import endpoints
 from .routing import NormalizePath
@@ -32,6 +33,7 @@ class ServiceState:
     stopping: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.time)
     restore_problems: list[str] = field(default_factory=list)
+    readiness: Readiness = field(default_factory=Readiness)
 
 
 def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
@@ -60,6 +62,7 @@ def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
                 log.info("restoring %d cube(s) from %s", len(saved), config.state_file)
                 state.restore_problems = operations.restore(state.registry, saved)
         watcher = LinkWatcher(config.netns, state.registry.interface_changed, state.registry.sweep).start()
+        state.readiness.restored.set()
         yield
         state.stopping.set()
         watcher.stop()

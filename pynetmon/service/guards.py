@@ -1,7 +1,8 @@
 """What stands between the network and the kernel: the bearer token and the body size limit.
 
 Injecting eBPF code is root-equivalent, so with a token configured every request must carry it except
-the ones an operator explicitly leaves open (`GET /metrics` by default, and the OpenAPI description).
+the ones an operator explicitly leaves open (`GET /metrics` by default), the OpenAPI description and
+the probes `/healthz` and `/readyz`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_ALWAYS = {("GET", "/openapi.json")}
+# Kubelet probes carry no token; they say only whether the daemon is alive and ready.
+OPEN_ALWAYS = {("GET", "/openapi.json"), ("GET", "/healthz"), ("GET", "/readyz")}
 METRICS = ("GET", "/metrics")
 
 
