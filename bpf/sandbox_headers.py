@@ -8,10 +8,11 @@ what clang itself opens for `#include <entry>` under -target bpf, kept in the la
 search directories (multiarch first, then /usr/include) so that #include_next inside glibc and clang
 headers still finds the same files.
 
-One edit is made: libbpf's `bpf_tail_call_static()` (the only inline assembler in these headers) is left
-out when `__PYNETMON_NO_GNU_ASM` is defined, so that code which uses no assembler compiles in one step
-with GNU asm switched off (pynetmon/toolchain.py). Where the pattern is not found (another libbpf), the
-copy is verbatim and every compile takes the two-step path.
+Two edits let code that uses no assembler compile in one step with GNU asm switched off
+(pynetmon/toolchain.py): libbpf's `bpf_tail_call_static()` is left out when `__PYNETMON_NO_GNU_ASM` is
+defined, and x86's `<asm/swab.h>` (bswap in inline assembler, reached from <linux/in.h>) is left out for
+`__bpf__`, where it could never assemble (<linux/swab.h> then uses its portable swaps). Where a pattern
+is not found (another libbpf or kernel), the copy is verbatim and compiles take the two-step path.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import sysconfig
 from pathlib import Path
 
 CLANG = os.environ.get("CLANG", "clang")
+X86_SWAB = re.compile(rb"(#include <linux/types.h>\n)(.*__asm__.*)(\n#endif /\* _ASM_X86_SWAB_H \*/)", re.DOTALL)
 TAIL_CALL_GUARD = re.compile(rb"^(#if [^\n]*defined\(__bpf__\))\n(static __always_inline void\s*bpf_tail_call_static)",
                              re.MULTILINE)
 
@@ -79,6 +81,8 @@ def main(listing: str, out: str) -> None:
         text = src.read_bytes()  # contents, never a link to the host's file
         if src.name == "bpf_helpers.h":
             text = TAIL_CALL_GUARD.sub(rb"\1 && !defined(__PYNETMON_NO_GNU_ASM)\n\2", text)
+        elif str(src).endswith("/asm/swab.h"):
+            text = X86_SWAB.sub(rb"\1#ifndef __bpf__ /* x86 assembler */\n\2\n#endif\3", text)
         target.write_bytes(text)
         target.chmod(0o644)
     shutil.rmtree(out, ignore_errors=True)

@@ -192,3 +192,16 @@ def test_a_tmpdir_only_root_can_enter_is_passed_by(tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox.tempfile, "tempdir", str(private))
     assert compile_c(PROGRAM.replace("0;", "11;"), use_cache=False).startswith(b"\x7fELF")
     assert sandbox.reachable_tmpdir() == "/tmp" and not any(private.iterdir())
+
+
+def test_code_without_assembler_compiles_in_one_clang_run(monkeypatch):
+    # The shipped headers' own inline assembler (libbpf's tail call, x86's bswap) is out of the way,
+    # so the one-step path (GNU asm off) serves Polycube code including <linux/in.h> and libbpf code.
+    runs = []
+    real = sandbox.run
+    monkeypatch.setattr(sandbox, "run", lambda *a, **kw: runs.append(a[0]) or real(*a, **kw))
+    code = 'BPF_ARRAY(c, u64, 1);\nstatic int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) ' \
+           '{ return RX_OK; }\n'
+    compile_c(translate(code, direction="ingress").source, use_cache=False)
+    compile_c('#include <linux/in.h>\n' + PROGRAM, use_cache=False)
+    assert len(runs) == 2 and all("-fno-gnu-inline-asm" in argv for argv in runs)
