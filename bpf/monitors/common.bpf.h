@@ -7,6 +7,7 @@
 #ifndef __VMLINUX_H__	/* tracing monitors include vmlinux.h, which has these types already */
 #include <linux/types.h>
 #endif
+#include <bpf/bpf_helpers.h>
 
 #define PNM_LOG2_SLOTS 64
 
@@ -32,6 +33,16 @@ static __always_inline __u32 pnm_hist_slot(__u64 v, __u64 width, __u32 nslots)
 	__u64 slot = width ? v / width : pnm_log2_slot(v);
 
 	return slot < nslots ? (__u32)slot : nslots - 1;
+}
+
+/* Add `n` to slot `which` of a monitor's per-CPU counter array (each CPU its own copy: no atomic needed,
+ * and programs of one kind do not nest on a CPU). */
+static __always_inline void pnm_count(void *counters, __u32 which, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(counters, &which);
+
+	if (c)
+		*c += n;
 }
 
 #endif

@@ -9,6 +9,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include "common.bpf.h"
 #include "drops.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -31,14 +32,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } drops_counters SEC(".maps");
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *c = bpf_map_lookup_elem(&drops_counters, &which);
-
-	if (c)
-		*c += 1;
-}
 
 static __always_inline __u32 skb_netns(struct sk_buff *skb)
 {
@@ -66,7 +59,7 @@ int BPF_PROG(drops_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop
 	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_NOT_DROPPED_YET))
 		return 0;
 	if (netns_inum && skb_netns(skb) != netns_inum) {
-		count(DROPS_CTR_FILTERED);
+		pnm_count(&drops_counters, DROPS_CTR_FILTERED, 1);
 		return 0;
 	}
 	key.reason = reason;
@@ -85,7 +78,7 @@ int BPF_PROG(drops_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop
 	if (!err)
 		return 0;
 	if (err != -17 /* EEXIST: another CPU created it meanwhile; add to our copy */) {
-		count(DROPS_CTR_OVERFLOW);
+		pnm_count(&drops_counters, DROPS_CTR_OVERFLOW, 1);
 		return 0;
 	}
 	v = bpf_map_lookup_elem(&drops_table, &key);

@@ -8,6 +8,7 @@
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
+#include "common.bpf.h"
 #include "packet.bpf.h"
 #include "flows.h"
 
@@ -30,14 +31,6 @@ struct {
 	__type(value, __u64);
 } flows_counters SEC(".maps");
 
-static __always_inline void count(__u32 which)
-{
-	__u64 *c = bpf_map_lookup_elem(&flows_counters, &which);
-
-	if (c)
-		*c += 1;
-}
-
 static __always_inline void account(void *data, void *data_end, __u64 len, __u8 direction)
 {
 	struct pnm_packet pkt;
@@ -46,7 +39,7 @@ static __always_inline void account(void *data, void *data_end, __u64 len, __u8 
 	long err;
 
 	if (pnm_parse(data, data_end, &pkt) < 0) {
-		count(FLOWS_CTR_NON_IP);
+		pnm_count(&flows_counters, FLOWS_CTR_NON_IP, 1);
 		return;
 	}
 	pkt.key.direction = direction;
@@ -74,7 +67,7 @@ static __always_inline void account(void *data, void *data_end, __u64 len, __u8 
 		if (!err)
 			return;
 		if (err != -17 /* EEXIST: another CPU created it meanwhile; add to it */) {
-			count(FLOWS_CTR_OVERFLOW);
+			pnm_count(&flows_counters, FLOWS_CTR_OVERFLOW, 1);
 			return;
 		}
 		v = bpf_map_lookup_elem(&flows_table, &pkt.key);

@@ -68,14 +68,6 @@ struct {
 	__type(value, struct tcpmon_conn);
 } tcp_scratch SEC(".maps");
 
-static __always_inline void add(__u32 which, __u64 n)
-{
-	__u64 *c = bpf_map_lookup_elem(&tcp_counters, &which);
-
-	if (c)
-		*c += n;
-}
-
 static __always_inline int ours(const struct sock *sk)
 {
 	if (BPF_CORE_READ(sk, __sk_common.skc_family) != AF_INET &&
@@ -131,7 +123,7 @@ static __always_inline void event(const struct sock *sk, __u8 type, __u8 oldstat
 		return;
 	e = bpf_ringbuf_reserve(&tcp_events, sizeof(*e), 0);
 	if (!e) {
-		add(TCPMON_CTR_LOST_EVENTS, 1);
+		pnm_count(&tcp_counters, TCPMON_CTR_LOST_EVENTS, 1);
 		return;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -158,9 +150,9 @@ static __always_inline void opened(const struct sock *sk, __u8 role, __u8 state)
 	c->state = state;
 	c->opened_ns = bpf_ktime_get_ns();
 	c->sk = key;
-	add(TCPMON_CTR_OPENED, 1);
+	pnm_count(&tcp_counters, TCPMON_CTR_OPENED, 1);
 	if (bpf_map_update_elem(&tcp_conns, &key, c, BPF_ANY))
-		add(TCPMON_CTR_OVERFLOW, 1);
+		pnm_count(&tcp_counters, TCPMON_CTR_OVERFLOW, 1);
 }
 
 static __always_inline void connect_latency(__u64 us)
@@ -215,8 +207,8 @@ int BPF_PROG(tcp_set_state, const struct sock *sk, const int oldstate, const int
 
 		c->closed_ns = now;
 		if (oldstate == TCP_SYN_SENT)
-			add(TCPMON_CTR_FAILED, 1);
-		add(TCPMON_CTR_CLOSED, 1);
+			pnm_count(&tcp_counters, TCPMON_CTR_FAILED, 1);
+		pnm_count(&tcp_counters, TCPMON_CTR_CLOSED, 1);
 		bpf_map_update_elem(&tcp_closed, &ck, c, BPF_ANY);
 		bpf_map_delete_elem(&tcp_conns, &key);
 	}
@@ -260,7 +252,7 @@ static __always_inline void retransmitted(const struct sock *sk, __u32 segs)
 	__u64 key = (__u64)sk;
 	struct tcpmon_conn *c;
 
-	add(TCPMON_CTR_RETRANS, segs);
+	pnm_count(&tcp_counters, TCPMON_CTR_RETRANS, segs);
 	c = bpf_map_lookup_elem(&tcp_conns, &key);
 	if (c)
 		c->retransmits += segs;
@@ -288,7 +280,7 @@ int BPF_PROG(tcp_retransmit_synack, const struct sock *sk, const struct request_
 	/* the listener's namespace is the request's */
 	if (!ours(sk))
 		return 0;
-	add(TCPMON_CTR_RETRANS, 1);
+	pnm_count(&tcp_counters, TCPMON_CTR_RETRANS, 1);
 	return 0;
 }
 
@@ -297,7 +289,7 @@ int BPF_PROG(tcp_receive_reset, struct sock *sk)
 {
 	if (!ours(sk))
 		return 0;
-	add(TCPMON_CTR_RESETS, 1);
+	pnm_count(&tcp_counters, TCPMON_CTR_RESETS, 1);
 	event(sk, TCPMON_EV_RESET, 0, 0, 0);
 	return 0;
 }
@@ -308,7 +300,7 @@ int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
 	/* resets sent for no socket (sk NULL) belong to no connection: counted only with a socket */
 	if (!sk || !ours(sk))
 		return 0;
-	add(TCPMON_CTR_RESETS, 1);
+	pnm_count(&tcp_counters, TCPMON_CTR_RESETS, 1);
 	event(sk, TCPMON_EV_RESET, 0, 0, 0);
 	return 0;
 }
