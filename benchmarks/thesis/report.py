@@ -18,21 +18,32 @@ def pct(x: float, base: float) -> str:
     return f"{100 * x / base:.1f}%" if base else "-"
 
 
+def paired(values: list[float], base: list[float]) -> str:
+    """Median of the per-round ratios (each round ran both rows within a minute or two): less exposed to
+    the machine's load drifting over the run than the ratio of the medians."""
+    ratios = sorted(v / b for v, b in zip(values, base) if b)
+    if not ratios:
+        return "-"
+    mid = len(ratios) // 2
+    med = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return f"{100 * med:.1f}%"
+
+
 def _tcp_table(tcp: dict, thesis: dict | None = None) -> list[str]:
     base = tcp["untraced"]["median_bps"]
-    lines = ["| row | Gbit/s (median) | % of untraced | thesis |", "|---|---:|---:|---:|"]
+    lines = ["| row | Gbit/s (median) | % of untraced | per-round ratio (median) | thesis |", "|---|---:|---:|---:|---:|"]
     for name, r in tcp.items():
         th = (thesis or {}).get(name)
         lines.append(f"| {TCP_LABELS.get(name, name)} | {r['median_bps'] / 1e9:.2f} | {pct(r['median_bps'], base)} | "
-                     f"{f'{th}%' if th is not None else '-'} |")
+                     f"{paired(r['runs_bps'], tcp['untraced']['runs_bps'])} | {f'{th}%' if th is not None else '-'} |")
     return lines
 
 
 def _http_table(http: dict) -> list[str]:
-    header = ("| errors | untraced req/s | traced req/s | traced % | thesis % | p50 / p99 / p99.9 µs untraced | "
+    header = ("| errors | untraced req/s | traced req/s | traced % | per-round ratio | thesis % | p50 / p99 / p99.9 µs untraced | "
               "p50 / p99 / p99.9 µs traced | h2load 5xx | triggers | mirrored conns | mirrored pkts | missed | false | "
               "counts exact | clone errors, backlog drops |")
-    lines = [header, "|---|---:|---:|---:|---:|---|---|---|---|---|---|---:|---:|---|---|"]
+    lines = [header, "|---|---:|---:|---:|---:|---:|---|---|---|---|---|---|---:|---:|---|---|"]
     for share, rows in http.items():
         u, t = rows["untraced"], rows["traced"]
 
@@ -42,6 +53,7 @@ def _http_table(http: dict) -> list[str]:
         th = THESIS_HTTP.get(share)
         lines.append(
             f"| {share} | {u['median_rps']:.0f} | {t['median_rps']:.0f} | {pct(t['median_rps'], u['median_rps'])} | "
+            f"{paired([r['rps'] for r in t['runs']], [r['rps'] for r in u['runs']])} | "
             f"{f'{th}%' if th else '-'} | {pcts(u)} | {pcts(t)} | {_runs(t['h2load_5xx'])} | {_runs(t['triggers'])} | "
             f"{_runs(t['mirrored_connections'])} | {_runs(t['mirrored_packets'])} | {t['missed']} | {t['false']} | "
             f"{'yes' if t['counts_exact'] else 'NO'} | {t.get('mirror_errors', '-')}, {t.get('backlog_drops', '-')} |")
