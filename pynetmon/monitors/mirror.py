@@ -27,6 +27,8 @@ IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
 """Interface names pynetmon accepts as a mirror target: what `ip link` takes, minus `/`, `:`, spaces
 and a leading dot or dash (IFNAMSIZ is 16 with the NUL)."""
 _counter = itertools.count()
+ALIAS = "pynetmon-mirror"
+"""The alias pynetmon gives the veth ends it creates: one left by a killed process is recognised as ours."""
 
 
 def check_mirror_to(value: str | None) -> str | None:
@@ -55,6 +57,14 @@ def _exists(name: str, netns: str | None) -> bool:
     return _ip("link", "show", "dev", name, netns=netns, check=False).returncode == 0
 
 
+def _alias(name: str, netns: str | None) -> str:
+    proc = _ip("-details", "link", "show", "dev", name, netns=netns, check=False)
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("alias "):
+            return line.strip()[len("alias "):]
+    return ""
+
+
 class MirrorTarget:
     """An interface that mirrored packets are redirected to, with what pynetmon made for it."""
 
@@ -75,6 +85,9 @@ class MirrorTarget:
         if spec.startswith(PCAP_PREFIX):
             return cls._open_pcap(spec, netns)
         if create:
+            if _exists(spec, netns) and _alias(spec, netns) == ALIAS:
+                # left behind by a pynetmon that was killed before it could remove it: ours to replace
+                _ip("link", "del", spec, netns=netns, check=False)
             if _exists(spec, netns):
                 raise ConfigError([("options.mirror_to", (f"interface {spec!r} exists already; mirror_create "
                                                           "only creates new ones (drop mirror_create to use it)"))])
@@ -148,6 +161,7 @@ def _make_veth(name: str, netns: str | None) -> None:
     peer = f"{name[:13]}-p"
     _ip("link", "add", name, "type", "veth", "peer", "name", peer, netns=netns)
     try:
+        _ip("link", "set", "dev", name, "alias", ALIAS, netns=netns)
         with _netns.enter(netns):
             for dev in (name, peer):
                 with open(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6", "w") as f:

@@ -10,6 +10,7 @@ import collections
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -296,6 +297,12 @@ def test_created_mirror_interface_is_removed_and_an_existing_one_kept(hosts):
     with monitors.open("http", interface="eth0", netns=b.netns, mirror_to="pnmown"):
         pass
     assert b.run("ip", "link", "show", "pnmown").returncode == 0  # not ours: kept
+    # one left behind by a killed pynetmon (our alias on it) is replaced, and removed at close
+    b.run("ip", "link", "add", "pnmleft", "type", "veth", "peer", "name", "pnmleft-p")
+    b.run("ip", "link", "set", "dev", "pnmleft", "alias", "pynetmon-mirror")
+    with monitors.open("http", interface="eth0", netns=b.netns, mirror_to="pnmleft", mirror_create=True):
+        pass
+    assert b.run("ip", "link", "show", "pnmleft", check=False).returncode != 0
     with pytest.raises(ConfigError, match="no interface 'nope'"):
         monitors.open("http", interface="eth0", netns=b.netns, mirror_to="nope")
 
@@ -381,3 +388,21 @@ def test_runs_with_only_bpf_net_admin_perfmon(hosts):
     assert snap["responses"] == {"200": 1, "500": 1}
     assert snap["mirror"]["connections"] == 1 and snap["mirror"]["packets"] >= 1 and snap["mirror"]["errors"] == 0
     assert b.run("ip", "link", "show", "pnmlp0", check=False).returncode != 0  # removed at exit
+
+
+def test_rst_ends_tracing_and_is_mirrored(hosts, tmp_path):
+    a, b = hosts
+    with StatusServer(b, b.ip, PORT), Mirrored(hosts, tmp_path) as t:
+        sock = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect((b.ip, PORT))
+        sock.sendall(b"GET /500 HTTP/1.1\r\nHost: t\r\n\r\n")
+        read_response(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()  # linger 0: an RST instead of a FIN
+        wire, mirror = t.captured()
+        snap = t.monitor.snapshot()
+    (conn,) = by_connection(wire).values()
+    assert tcp_of(conn[-1]).flags & dpkt.tcp.TH_RST
+    assert collections.Counter(mirror) == collections.Counter(from_trigger(conn))
+    assert snap["mirror"]["ended"]["rst"] == 1 and snap["traced"] == []
