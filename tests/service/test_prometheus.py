@@ -2,6 +2,7 @@
 monitor's metric with the exact count of packets sent."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -21,20 +22,21 @@ def _free_port() -> int:
 
 @pytest.fixture
 def prometheus(tmp_path):
-    """Start Prometheus on loopback; yields a function that points it at a daemon port."""
+    """Start Prometheus on loopback; yields a function that points it at a daemon port (with target
+    `labels`, as a ServiceMonitor's relabelling or a file_sd entry would set them)."""
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.fail("the `prometheus` Debian package is required (make deps installs it)")
     procs = []
 
-    def start(target_port: int) -> str:
+    def start(target_port: int, labels: dict[str, str] | None = None) -> str:
         port = _free_port()
         config = tmp_path / "prometheus.yml"
         config.write_text(f"""
 global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}
 scrape_configs:
   - job_name: pynetmon
-    static_configs: [{{targets: ["127.0.0.1:{target_port}"]}}]
+    static_configs: [{{targets: ["127.0.0.1:{target_port}"], labels: {json.dumps(labels or {})}}}]
 """)
         log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed with the process
         procs.append((subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path}/tsdb",
