@@ -1,0 +1,171 @@
+// SPDX-License-Identifier: GPL-2.0
+/* ddos: an XDP guard that drops floods before the stack sees them.
+ *
+ * Per packet, in this order (first match decides):
+ *   1. allow list (LPM trie, includes the `protect` CIDRs): pass, never rate-limited;
+ *   2. block list (LPM trie, manual blocks with an expiry): drop;
+ *   3. the source's entry (LRU hash keyed by its address masked to the prefix length): while blocked,
+ *      drop; else take a token from its packet bucket (pps), byte bucket (bps) and, for a TCP SYN, its
+ *      SYN bucket (syn_pps); an empty bucket blocks the source for block_seconds.
+ * Every decision adds to one per-CPU counter. Frames that are not IPv4/IPv6 pass (counted). */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "common.bpf.h"
+#include "packet.bpf.h"
+#include "ddos.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by pynetmon/monitors/ddos.py from the options before load. 0 disables a bucket. */
+const volatile __u64 ddos_pps = 10000;
+const volatile __u64 ddos_bytes_per_s = 0;
+const volatile __u64 ddos_syn_pps = 1000;
+const volatile __u64 ddos_block_ns = 60ULL * DDOS_NANO;
+/* masks of the source key (option prefix_v4 / prefix_v6), over the 16-byte mapped address */
+const volatile __u64 ddos_mask_v4[2] = {~0ULL, ~0ULL};
+const volatile __u64 ddos_mask_v6[2] = {~0ULL, ~0ULL};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);	/* option max_sources */
+	__type(key, __u8[16]);
+	__type(value, struct ddos_source);
+} ddos_sources SEC(".maps");
+
+/* The allow and block lists: one map type, two maps. */
+struct ddos_rules {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 4096);	/* option max_rules */
+	__uint(map_flags, BPF_F_NO_PREALLOC);	/* the kernel requires it of an LPM trie */
+	__type(key, struct ddos_lpm_key);
+	__type(value, struct ddos_rule);
+};
+struct ddos_rules ddos_allow SEC(".maps");
+struct ddos_rules ddos_block SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DDOS_NR_CTR);
+	__type(key, __u32);
+	__type(value, __u64);
+} ddos_counters SEC(".maps");
+
+/* Refill `*tokens` (nano-units) at `rate` per second over `elapsed` ns, capped at one second's worth,
+ * then take `cost` units. Returns 0 when the bucket had them, -1 when it ran dry. */
+static __always_inline int take(__u64 *tokens, __u64 rate, __u64 elapsed, __u64 cost)
+{
+	__u64 cap = rate * DDOS_NANO, t;
+
+	if (elapsed > DDOS_NANO)
+		elapsed = DDOS_NANO;	/* a full bucket anyway; keeps the product in range */
+	t = *tokens + elapsed * rate;
+	if (t > cap)
+		t = cap;
+	cost *= DDOS_NANO;
+	if (t < cost) {
+		*tokens = t;
+		return -1;
+	}
+	*tokens = t - cost;
+	return 0;
+}
+
+static __always_inline int drop(__u32 ctr)
+{
+	pnm_count(&ddos_counters, ctr, 1);
+	return XDP_DROP;
+}
+
+static __always_inline int pass(void)
+{
+	pnm_count(&ddos_counters, DDOS_CTR_PASSED, 1);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int ddos_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct ddos_source *s, init = {};
+	struct ddos_lpm_key lk;
+	struct ddos_rule *rule;
+	struct pnm_packet pkt;
+	__u64 now, len = data_end - data, key[2], elapsed;
+	const volatile __u64 *mask;
+	int syn, over;
+
+	if (pnm_parse(data, data_end, &pkt) < 0) {
+		pnm_count(&ddos_counters, DDOS_CTR_NON_IP, 1);
+		return pass();
+	}
+	lk.prefixlen = 128;
+	__builtin_memcpy(lk.addr, pkt.key.saddr, 16);
+	rule = bpf_map_lookup_elem(&ddos_allow, &lk);
+	if (rule) {
+		__sync_fetch_and_add(&rule->packets, 1);
+		pnm_count(&ddos_counters, DDOS_CTR_ALLOWED, 1);
+		return pass();
+	}
+	now = bpf_ktime_get_ns();
+	rule = bpf_map_lookup_elem(&ddos_block, &lk);
+	/* an expired manual block no longer applies; user space removes it */
+	if (rule && (!rule->until_ns || now < rule->until_ns)) {
+		__sync_fetch_and_add(&rule->packets, 1);
+		return drop(DDOS_CTR_DROP_BLOCKLIST);
+	}
+
+	mask = pkt.key.family == PNM_FAMILY_IPV4 ? ddos_mask_v4 : ddos_mask_v6;
+	__builtin_memcpy(key, pkt.key.saddr, 16);
+	key[0] &= mask[0];
+	key[1] &= mask[1];
+	syn = pkt.key.proto == IPPROTO_TCP && (pkt.tcp_flags & 0x12) == 0x02;	/* SYN without ACK */
+	s = bpf_map_lookup_elem(&ddos_sources, key);
+	if (!s) {
+		/* a new source starts with full buckets, this packet taken */
+		init.tokens = ddos_pps ? (ddos_pps - 1) * DDOS_NANO : 0;
+		init.byte_tokens = ddos_bytes_per_s > len ? (ddos_bytes_per_s - len) * DDOS_NANO : 0;
+		init.syn_tokens = ddos_syn_pps ? (ddos_syn_pps - syn) * DDOS_NANO : 0;
+		init.last_ns = now;
+		init.packets = 1;
+		init.win_start_ns = now;
+		init.win_packets = 1;
+		/* an LRU update cannot fail for want of room; this first packet passes in any case */
+		bpf_map_update_elem(&ddos_sources, key, &init, BPF_ANY);
+		return pass();
+	}
+	s->packets++;
+	if (now - s->win_start_ns >= DDOS_NANO) {
+		s->win_start_ns = now;
+		s->win_packets = 0;
+	}
+	s->win_packets++;
+	if (s->blocked_until_ns) {
+		if (now < s->blocked_until_ns) {
+			s->dropped++;
+			return drop(s->reason == DDOS_REASON_SYN ? DDOS_CTR_DROP_SYN : DDOS_CTR_DROP_RATE);
+		}
+		/* released: it starts again with full buckets */
+		s->blocked_until_ns = 0;
+		s->reason = DDOS_REASON_NONE;
+		s->tokens = ddos_pps * DDOS_NANO;
+		s->byte_tokens = ddos_bytes_per_s * DDOS_NANO;
+		s->syn_tokens = ddos_syn_pps * DDOS_NANO;
+		s->last_ns = now;
+	}
+	elapsed = now > s->last_ns ? now - s->last_ns : 0;
+	s->last_ns = now;
+	over = DDOS_REASON_NONE;
+	if (ddos_pps && take(&s->tokens, ddos_pps, elapsed, 1) < 0)
+		over = DDOS_REASON_RATE;
+	if (ddos_bytes_per_s && take(&s->byte_tokens, ddos_bytes_per_s, elapsed, len) < 0)
+		over = DDOS_REASON_RATE;
+	if (syn && ddos_syn_pps && take(&s->syn_tokens, ddos_syn_pps, elapsed, 1) < 0)
+		over = DDOS_REASON_SYN;
+	if (over == DDOS_REASON_NONE)
+		return pass();
+	s->blocked_until_ns = now + ddos_block_ns;
+	s->reason = over;
+	s->dropped++;
+	pnm_count(&ddos_counters, DDOS_CTR_BLOCK_EVENTS, 1);
+	return drop(over == DDOS_REASON_SYN ? DDOS_CTR_DROP_SYN : DDOS_CTR_DROP_RATE);
+}

@@ -1,0 +1,59 @@
+/* ddos monitor: shared between bpf/monitors/ddos.bpf.c and pynetmon/monitors/ddos.py. */
+#ifndef PYNETMON_MONITORS_DDOS_H
+#define PYNETMON_MONITORS_DDOS_H
+
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
+
+/* Token buckets count in nano-units (a packet costs DDOS_NANO tokens, refill is elapsed_ns * rate), so
+ * the refill needs no division; a bucket holds at most one second of its rate (the article's 1 s
+ * window). With rate <= 2^27 pps (or bytes/s <= 2^33) the products stay below 2^64. */
+#define DDOS_NANO 1000000000ULL
+
+#define DDOS_REASON_NONE 0
+#define DDOS_REASON_RATE 1	/* over pps or bps */
+#define DDOS_REASON_SYN 2	/* over syn_pps: too many SYNs from this source */
+#define DDOS_REASON_BLOCKLIST 3	/* a manual block (m.block) */
+
+/* One source (its address masked to the prefix length), kept in an LRU hash: a flood from
+ * millions of spoofed sources evicts old quiet ones instead of refusing new ones. Fields are updated
+ * without atomics: two CPUs racing on one source may lose a token refill or a packet count, never a
+ * decision's counter (those are per-CPU). */
+struct ddos_source {
+	__u64 tokens;		/* packet tokens, nano-packets */
+	__u64 byte_tokens;	/* byte tokens, nano-bytes (only with bps) */
+	__u64 syn_tokens;	/* SYN tokens, nano-SYNs */
+	__u64 last_ns;		/* last refill (bpf_ktime_get_ns: CLOCK_MONOTONIC) */
+	__u64 blocked_until_ns;	/* 0: not blocked */
+	__u64 packets;		/* every packet seen from the source */
+	__u64 dropped;		/* its packets dropped by its block */
+	__u64 win_start_ns;	/* start of the current 1 s window */
+	__u64 win_packets;	/* packets in that window (top_sources' pps) */
+	__u32 reason;		/* DDOS_REASON_* of the current block */
+	__u32 pad;
+};
+
+/* LPM trie key: IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d, prefix length + 96), as in flow.h. */
+struct ddos_lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* A manual block or allow entry. `dropped`/`passed` are added atomically (one entry, many CPUs). */
+struct ddos_rule {
+	__u64 until_ns;		/* block only: 0 = until unblocked; else CLOCK_MONOTONIC end */
+	__u64 packets;		/* packets this rule decided (dropped for a block, passed for an allow) */
+};
+
+/* Per-CPU counters, index DDOS_CTR_*: every decision counted once. */
+#define DDOS_CTR_PASSED 0	/* passed (including allowed) */
+#define DDOS_CTR_DROP_RATE 1
+#define DDOS_CTR_DROP_SYN 2
+#define DDOS_CTR_DROP_BLOCKLIST 3
+#define DDOS_CTR_ALLOWED 4	/* passed because of the allow list (also in PASSED) */
+#define DDOS_CTR_BLOCK_EVENTS 5	/* a source newly blocked by the kernel (rate or syn) */
+#define DDOS_CTR_NON_IP 6	/* not IPv4/IPv6: passed untouched (also in PASSED) */
+#define DDOS_NR_CTR 7
+
+#endif

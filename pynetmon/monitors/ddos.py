@@ -1,0 +1,288 @@
+"""ddos: an XDP guard that drops floods before the stack sees them — a token bucket per source address
+(pps, optional bps, SYNs), blocking a source over its rate for `block_seconds`, plus manual block and
+allow lists (LPM tries; allow wins). Kernel side: bpf/monitors/ddos.bpf.c.
+
+It changes traffic, so it is built to be safe: the `protect` CIDRs (put the addresses you manage the
+host from there) are on the allow list from the first packet and can never be blocked or rate-limited;
+every decision is counted; `close()` removes the XDP program and the interface is as before.
+
+>>> with monitors.open("ddos", interface="eth0", pps=10_000, protect=["192.0.2.10/32"]) as m:
+...     m.block("203.0.113.0/24", seconds=60)
+...     m.snapshot()["dropped"]
+{'rate': 0, 'syn': 0, 'blocklist': 12}
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import struct
+import time
+from typing import Annotated, Any, Literal
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import AfterValidator, Field
+
+from ..errors import ConfigError
+from ..link import attach_xdp
+from ..maps import Map
+from ..object import BPFObject
+from .base import Monitor, MonitorOptions
+from .flowkey import FAMILY_IPV4, FAMILY_IPV6, address
+from .registry import register
+
+log = logging.getLogger(__name__)
+
+NANO = 1_000_000_000
+# struct ddos_source (ddos.h): tokens byte_tokens syn_tokens last_ns blocked_until_ns packets dropped
+# win_start_ns win_packets reason pad
+_SOURCE = struct.Struct("=QQQQQQQQQII")
+_RULE = struct.Struct("=QQ")  # struct ddos_rule: until_ns packets
+_LPM_KEY = struct.Struct("=I16s")  # struct ddos_lpm_key: prefixlen addr
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+REASONS = {1: "rate", 2: "syn", 3: "blocklist"}  # DDOS_REASON_*
+CTR_PASSED, CTR_DROP_RATE, CTR_DROP_SYN, CTR_DROP_BLOCKLIST, CTR_ALLOWED, CTR_BLOCK_EVENTS, CTR_NON_IP = range(7)
+XDP_MODE = {"native": "native", "generic": "skb"}
+
+
+def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An IPv4/IPv6 address or CIDR (host bits must be zero); ValueError naming the text otherwise."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected an address or CIDR string, not {type(text).__name__}")
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not an IPv4/IPv6 address or CIDR: {text!r} ({exc})") from None
+
+
+def _cidr(text: str) -> str:
+    parse_cidr(text)
+    return text
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+
+
+def lpm_key(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bytes:
+    """The `struct ddos_lpm_key` of a network: IPv4 IPv4-mapped, its prefix length + 96."""
+    if net.version == 4:
+        return _LPM_KEY.pack(net.prefixlen + 96, _V4_MAPPED + net.network_address.packed)
+    return _LPM_KEY.pack(net.prefixlen, net.network_address.packed)
+
+
+def lpm_network(raw: bytes) -> str:
+    """The CIDR text of a `struct ddos_lpm_key`."""
+    plen, addr = _LPM_KEY.unpack(raw)
+    if addr[:12] == _V4_MAPPED and plen >= 96:
+        return f"{ipaddress.IPv4Address(addr[12:])}/{plen - 96}"
+    return f"{ipaddress.IPv6Address(addr)}/{plen}"
+
+
+def prefix_mask(bits: int, v4: bool) -> bytes:
+    """The 16-byte mask keeping `bits` of an address (IPv4: of the mapped address's last 4 bytes)."""
+    total = 96 + bits if v4 else bits
+    return ((1 << 128) - (1 << (128 - total))).to_bytes(16, "big")
+
+
+class DdosOptions(MonitorOptions):
+    mode: Literal["native", "generic"] = Field(
+        "native", description="XDP mode: native (driver, also veth) or generic (any interface, slower)")
+    pps: int = Field(10_000, ge=0, le=1 << 27, description="packets per second per source (0: no limit)")
+    bps: int = Field(0, ge=0, le=1 << 36, description="bits per second per source (0: no limit)")
+    syn_pps: int = Field(1_000, ge=0, le=1 << 27, description="TCP SYNs per second per source (0: no limit)")
+    block_seconds: float = Field(60.0, gt=0, le=7 * 86_400, description="how long a source over its rate is dropped")
+    prefix_v4: int = Field(32, ge=1, le=32, description="IPv4 sources are keyed by this prefix length")
+    prefix_v6: int = Field(128, ge=1, le=128, description="IPv6 sources are keyed by this prefix length")
+    max_sources: int = Field(65_536, ge=16, le=1 << 22, description="sources the LRU table holds")
+    max_rules: int = Field(4_096, ge=1, le=1 << 20, description="entries of each of the block and allow lists")
+    protect: list[Cidr] = Field([], max_length=256, description="CIDRs always allowed (the management addresses)")
+    top: int = Field(10, ge=1, le=10_000, description="top_sources listed in the snapshot")
+
+
+@register
+class DdosMonitor(Monitor):
+    kind = "ddos"
+    summary = "XDP flood guard: per-source token buckets (pps, bps, SYN), block and allow lists"
+    Options = DdosOptions
+    live_options = frozenset({"top"})
+
+    def _start(self) -> None:
+        opts: DdosOptions = self.options  # type: ignore[assignment]
+        obj = self._own(BPFObject.from_package("monitors/ddos"))
+        obj.maps["ddos_sources"].set_max_entries(opts.max_sources)
+        obj.maps["ddos_allow"].set_max_entries(opts.max_rules)
+        obj.maps["ddos_block"].set_max_entries(opts.max_rules)
+        obj.set_rodata(ddos_pps=opts.pps, ddos_bytes_per_s=opts.bps // 8, ddos_syn_pps=opts.syn_pps,
+                       ddos_block_ns=int(opts.block_seconds * NANO),
+                       ddos_mask_v4=prefix_mask(opts.prefix_v4, True), ddos_mask_v6=prefix_mask(opts.prefix_v6, False))
+        obj.load()
+        self._sources: Map = obj.maps["ddos_sources"]  # type: ignore[assignment]
+        self._allow: Map = obj.maps["ddos_allow"]  # type: ignore[assignment]
+        self._block: Map = obj.maps["ddos_block"]  # type: ignore[assignment]
+        self._counters: Map = obj.maps["ddos_counters"]  # type: ignore[assignment]
+        self._protected = {lpm_key(parse_cidr(c)) for c in opts.protect}
+        self._manual = {"block": 0, "unblock": 0}
+        # protected before the first packet: the program is attached only after these are in its map
+        for key in self._protected:
+            self._allow.update(key, _RULE.pack(0, 0))
+        self._keep(attach_xdp(obj.programs["ddos_xdp"], self.interface or "", XDP_MODE[opts.mode], netns=self.netns))
+
+    # -- acting --------------------------------------------------------------------------------
+    def block(self, cidr: str, seconds: float | None = None) -> None:
+        """Drop every packet from `cidr` for `seconds` (None: until `unblock`). The allow list and the
+        `protect` CIDRs still win. Blocking again replaces the expiry."""
+        key = self._rule_key(cidr, "cidr")
+        if seconds is not None and not 0 < seconds <= 365 * 86_400:
+            raise ConfigError([("seconds", f"must be > 0 and at most a year, not {seconds!r}")])
+        until = 0 if seconds is None else time.monotonic_ns() + int(seconds * NANO)
+        with self.lock:
+            self._sweep_expired()
+            self._block.update(key, _RULE.pack(until, 0))
+            self._manual["block"] += 1
+        log.info("ddos on %s: blocked %s for %s", self.interface, cidr, "ever" if seconds is None else f"{seconds} s")
+
+    def unblock(self, cidr: str) -> int:
+        """Remove the manual block of exactly `cidr` and release every source the kernel blocked inside it
+        (they start again with full buckets). Returns how many entries were removed."""
+        net = parse_cidr_or_error(cidr, "cidr")
+        removed = 0
+        with self.lock:
+            try:
+                self._block.delete(lpm_key(net))
+                removed += 1
+            except KeyError:
+                pass
+            keys, _, n = self._sources.read_raw()
+            for i in range(n):
+                raw = keys[i * 16:(i + 1) * 16]
+                if _key_address(raw) in net:
+                    try:
+                        self._sources.delete(raw)
+                        removed += 1
+                    except KeyError:
+                        pass
+            self._manual["unblock"] += 1
+        log.info("ddos on %s: unblocked %s (%d entries)", self.interface, cidr, removed)
+        return removed
+
+    def allow(self, cidr: str) -> None:
+        """Never drop or rate-limit packets from `cidr` (wins over every block)."""
+        key = self._rule_key(cidr, "cidr")
+        with self.lock:
+            if key not in self._protected:
+                self._allow.update(key, _RULE.pack(0, 0))
+        log.info("ddos on %s: allowed %s", self.interface, cidr)
+
+    def disallow(self, cidr: str) -> None:
+        """Remove `cidr` from the allow list; the `protect` CIDRs cannot be removed."""
+        key = self._rule_key(cidr, "cidr")
+        if key in self._protected:
+            raise ConfigError([("cidr", f"{cidr} is protected (option protect) and stays allowed")])
+        with self.lock:
+            try:
+                self._allow.delete(key)
+            except KeyError:
+                raise ConfigError([("cidr", f"{cidr} is not on the allow list")]) from None
+
+    @staticmethod
+    def _rule_key(cidr: str, path: str) -> bytes:
+        return lpm_key(parse_cidr_or_error(cidr, path))
+
+    def _sweep_expired(self) -> None:
+        """Remove manual blocks whose time is over (the kernel already ignores them)."""
+        now = time.monotonic_ns()
+        for key, (until, _) in self._rules(self._block):
+            if until and until <= now:
+                try:
+                    self._block.delete(key)
+                except KeyError:
+                    pass
+
+    # -- reading -------------------------------------------------------------------------------
+    @staticmethod
+    def _rules(m: Map) -> list[tuple[bytes, tuple[int, int]]]:
+        keys, values, n = m.read_raw()
+        ks, vs = m.key_size, m.value_size
+        return [(bytes(keys[i * ks:(i + 1) * ks]), _RULE.unpack_from(values, i * vs)) for i in range(n)]
+
+    def _counter(self, index: int) -> int:
+        return sum(self._counters.lookup(index))
+
+    def _source_rows(self) -> list[tuple[bytes, tuple[int, ...]]]:
+        keys, values, n = self._sources.read_raw()
+        return [(bytes(keys[i * 16:(i + 1) * 16]), row)
+                for i, row in enumerate(_SOURCE.iter_unpack(memoryview(values)[:n * _SOURCE.size]))]
+
+    def _source_text(self, raw: bytes) -> str:
+        opts: DdosOptions = self.options  # type: ignore[assignment]
+        v4 = raw[:12] == _V4_MAPPED
+        text = address(raw, FAMILY_IPV4 if v4 else FAMILY_IPV6)
+        plen, full = (opts.prefix_v4, 32) if v4 else (opts.prefix_v6, 128)
+        return text if plen == full else f"{text}/{plen}"
+
+    def snapshot(self) -> dict[str, Any]:
+        opts: DdosOptions = self.options  # type: ignore[assignment]
+        with self.lock:
+            now = time.monotonic_ns()
+            sources = self._source_rows()
+            rules = self._rules(self._block)
+            allowed = self._rules(self._allow)
+            counters = [self._counter(i) for i in range(7)]
+        blocked = [{"source": self._source_text(raw), "until_ns": row[4], "reason": REASONS.get(row[9], str(row[9])),
+                    "dropped": row[6]} for raw, row in sources if row[4] > now]
+        blocked += [{"source": lpm_network(raw), "until_ns": until or None, "reason": "blocklist", "dropped": packets}
+                    for raw, (until, packets) in rules if not until or until > now]
+        # pps: packets in the source's current 1 s window (0 once the window is over 2 s old)
+        top = sorted(({"source": self._source_text(raw), "pps": row[8] if now - row[7] < 2 * NANO else 0,
+                       "packets": row[5]} for raw, row in sources),
+                     key=lambda r: (r["pps"], r["packets"]), reverse=True)[:opts.top]
+        return {
+            "passed": counters[CTR_PASSED],
+            "dropped": {"rate": counters[CTR_DROP_RATE], "syn": counters[CTR_DROP_SYN],
+                        "blocklist": counters[CTR_DROP_BLOCKLIST]},
+            "blocked": blocked,
+            "top_sources": top,
+            "allowed": {"packets": counters[CTR_ALLOWED],
+                        "rules": [{"source": lpm_network(raw), "packets": packets,
+                                   "protected": raw in self._protected} for raw, (_, packets) in allowed]},
+            "non_ip": counters[CTR_NON_IP],
+            "events": {"block": counters[CTR_BLOCK_EVENTS] + self._manual["block"],
+                       "unblock": self._manual["unblock"]},
+            "sources": len(sources),
+            "self": self.self_cost(),
+        }
+
+    def families(self) -> list[Metric]:
+        snap = self.snapshot()
+        dropped = CounterMetricFamily("ddos_dropped_packets", "Packets dropped, by reason", labels=["reason"])
+        for reason in ("rate", "syn", "blocklist"):
+            dropped.add_metric([reason], snap["dropped"][reason])
+        blocked = GaugeMetricFamily("ddos_blocked_sources", "Sources or CIDRs blocked now, by reason",
+                                    labels=["reason"])
+        for reason in ("rate", "syn", "blocklist"):
+            blocked.add_metric([reason], sum(1 for b in snap["blocked"] if b["reason"] == reason))
+        events = CounterMetricFamily("ddos_block_events", "Blocks and unblocks (kernel and manual)",
+                                     labels=["event"])
+        for event in ("block", "unblock"):
+            events.add_metric([event], snap["events"][event])
+        return [
+            CounterMetricFamily("ddos_passed_packets", "Packets passed (allowed ones included)", value=snap["passed"]),
+            dropped, blocked, events,
+            CounterMetricFamily("ddos_allowed_packets", "Packets passed by the allow list",
+                                value=snap["allowed"]["packets"]),
+            GaugeMetricFamily("ddos_sources", "Sources in the kernel table", value=snap["sources"]),
+            *self.self_families(snap["self"]),
+        ]
+
+
+def parse_cidr_or_error(cidr: str, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """parse_cidr, its ValueError as a ConfigError at `path`."""
+    try:
+        return parse_cidr(cidr)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError([(path, str(exc))]) from None
+
+
+def _key_address(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if raw[:12] == _V4_MAPPED:
+        return ipaddress.IPv4Address(raw[12:])
+    return ipaddress.IPv6Address(raw)

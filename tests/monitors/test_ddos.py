@@ -1,0 +1,168 @@
+"""ddos: real floods between test hosts through the XDP guard — a flooder is blocked and released while a
+well-behaved source loses nothing; manual block/allow/unblock with exact counts; protect; IPv6; bad
+options named; close leaves no XDP program."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from pynetmon import monitors
+from pynetmon.errors import ConfigError
+from pynetmon.link import xdp_programs
+from pynetmon.monitors.ddos import lpm_key, lpm_network, parse_cidr, prefix_mask
+
+from .helpers import V6, quiet, send_udp, settle, udp_sink
+
+FLOODER = "192.0.2.77"  # a second address on a's eth0: the flooding source
+
+
+def _second_address(a) -> None:
+    a.run("ip", "addr", "add", f"{FLOODER}/32", "dev", "eth0")
+
+
+def _drain(sink: socket.socket) -> dict[str, int]:
+    """Datagrams waiting on `sink`, per source address."""
+    got: dict[str, int] = {}
+    sink.setblocking(False)
+    while True:
+        try:
+            _, (src, *_) = sink.recvfrom(2048)
+        except BlockingIOError:
+            return got
+        got[src] = got.get(src, 0) + 1
+
+
+def _send_from(host, src: str, dst: str, port: int, count: int) -> None:
+    s = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((src, 0))
+        for _ in range(count):
+            s.sendto(b"x" * 32, (dst, port))
+    finally:
+        s.close()
+
+
+def test_flooder_blocked_and_released_while_good_source_loses_nothing(hosts):
+    a, b = hosts
+    quiet(a, b)
+    _second_address(a)
+    sink = udp_sink(b, 6001)
+    pps, flood, good = 500, 3000, 50
+    with monitors.open("ddos", interface="eth0", netns=b.netns, pps=pps, block_seconds=2.0) as m:
+        assert xdp_programs("eth0", netns=b.netns)["drv"]  # native XDP on veth
+        bad = a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        bad.bind((FLOODER, 0))
+        fine = a.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        fine.bind((a.ip, 0))
+        for i in range(flood):  # both at once: one good datagram every 60 flood datagrams
+            bad.sendto(b"x" * 32, (b.ip, 6001))
+            if i % 60 == 0:
+                fine.sendto(b"x" * 32, (b.ip, 6001))
+        settle()
+        snap = m.snapshot()
+        got = _drain(sink)
+        assert got.get(a.ip) == good  # the well-behaved source lost nothing
+        flood_passed = got[FLOODER]
+        # blocked within its first second: it got its 1 s bucket and at most one more second's refill
+        assert pps <= flood_passed < 2 * pps
+        assert snap["dropped"] == {"rate": flood - flood_passed, "syn": 0, "blocklist": 0}
+        assert snap["passed"] - snap["non_ip"] == good + flood_passed
+        [blocked] = snap["blocked"]
+        assert (blocked["source"], blocked["reason"], blocked["dropped"]) == (FLOODER, "rate", flood - flood_passed)
+        assert blocked["until_ns"] - time.monotonic_ns() <= 2 * 10**9
+        top = {t["source"]: t for t in snap["top_sources"]}
+        assert top[FLOODER]["packets"] == flood and top[a.ip]["packets"] == good
+        assert snap["events"]["block"] == 1
+        # released automatically after block_seconds, with full buckets
+        time.sleep(max(0.0, (blocked["until_ns"] - time.monotonic_ns()) / 1e9) + 0.1)
+        _send_from(a, FLOODER, b.ip, 6001, 20)
+        settle()
+        assert _drain(sink) == {FLOODER: 20}
+        assert m.snapshot()["blocked"] == []
+        bad.close()
+        fine.close()
+    sink.close()
+    assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}  # interface restored
+
+
+def test_manual_block_allow_unblock_exact(hosts):
+    a, b = hosts
+    quiet(a, b)
+    _second_address(a)
+    sink = udp_sink(b, 6002)
+    with monitors.open("ddos", interface="eth0", netns=b.netns, mode="generic", pps=0, syn_pps=0,
+                       protect=[f"{a.ip}/32"]) as m:
+        assert xdp_programs("eth0", netns=b.netns)["skb"]
+        m.block("192.0.2.0/24", seconds=60)
+        m.block(f"{a.ip}/32")  # protected: never dropped
+        _send_from(a, FLOODER, b.ip, 6002, 30)
+        _send_from(a, a.ip, b.ip, 6002, 7)
+        settle()
+        assert _drain(sink) == {a.ip: 7}
+        snap = m.snapshot()
+        assert snap["dropped"] == {"rate": 0, "syn": 0, "blocklist": 30}
+        rules = {r["source"]: r for r in snap["blocked"]}
+        assert rules["192.0.2.0/24"]["dropped"] == 30 and rules["192.0.2.0/24"]["reason"] == "blocklist"
+        assert rules[f"{a.ip}/32"]["until_ns"] is None and rules[f"{a.ip}/32"]["dropped"] == 0
+        allowed = {r["source"]: r for r in snap["allowed"]["rules"]}
+        assert allowed[f"{a.ip}/32"] == {"source": f"{a.ip}/32", "packets": 7, "protected": True}
+        # allow wins over block
+        m.allow(f"{FLOODER}/32")
+        _send_from(a, FLOODER, b.ip, 6002, 11)
+        settle()
+        assert _drain(sink) == {FLOODER: 11}
+        m.disallow(f"{FLOODER}/32")
+        _send_from(a, FLOODER, b.ip, 6002, 5)
+        settle()
+        assert _drain(sink) == {}
+        assert m.unblock("192.0.2.0/24") == 1
+        _send_from(a, FLOODER, b.ip, 6002, 13)
+        settle()
+        assert _drain(sink) == {FLOODER: 13}
+        snap = m.snapshot()
+        assert snap["dropped"]["blocklist"] == 35 and snap["allowed"]["packets"] == 7 + 11
+        with pytest.raises(ConfigError, match="protected"):
+            m.disallow(f"{a.ip}/32")
+        with pytest.raises(ConfigError) as err:
+            m.block("192.0.2.1/24")  # host bits set
+        assert err.value.problems[0][0] == "cidr"
+        fams = {f.name: f for f in m.families()}
+        assert {s.labels["reason"]: s.value for s in fams["ddos_dropped_packets"].samples
+                if s.name.endswith("_total")} == {"rate": 0, "syn": 0, "blocklist": 35}
+    sink.close()
+    assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}
+
+
+def test_ipv6_prefix_keyed_rate_limit(hosts):
+    a, b = hosts
+    quiet(a, b, ipv6=True)
+    sink = udp_sink(b, 6003, socket.AF_INET6)
+    with monitors.open("ddos", interface="eth0", netns=b.netns, pps=100, prefix_v6=64, block_seconds=30) as m:
+        send_udp(a, V6[1], 6003, 400, sport=40100)
+        settle()
+        got = sum(_drain(sink).values())
+        snap = m.snapshot()
+    sink.close()
+    assert 100 <= got < 200 and snap["dropped"]["rate"] == 400 - got
+    [blocked] = [x for x in snap["blocked"] if x["reason"] == "rate"]
+    assert blocked["source"] == "fd00:5eed::/64"
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ConfigError) as err:
+        monitors.create("ddos", "eth0", None, {"pps": -1, "mode": "xdp", "protect": ["10.0.0.0/8", "10.0.0.1/8", "x"],
+                                               "prefix_v4": 33, "block_seconds": 0})
+    assert set(dict(err.value.problems)) == {"options.pps", "options.mode", "options.protect[1]",
+                                             "options.protect[2]", "options.prefix_v4", "options.block_seconds"}
+    with pytest.raises(ConfigError, match="needs an interface"):
+        monitors.create("ddos")
+
+
+def test_lpm_keys_and_masks():
+    assert lpm_network(lpm_key(parse_cidr("203.0.113.0/24"))) == "203.0.113.0/24"
+    assert lpm_network(lpm_key(parse_cidr("2001:db8::/32"))) == "2001:db8::/32"
+    assert prefix_mask(24, True) == b"\xff" * 15 + b"\x00"
+    assert prefix_mask(64, False) == b"\xff" * 8 + b"\x00" * 8
+    assert prefix_mask(128, False) == b"\xff" * 16
