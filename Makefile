@@ -23,7 +23,7 @@ VMLINUX_USERS := $(patsubst bpf/%.bpf.c,pynetmon/data/%.bpf.o,$(shell grep -l 'v
 # -target bpf glibc then asks for the 32-bit <gnu/stubs-32.h>, which only libc6-dev-i386 has.
 X86_STUBS := $(if $(filter x86_64,$(shell uname -m)),libc6-dev-i386)
 APT_PACKAGES := clang llvm libbpf-dev libpcap-dev bpftool iproute2 tcpdump tshark prometheus iperf3 nginx nghttp2-client \
-                gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl \
+                gcc make libelf-dev zlib1g-dev python3 python3-venv python3-dev linux-libc-dev procps libcap2-bin iputils-ping curl systemd \
                 $(X86_STUBS)
 STAMP_APT := $(VENV)/.apt-stamp
 # The only system headers run-time compiled code can see (docs/security.md): bpf/sandbox-headers.txt and

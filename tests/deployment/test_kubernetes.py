@@ -71,7 +71,10 @@ def test_daemonset_grants_only_what_the_daemon_needs():
     # Everything the daemon writes is a volume (the root filesystem is read-only).
     env = {e["name"]: e.get("value") for e in _container()["env"]}
     args = _container()["args"]
-    for path in (env["PYNETMON_CACHE_DIR"], env["TMPDIR"], str(Path(args[args.index("--state-file") + 1]).parent)):
+    written = [env["PYNETMON_CACHE_DIR"], env["TMPDIR"], str(Path(args[args.index("--state-file") + 1]).parent)]
+    capture_dir = Path(args[args.index("--capture-dir") + 1])  # inside the state volume: kept on the node
+    assert str(capture_dir.parent) in written
+    for path in written:
         assert path in mounts, f"{path} is written but not a volume"
     token = args[args.index("--token-file") + 1]
     assert str(Path(token).parent) in mounts
