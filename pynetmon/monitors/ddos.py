@@ -83,6 +83,11 @@ def prefix_mask(bits: int, v4: bool) -> bytes:
     return ((1 << 128) - (1 << (128 - total))).to_bytes(16, "big")
 
 
+class BlockRule(MonitorOptions):
+    cidr: Cidr = Field(description="IPv4/IPv6 address or CIDR to drop")
+    seconds: float | None = Field(None, gt=0, le=365 * 86_400, description="how long (null: until unblocked)")
+
+
 class DdosOptions(MonitorOptions):
     mode: Literal["native", "generic"] = Field(
         "native", description="XDP mode: native (driver, also veth) or generic (any interface, slower)")
@@ -95,6 +100,9 @@ class DdosOptions(MonitorOptions):
     max_sources: int = Field(65_536, ge=16, le=1 << 22, description="sources the LRU table holds")
     max_rules: int = Field(4_096, ge=1, le=1 << 20, description="entries of each of the block and allow lists")
     protect: list[Cidr] = Field([], max_length=256, description="CIDRs always allowed (the management addresses)")
+    allow: list[Cidr] = Field([], max_length=4096, description="CIDRs on the allow list from the start")
+    block: list[BlockRule] = Field([], max_length=4096, description="manual blocks from the start "
+                                   "(the article's --blacklist IP SECONDS: --set 'block=[{\"cidr\": IP, \"seconds\": S}]')")
     top: int = Field(10, ge=1, le=10_000, description="top_sources listed in the snapshot")
 
 
@@ -122,8 +130,10 @@ class DdosMonitor(Monitor):
         self._protected = {lpm_key(parse_cidr(c)) for c in opts.protect}
         self._manual = {"block": 0, "unblock": 0}
         # protected before the first packet: the program is attached only after these are in its map
-        for key in self._protected:
+        for key in self._protected | {lpm_key(parse_cidr(c)) for c in opts.allow}:
             self._allow.update(key, _RULE.pack(0, 0))
+        for rule in opts.block:
+            self.block(rule.cidr, rule.seconds)
         self._keep(attach_xdp(obj.programs["ddos_xdp"], self.interface or "", XDP_MODE[opts.mode], netns=self.netns))
 
     # -- acting --------------------------------------------------------------------------------

@@ -153,9 +153,11 @@ def test_ipv6_prefix_keyed_rate_limit(hosts):
 def test_bad_options_are_named():
     with pytest.raises(ConfigError) as err:
         monitors.create("ddos", "eth0", None, {"pps": -1, "mode": "xdp", "protect": ["10.0.0.0/8", "10.0.0.1/8", "x"],
-                                               "prefix_v4": 33, "block_seconds": 0})
+                                               "prefix_v4": 33, "block_seconds": 0,
+                                               "block": [{"cidr": "203.0.113.0/24"}, {"cidr": "y", "seconds": -1}]})
     assert set(dict(err.value.problems)) == {"options.pps", "options.mode", "options.protect[1]",
-                                             "options.protect[2]", "options.prefix_v4", "options.block_seconds"}
+                                             "options.protect[2]", "options.prefix_v4", "options.block_seconds",
+                                             "options.block[1].cidr", "options.block[1].seconds"}
     with pytest.raises(ConfigError, match="needs an interface"):
         monitors.create("ddos")
 
@@ -166,3 +168,26 @@ def test_lpm_keys_and_masks():
     assert prefix_mask(24, True) == b"\xff" * 15 + b"\x00"
     assert prefix_mask(64, False) == b"\xff" * 8 + b"\x00" * 8
     assert prefix_mask(128, False) == b"\xff" * 16
+
+
+def test_syn_flood_source_blocked_and_lists_from_options(hosts):
+    a, b = hosts
+    quiet(a, b)
+    _second_address(a)
+    sink = udp_sink(b, 6004)
+    with monitors.open("ddos", interface="eth0", netns=b.netns, pps=0, syn_pps=5, block_seconds=30,
+                       block=[{"cidr": f"{FLOODER}/32", "seconds": 60}], allow=["192.0.2.64/26"]) as m:
+        _send_from(a, FLOODER, b.ip, 6004, 9)  # allowed by the broader allow entry, despite the block
+        for _ in range(20):  # SYNs to a closed port; each socket closed in SYN_SENT (no retransmission)
+            s = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex((b.ip, 6005))
+            s.close()
+        settle()
+        snap = m.snapshot()
+        assert _drain(sink) == {FLOODER: 9}
+    sink.close()
+    syn_passed = snap["passed"] - snap["non_ip"] - 9
+    assert 5 <= syn_passed < 20 and snap["dropped"] == {"rate": 0, "syn": 20 - syn_passed, "blocklist": 0}
+    assert {(x["source"], x["reason"]) for x in snap["blocked"]} == {(a.ip, "syn"), (f"{FLOODER}/32", "blocklist")}
+    assert snap["allowed"]["packets"] == 9
