@@ -10,11 +10,10 @@ Goal (issue 13): pass path within 1.1x the empty program. Nothing asserted on ti
 from __future__ import annotations
 
 import os
-import socket
 import statistics
-import struct
 
 import pytest
+from bench_monitors import _udp_frame  # the same 60-byte UDP frame as the other monitors' costs
 
 from pynetmon import monitors
 from pynetmon.object import BPFObject
@@ -25,12 +24,6 @@ ROUNDS = 5
 REPEAT = 1_000_000
 EMPTY_XDP = '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC("license") = "GPL";\n' \
             'SEC("xdp") int empty(struct xdp_md *ctx) { return XDP_PASS; }\n'
-
-
-def _udp_frame() -> bytes:
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + 18, 1, 0, 64, 17, 0, socket.inet_aton("198.18.0.1"),
-                     socket.inet_aton("198.18.0.2"))
-    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + struct.pack("!HHHH", 40000, 5201, 26, 0) + bytes(18)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
