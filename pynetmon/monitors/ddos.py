@@ -111,7 +111,7 @@ class DdosMonitor(Monitor):
     kind = "ddos"
     summary = "XDP flood guard: per-source token buckets (pps, bps, SYN), block and allow lists"
     Options = DdosOptions
-    live_options = frozenset({"top"})
+    live_options = frozenset({"top", "allow", "block"})
 
     def _start(self) -> None:
         opts: DdosOptions = self.options  # type: ignore[assignment]
@@ -135,6 +135,53 @@ class DdosMonitor(Monitor):
         for rule in opts.block:
             self.block(rule.cidr, rule.seconds)
         self._keep(attach_xdp(obj.programs["ddos_xdp"], self.interface or "", XDP_MODE[opts.mode], netns=self.netns))
+
+    def update(self, **options: Any) -> None:
+        """Change `top`, or replace the lists given as options (`allow`, `block`: PUT /monitors/NAME):
+        entries of the old option lists missing from the new ones are removed, new ones added, kept ones
+        keep their expiry. All or nothing: when a map update fails, the lists are put back as they were
+        and the options stay the old ones. Entries added with `block()`/`allow()` are left alone."""
+        old: DdosOptions = self.options  # type: ignore[assignment]
+        with self.lock:
+            super().update(**options)  # validates; refuses fixed options
+            new: DdosOptions = self.options  # type: ignore[assignment]
+            try:
+                self._sync_lists(old, new)
+            except BaseException:
+                self.options = old
+                raise
+
+    def _sync_lists(self, old: DdosOptions, new: DdosOptions) -> None:
+        def blocks(o: DdosOptions) -> dict[bytes, float | None]:
+            return {lpm_key(parse_cidr(r.cidr)): r.seconds for r in o.block}
+
+        def allows(o: DdosOptions) -> set[bytes]:
+            return {lpm_key(parse_cidr(c)) for c in o.allow} - self._protected
+
+        old_b, new_b, old_a, new_a = blocks(old), blocks(new), allows(old), allows(new)
+        saved = [(m, key, m.get(key)) for m, keys in ((self._block, old_b.keys() | new_b.keys()),
+                                                       (self._allow, old_a | new_a)) for key in keys]
+        now = time.monotonic_ns()
+        try:
+            for key in old_b.keys() - new_b.keys():
+                _delete(self._block, key)
+            for key, seconds in new_b.items():
+                if key not in old_b or old_b[key] != seconds:
+                    self._block.update(key, _RULE.pack(0 if seconds is None else now + int(seconds * NANO), 0))
+                    self._manual["block"] += 1
+            for key in old_a - new_a:
+                _delete(self._allow, key)
+            for key in new_a - old_a:
+                self._allow.update(key, _RULE.pack(0, 0))
+        except BaseException:
+            for m, key, value in saved:  # back to the rules in force before
+                if value is None:
+                    _delete(m, key)
+                else:
+                    m.update(key, value)
+            raise
+        log.info("ddos on %s: lists updated (%d blocks, %d allows from options)", self.interface,
+                 len(new_b), len(new_a))
 
     # -- acting --------------------------------------------------------------------------------
     def block(self, cidr: str, seconds: float | None = None) -> None:
@@ -290,6 +337,13 @@ def parse_cidr_or_error(cidr: str, path: str) -> ipaddress.IPv4Network | ipaddre
         return parse_cidr(cidr)
     except (TypeError, ValueError) as exc:
         raise ConfigError([(path, str(exc))]) from None
+
+
+def _delete(m: Map, key: bytes) -> None:
+    try:
+        m.delete(key)
+    except KeyError:
+        pass
 
 
 def _key_address(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

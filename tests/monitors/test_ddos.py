@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+from service.daemon import Daemon
 
 from pynetmon import monitors
 from pynetmon.errors import ConfigError
@@ -191,3 +192,38 @@ def test_syn_flood_source_blocked_and_lists_from_options(hosts):
     assert 5 <= syn_passed < 20 and snap["dropped"] == {"rate": 0, "syn": 20 - syn_passed, "blocklist": 0}
     assert {(x["source"], x["reason"]) for x in snap["blocked"]} == {(a.ip, "syn"), (f"{FLOODER}/32", "blocklist")}
     assert snap["allowed"]["packets"] == 9
+
+
+def test_rest_lists_are_live_options_and_a_failed_update_keeps_the_rules(hosts, tmp_path):
+    a, b = hosts
+    quiet(a, b)
+    _second_address(a)
+    sink = udp_sink(b, 6006)
+    state = tmp_path / "state.json"
+    with Daemon("--netns", b.netns, "--state-file", str(state)) as d:
+        body = {"kind": "ddos", "interface": "eth0",
+                "options": {"pps": 0, "max_rules": 2, "block": [{"cidr": f"{FLOODER}/32", "seconds": 60}]}}
+        r = d.client.post("/monitors/g", json=body)
+        assert r.status_code == 201, r.text
+        _send_from(a, FLOODER, b.ip, 6006, 10)
+        settle()
+        assert _drain(sink) == {}
+        bad = d.client.put("/monitors/g", json={"options": {"block": [{"cidr": "192.0.2.1/24"}]}})
+        assert bad.status_code == 400 and bad.json()["problems"][0]["path"] == "options.block[0].cidr"
+        full = d.client.put("/monitors/g", json={"options": {"block": [  # 3 entries in a 2-entry trie
+            {"cidr": f"{FLOODER}/32"}, {"cidr": "203.0.113.0/24"}, {"cidr": "198.51.100.0/24"}]}})
+        assert full.status_code >= 400, full.text
+        _send_from(a, FLOODER, b.ip, 6006, 4)  # the old rule is still in force
+        settle()
+        assert _drain(sink) == {}
+        snap = d.client.get("/monitors/g").json()
+        assert snap["dropped"]["blocklist"] == 14
+        assert [x["source"] for x in snap["blocked"]] == [f"{FLOODER}/32"]
+        assert d.client.put("/monitors/g", json={"options": {"block": []}}).status_code == 200
+        _send_from(a, FLOODER, b.ip, 6006, 6)
+        settle()
+        assert _drain(sink) == {FLOODER: 6}
+        assert d.client.get("/monitors").json()[0]["options"]["block"] == []
+        assert d.client.delete("/monitors/g").status_code == 204
+    sink.close()
+    assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}
