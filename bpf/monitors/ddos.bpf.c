@@ -20,6 +20,8 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u64 ddos_pps = 10000;
 const volatile __u64 ddos_bytes_per_s = 0;
 const volatile __u64 ddos_syn_pps = 1000;
+const volatile __u64 ddos_port_syn_pps = 0;
+const volatile __u64 ddos_syn_share_pps = 10;
 const volatile __u64 ddos_block_ns = 60ULL * DDOS_NANO;
 /* masks of the source key (option prefix_v4 / prefix_v6), over the 16-byte mapped address */
 const volatile __u64 ddos_mask_v4[2] = {~0ULL, ~0ULL};
@@ -42,6 +44,13 @@ struct ddos_rules {
 };
 struct ddos_rules ddos_allow SEC(".maps");
 struct ddos_rules ddos_block SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);	/* option max_ports */
+	__type(key, __u16);
+	__type(value, struct ddos_port);
+} ddos_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -70,6 +79,39 @@ static __always_inline int take(__u64 *tokens, __u64 rate, __u64 elapsed, __u64 
 	return 0;
 }
 
+/* SYN to a port: take from the port's bucket; true when the port is under protection now. */
+static __always_inline int port_protected(__u16 port, __u64 now)
+{
+	struct ddos_port *p, init = {};
+
+	p = bpf_map_lookup_elem(&ddos_ports, &port);
+	if (!p) {
+		init.tokens = (ddos_port_syn_pps - 1) * DDOS_NANO;
+		init.last_ns = now;
+		init.syns = 1;
+		bpf_map_update_elem(&ddos_ports, &port, &init, BPF_ANY);
+		return 0;
+	}
+	p->syns++;
+	if (take(&p->tokens, ddos_port_syn_pps, now > p->last_ns ? now - p->last_ns : 0, 1) < 0) {
+		if (now >= p->protected_until_ns)
+			pnm_count(&ddos_counters, DDOS_CTR_PROTECT_EVENTS, 1);
+		p->protected_until_ns = now + DDOS_PROTECT_NS;
+	}
+	p->last_ns = now;
+	if (now < p->protected_until_ns)
+		return 1;
+	return 0;
+}
+
+static __always_inline void port_dropped(__u16 port)
+{
+	struct ddos_port *p = bpf_map_lookup_elem(&ddos_ports, &port);
+
+	if (p)
+		__sync_fetch_and_add(&p->dropped, 1);
+}
+
 static __always_inline int drop(__u32 ctr)
 {
 	pnm_count(&ddos_counters, ctr, 1);
@@ -92,7 +134,7 @@ int ddos_xdp(struct xdp_md *ctx)
 	struct pnm_packet pkt;
 	__u64 now, len = data_end - data, key[2], elapsed;
 	const volatile __u64 *mask;
-	int syn, over;
+	int syn, over, guarded;
 
 	if (pnm_parse(data, data_end, &pkt) < 0) {
 		pnm_count(&ddos_counters, DDOS_CTR_NON_IP, 1);
@@ -119,6 +161,7 @@ int ddos_xdp(struct xdp_md *ctx)
 	key[0] &= mask[0];
 	key[1] &= mask[1];
 	syn = pkt.key.proto == IPPROTO_TCP && (pkt.tcp_flags & 0x12) == 0x02;	/* SYN without ACK */
+	guarded = syn && ddos_port_syn_pps && port_protected(pkt.key.dport, now);
 	s = bpf_map_lookup_elem(&ddos_sources, key);
 	if (!s) {
 		/* a new source starts with full buckets, this packet taken */
@@ -129,6 +172,7 @@ int ddos_xdp(struct xdp_md *ctx)
 		init.packets = 1;
 		init.win_start_ns = now;
 		init.win_packets = 1;
+		init.share_tokens = ddos_syn_share_pps * DDOS_NANO - (guarded ? DDOS_NANO : 0);
 		/* an LRU update cannot fail for want of room; this first packet passes in any case */
 		bpf_map_update_elem(&ddos_sources, key, &init, BPF_ANY);
 		return pass();
@@ -150,6 +194,7 @@ int ddos_xdp(struct xdp_md *ctx)
 		s->tokens = ddos_pps * DDOS_NANO;
 		s->byte_tokens = ddos_bytes_per_s * DDOS_NANO;
 		s->syn_tokens = ddos_syn_pps * DDOS_NANO;
+		s->share_tokens = ddos_syn_share_pps * DDOS_NANO;
 		s->last_ns = now;
 	}
 	elapsed = now > s->last_ns ? now - s->last_ns : 0;
@@ -161,8 +206,14 @@ int ddos_xdp(struct xdp_md *ctx)
 		over = DDOS_REASON_RATE;
 	if (syn && ddos_syn_pps && take(&s->syn_tokens, ddos_syn_pps, elapsed, 1) < 0)
 		over = DDOS_REASON_SYN;
-	if (over == DDOS_REASON_NONE)
+	if (over == DDOS_REASON_NONE) {
+		/* a port under SYN protection: this source's SYNs beyond its share are dropped, not blocked */
+		if (guarded && take(&s->share_tokens, ddos_syn_share_pps, elapsed, 1) < 0) {
+			port_dropped(pkt.key.dport);
+			return drop(DDOS_CTR_DROP_SYN);
+		}
 		return pass();
+	}
 	s->blocked_until_ns = now + ddos_block_ns;
 	s->reason = over;
 	s->dropped++;

@@ -30,6 +30,7 @@ struct ddos_source {
 	__u64 dropped;		/* its packets dropped by its block */
 	__u64 win_start_ns;	/* start of the current 1 s window */
 	__u64 win_packets;	/* packets in that window (top_sources' pps) */
+	__u64 share_tokens;	/* SYN tokens to ports under protection, nano-SYNs (syn_share_pps) */
 	__u32 reason;		/* DDOS_REASON_* of the current block */
 	__u32 pad;
 };
@@ -46,6 +47,18 @@ struct ddos_rule {
 	__u64 packets;		/* packets this rule decided (dropped for a block, passed for an allow) */
 };
 
+/* A destination port's SYN bucket (LRU hash keyed by the port in network order): over port_syn_pps the
+ * port is protected for DDOS_PROTECT_NS after the bucket last ran dry; meanwhile each source's SYNs to
+ * it are limited to syn_share_pps (the SYNs over it are dropped, the source is not blocked). */
+#define DDOS_PROTECT_NS DDOS_NANO
+struct ddos_port {
+	__u64 tokens;
+	__u64 last_ns;
+	__u64 protected_until_ns;
+	__u64 syns;		/* SYNs seen to the port */
+	__u64 dropped;		/* SYNs dropped while it was protected */
+};
+
 /* Per-CPU counters, index DDOS_CTR_*: every decision counted once. */
 #define DDOS_CTR_PASSED 0	/* passed (including allowed) */
 #define DDOS_CTR_DROP_RATE 1
@@ -54,6 +67,7 @@ struct ddos_rule {
 #define DDOS_CTR_ALLOWED 4	/* passed because of the allow list (also in PASSED) */
 #define DDOS_CTR_BLOCK_EVENTS 5	/* a source newly blocked by the kernel (rate or syn) */
 #define DDOS_CTR_NON_IP 6	/* not IPv4/IPv6: passed untouched (also in PASSED) */
-#define DDOS_NR_CTR 7
+#define DDOS_CTR_PROTECT_EVENTS 7	/* a port newly switched into SYN protection */
+#define DDOS_NR_CTR 8
 
 #endif

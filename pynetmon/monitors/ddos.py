@@ -34,13 +34,15 @@ log = logging.getLogger(__name__)
 
 NANO = 1_000_000_000
 # struct ddos_source (ddos.h): tokens byte_tokens syn_tokens last_ns blocked_until_ns packets dropped
-# win_start_ns win_packets reason pad
-_SOURCE = struct.Struct("=QQQQQQQQQII")
+# win_start_ns win_packets share_tokens reason pad
+_SOURCE = struct.Struct("=QQQQQQQQQQII")
+_PORT = struct.Struct("=QQQQQ")  # struct ddos_port: tokens last_ns protected_until_ns syns dropped
 _RULE = struct.Struct("=QQ")  # struct ddos_rule: until_ns packets
 _LPM_KEY = struct.Struct("=I16s")  # struct ddos_lpm_key: prefixlen addr
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 REASONS = {1: "rate", 2: "syn", 3: "blocklist"}  # DDOS_REASON_*
-CTR_PASSED, CTR_DROP_RATE, CTR_DROP_SYN, CTR_DROP_BLOCKLIST, CTR_ALLOWED, CTR_BLOCK_EVENTS, CTR_NON_IP = range(7)
+CTR_PASSED, CTR_DROP_RATE, CTR_DROP_SYN, CTR_DROP_BLOCKLIST, CTR_ALLOWED, CTR_BLOCK_EVENTS, CTR_NON_IP, \
+    CTR_PROTECT_EVENTS = range(8)
 XDP_MODE = {"native": "native", "generic": "skb"}
 
 
@@ -94,6 +96,11 @@ class DdosOptions(MonitorOptions):
     pps: int = Field(10_000, ge=0, le=1 << 27, description="packets per second per source (0: no limit)")
     bps: int = Field(0, ge=0, le=1 << 36, description="bits per second per source (0: no limit)")
     syn_pps: int = Field(1_000, ge=0, le=1 << 27, description="TCP SYNs per second per source (0: no limit)")
+    port_syn_pps: int = Field(0, ge=0, le=1 << 27, description="SYNs per second to one destination port above "
+                              "which the port is protected (0: off)")
+    syn_share_pps: int = Field(10, ge=1, le=1 << 27, description="SYNs per second each source may send to a "
+                               "protected port (the rest are dropped)")
+    max_ports: int = Field(4_096, ge=16, le=65_536, description="destination ports the SYN table holds")
     block_seconds: float = Field(60.0, gt=0, le=7 * 86_400, description="how long a source over its rate is dropped")
     prefix_v4: int = Field(32, ge=1, le=32, description="IPv4 sources are keyed by this prefix length")
     prefix_v6: int = Field(128, ge=1, le=128, description="IPv6 sources are keyed by this prefix length")
@@ -119,7 +126,9 @@ class DdosMonitor(Monitor):
         obj.maps["ddos_sources"].set_max_entries(opts.max_sources)
         obj.maps["ddos_allow"].set_max_entries(opts.max_rules)
         obj.maps["ddos_block"].set_max_entries(opts.max_rules)
+        obj.maps["ddos_ports"].set_max_entries(opts.max_ports)
         obj.set_rodata(ddos_pps=opts.pps, ddos_bytes_per_s=opts.bps // 8, ddos_syn_pps=opts.syn_pps,
+                       ddos_port_syn_pps=opts.port_syn_pps, ddos_syn_share_pps=opts.syn_share_pps,
                        ddos_block_ns=int(opts.block_seconds * NANO),
                        ddos_mask_v4=prefix_mask(opts.prefix_v4, True), ddos_mask_v6=prefix_mask(opts.prefix_v6, False))
         obj.load()
@@ -127,6 +136,7 @@ class DdosMonitor(Monitor):
         self._allow: Map = obj.maps["ddos_allow"]  # type: ignore[assignment]
         self._block: Map = obj.maps["ddos_block"]  # type: ignore[assignment]
         self._counters: Map = obj.maps["ddos_counters"]  # type: ignore[assignment]
+        self._ports: Map = obj.maps["ddos_ports"]  # type: ignore[assignment]
         self._protected = {lpm_key(parse_cidr(c)) for c in opts.protect}
         self._manual = {"block": 0, "unblock": 0}
         # protected before the first packet: the program is attached only after these are in its map
@@ -283,8 +293,9 @@ class DdosMonitor(Monitor):
             sources = self._source_rows()
             rules = self._rules(self._block)
             allowed = self._rules(self._allow)
-            counters = [self._counter(i) for i in range(7)]
-        blocked = [{"source": self._source_text(raw), "until_ns": row[4], "reason": REASONS.get(row[9], str(row[9])),
+            counters = [self._counter(i) for i in range(8)]
+            pkeys, pvalues, pn = self._ports.read_raw()
+        blocked = [{"source": self._source_text(raw), "until_ns": row[4], "reason": REASONS.get(row[10], str(row[10])),
                     "dropped": row[6]} for raw, row in sources if row[4] > now]
         blocked += [{"source": lpm_network(raw), "until_ns": until or None, "reason": "blocklist", "dropped": packets}
                     for raw, (until, packets) in rules if not until or until > now]
@@ -302,9 +313,14 @@ class DdosMonitor(Monitor):
                         "rules": [{"source": lpm_network(raw), "packets": packets,
                                    "protected": raw in self._protected} for raw, (_, packets) in allowed]},
             "non_ip": counters[CTR_NON_IP],
-            "events": {"block": counters[CTR_BLOCK_EVENTS] + self._manual["block"],
-                       "unblock": self._manual["unblock"]},
             "sources": len(sources),
+            # ports that were ever switched into SYN protection (port_syn_pps), busiest first
+            "syn_ports": sorted(({"port": int.from_bytes(pkeys[i * 2:i * 2 + 2], "big"), "syns": row[3],
+                                  "dropped": row[4], "protected": row[2] > now}
+                                 for i, row in enumerate(_PORT.iter_unpack(memoryview(pvalues)[:pn * _PORT.size]))
+                                 if row[2]), key=lambda r: r["syns"], reverse=True)[:opts.top],
+            "events": {"block": counters[CTR_BLOCK_EVENTS] + self._manual["block"],
+                       "unblock": self._manual["unblock"], "protect": counters[CTR_PROTECT_EVENTS]},
             "self": self.self_cost(),
         }
 
@@ -317,9 +333,9 @@ class DdosMonitor(Monitor):
                                     labels=["reason"])
         for reason in ("rate", "syn", "blocklist"):
             blocked.add_metric([reason], sum(1 for b in snap["blocked"] if b["reason"] == reason))
-        events = CounterMetricFamily("ddos_block_events", "Blocks and unblocks (kernel and manual)",
+        events = CounterMetricFamily("ddos_block_events", "Blocks and unblocks (kernel and manual), ports switched into SYN protection",
                                      labels=["event"])
-        for event in ("block", "unblock"):
+        for event in ("block", "unblock", "protect"):
             events.add_metric([event], snap["events"][event])
         return [
             CounterMetricFamily("ddos_passed_packets", "Packets passed (allowed ones included)", value=snap["passed"]),

@@ -227,3 +227,37 @@ def test_rest_lists_are_live_options_and_a_failed_update_keeps_the_rules(hosts, 
         assert d.client.delete("/monitors/g").status_code == 204
     sink.close()
     assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}
+
+
+def test_syn_protected_port_keeps_real_clients_connecting(hosts):
+    a, b = hosts
+    quiet(a, b)
+    _second_address(a)
+    server = b.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((b.ip, 6007))
+    server.listen(512)
+    flood = 200
+    with monitors.open("ddos", interface="eth0", netns=b.netns, pps=0, syn_pps=0, port_syn_pps=50,
+                       syn_share_pps=10) as m:
+        for _ in range(flood):  # SYNs from the flooder, each socket closed in SYN_SENT
+            s = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((FLOODER, 0))
+            s.setblocking(False)
+            s.connect_ex((b.ip, 6007))
+            s.close()
+        settle()
+        mid = m.snapshot()
+        for _ in range(5):  # a real client during the protection: within its share, every one connects
+            c = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+            c.settimeout(5)
+            c.bind((a.ip, 0))
+            c.connect((b.ip, 6007))
+            c.close()
+        snap = m.snapshot()
+    server.close()
+    [port] = mid["syn_ports"]
+    assert port["port"] == 6007 and port["protected"] and port["syns"] == flood
+    # the port's bucket (50) and then the flooder's share (10, plus a refill while it sends)
+    assert 0 < mid["dropped"]["syn"] == port["dropped"] <= flood - 60 and mid["events"]["protect"] == 1
+    assert snap["dropped"]["syn"] == mid["dropped"]["syn"]  # none of the client's packets were dropped
+    assert snap["dropped"]["rate"] == snap["dropped"]["blocklist"] == 0
