@@ -223,7 +223,13 @@ def test_rest_lists_are_live_options_and_a_failed_update_keeps_the_rules(hosts, 
         _send_from(a, FLOODER, b.ip, 6006, 6)
         settle()
         assert _drain(sink) == {FLOODER: 6}
-        assert d.client.get("/monitors").json()[0]["options"]["block"] == []
+        assert d.client.put("/monitors/g", json={"options": {"block": [{"cidr": "192.0.2.0/24"}]}}).status_code == 200
+    with Daemon("--netns", b.netns, "--state-file", str(state)) as d:  # restored with the updated lists
+        assert d.client.get("/monitors").json()[0]["options"]["block"] == [{"cidr": "192.0.2.0/24", "seconds": None}]
+        _send_from(a, FLOODER, b.ip, 6006, 3)
+        settle()
+        assert _drain(sink) == {}
+        assert d.client.get("/monitors/g").json()["dropped"]["blocklist"] == 3
         assert d.client.delete("/monitors/g").status_code == 204
     sink.close()
     assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}
