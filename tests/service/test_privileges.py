@@ -1,5 +1,5 @@
 """Least privilege: the daemon runs with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (no CAP_SYS_ADMIN),
-as deploy/Dockerfile and deploy/kubernetes/daemonset.yaml grant; without CAP_BPF an injection fails with an error
+as the image (Containerfile) and deploy/kubernetes/daemonset.yaml grant; without CAP_BPF an injection fails with an error
 naming the capabilities, and the daemon keeps running.
 
 The daemon is started inside test host b's namespace (`ip netns exec`, as root) and then drops every
