@@ -14,7 +14,7 @@ from pynetmon.errors import ConfigError
 from pynetmon.link import xdp_programs
 from pynetmon.monitors.ddos import lpm_key, lpm_network, parse_cidr, prefix_mask
 
-from .helpers import V6, quiet, send_udp, settle, udp_sink
+from .helpers import V6, finish_json, quiet, send_udp, settle, start_cli, udp_sink, wait_started
 
 FLOODER = "192.0.2.77"  # a second address on a's eth0: the flooding source
 
@@ -267,3 +267,22 @@ def test_syn_protected_port_keeps_real_clients_connecting(hosts):
     assert 0 < mid["dropped"]["syn"] == port["dropped"] <= flood - 60 and mid["events"]["protect"] == 1
     assert snap["dropped"]["syn"] == mid["dropped"]["syn"]  # none of the client's packets were dropped
     assert snap["dropped"]["rate"] == snap["dropped"]["blocklist"] == 0
+
+
+def test_cli_blacklist_through_the_block_option(hosts):
+    a, b = hosts
+    quiet(a, b)
+    _second_address(a)
+    sink = udp_sink(b, 6008)
+    proc = start_cli("monitor", "ddos", "-i", "eth0", "--netns", b.netns, "--duration", "3", "--json",
+                     "--set", f'block=[{{"cidr": "{FLOODER}", "seconds": 60}}]', "--set", "pps=0")
+    wait_started(proc)
+    _send_from(a, FLOODER, b.ip, 6008, 8)
+    _send_from(a, a.ip, b.ip, 6008, 4)
+    settle()
+    assert _drain(sink) == {a.ip: 4}
+    snap = finish_json(proc)
+    sink.close()
+    assert snap["dropped"]["blocklist"] == 8
+    assert [(x["source"], x["reason"], x["dropped"]) for x in snap["blocked"]] == [(f"{FLOODER}/32", "blocklist", 8)]
+    assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}
