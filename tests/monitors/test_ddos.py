@@ -4,6 +4,7 @@ options named; close leaves no XDP program."""
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 import pytest
@@ -286,3 +287,23 @@ def test_cli_blacklist_through_the_block_option(hosts):
     assert snap["dropped"]["blocklist"] == 8
     assert [(x["source"], x["reason"], x["dropped"]) for x in snap["blocked"]] == [(f"{FLOODER}/32", "blocklist", 8)]
     assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}
+
+
+def _frame(src: str) -> bytes:
+    """A 60-byte UDP frame from `src` (IPv4)."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 1, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton("198.18.0.2"))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + struct.pack("!HHHH", 40000, 5201, 26, 0) + bytes(18)
+
+
+@pytest.mark.parametrize(("options", "passed"), [({"pps": 100}, 100), ({"pps": 0, "bps": 8 * 60 * 10}, 10)])
+def test_bucket_is_exact_in_test_run(hosts, options, passed):
+    """1,000 identical frames within a millisecond (BPF_PROG_TEST_RUN): exactly one bucket passes — 100
+    packets at pps=100, 10 frames of 60 bytes at 4,800 bit/s — and the source is blocked once."""
+    a, b = hosts
+    quiet(a, b)  # no IPv6 chatter reaching the program beside the test run's frames
+    with monitors.open("ddos", interface="eth0", netns=b.netns, **options) as m:
+        m.objects[0].programs["ddos_xdp"].test_run(_frame("203.0.113.9"), 1000)
+        snap = m.snapshot()
+    assert snap["passed"] - snap["non_ip"] == passed and snap["dropped"]["rate"] == 1000 - passed
+    assert [(x["source"], x["reason"], x["dropped"]) for x in snap["blocked"]] == [("203.0.113.9", "rate", 1000 - passed)]
+    assert snap["events"]["block"] == 1
