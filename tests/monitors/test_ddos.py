@@ -146,6 +146,16 @@ def test_ipv6_prefix_keyed_rate_limit(hosts):
         settle()
         got = sum(_drain(sink).values())
         snap = m.snapshot()
+        m.unblock("fd00:5eed::/64")  # releases the rate-blocked /64
+        m.block("fd00:5eed::1/128", seconds=30)
+        send_udp(a, V6[1], 6003, 6, sport=40101)
+        settle()
+        assert _drain(sink) == {}
+        assert m.snapshot()["dropped"]["blocklist"] == 6
+        m.allow("fd00::/8")
+        send_udp(a, V6[1], 6003, 3, sport=40102)
+        settle()
+        assert sum(_drain(sink).values()) == 3
     sink.close()
     assert 100 <= got < 200 and snap["dropped"]["rate"] == 400 - got
     [blocked] = [x for x in snap["blocked"] if x["reason"] == "rate"]
