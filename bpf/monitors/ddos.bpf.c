@@ -53,6 +53,11 @@ struct {
 } ddos_ports SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 65536);	/* 2,048 events between two reads; more are counted as lost */
+} ddos_events SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, DDOS_NR_CTR);
 	__type(key, __u32);
@@ -79,6 +84,20 @@ static __always_inline int take(__u64 *tokens, __u64 rate, __u64 elapsed, __u64 
 	return 0;
 }
 
+static __always_inline void emit(const void *addr, __u64 until, __u16 port, __u8 kind, __u8 reason)
+{
+	struct ddos_event e = {};
+
+	if (addr)
+		__builtin_memcpy(e.addr, addr, 16);
+	e.until_ns = until;
+	e.port = port;
+	e.kind = kind;
+	e.reason = reason;
+	if (bpf_ringbuf_output(&ddos_events, &e, sizeof(e), 0))
+		pnm_count(&ddos_counters, DDOS_CTR_LOST_EVENTS, 1);
+}
+
 /* SYN to a port: take from the port's bucket; true when the port is under protection now. */
 static __always_inline int port_protected(__u16 port, __u64 now)
 {
@@ -94,8 +113,10 @@ static __always_inline int port_protected(__u16 port, __u64 now)
 	}
 	p->syns++;
 	if (take(&p->tokens, ddos_port_syn_pps, now > p->last_ns ? now - p->last_ns : 0, 1) < 0) {
-		if (now >= p->protected_until_ns)
+		if (now >= p->protected_until_ns) {
 			pnm_count(&ddos_counters, DDOS_CTR_PROTECT_EVENTS, 1);
+			emit(0, now + DDOS_PROTECT_NS, port, DDOS_EVENT_PROTECT, 0);
+		}
 		p->protected_until_ns = now + DDOS_PROTECT_NS;
 	}
 	p->last_ns = now;
@@ -220,5 +241,6 @@ int ddos_xdp(struct xdp_md *ctx)
 	s->reason = over;
 	s->dropped++;
 	pnm_count(&ddos_counters, DDOS_CTR_BLOCK_EVENTS, 1);
+	emit(key, s->blocked_until_ns, 0, DDOS_EVENT_BLOCK, over);
 	return drop(over == DDOS_REASON_SYN ? DDOS_CTR_DROP_SYN : DDOS_CTR_DROP_RATE);
 }

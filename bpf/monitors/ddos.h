@@ -59,6 +59,19 @@ struct ddos_port {
 	__u64 dropped;		/* SYNs dropped while it was protected */
 };
 
+/* An event on the ring (ddos_events): a source blocked by the kernel, or a port switched into SYN
+ * protection. Manual blocks come from user space, which logs them itself. */
+#define DDOS_EVENT_BLOCK 1
+#define DDOS_EVENT_PROTECT 2
+struct ddos_event {
+	__u8 addr[16];		/* the blocked source's key (masked); zero for a port event */
+	__u64 until_ns;		/* end of the block or of the protection */
+	__u16 port;		/* protected port, network order; 0 for a block */
+	__u8 kind;		/* DDOS_EVENT_* */
+	__u8 reason;		/* DDOS_REASON_* of a block */
+	__u32 pad;
+};
+
 /* Per-CPU counters, index DDOS_CTR_*: every decision counted once. */
 #define DDOS_CTR_PASSED 0	/* passed (including allowed) */
 #define DDOS_CTR_DROP_RATE 1
@@ -68,6 +81,7 @@ struct ddos_port {
 #define DDOS_CTR_BLOCK_EVENTS 5	/* a source newly blocked by the kernel (rate or syn) */
 #define DDOS_CTR_NON_IP 6	/* not IPv4/IPv6: passed untouched (also in PASSED) */
 #define DDOS_CTR_PROTECT_EVENTS 7	/* a port newly switched into SYN protection */
-#define DDOS_NR_CTR 8
+#define DDOS_CTR_LOST_EVENTS 8	/* events the full ring could not take */
+#define DDOS_NR_CTR 9
 
 #endif

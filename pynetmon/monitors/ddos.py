@@ -17,6 +17,7 @@ import ipaddress
 import logging
 import struct
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +30,7 @@ from ..object import BPFObject
 from .base import Monitor, MonitorOptions
 from .flowkey import FAMILY_IPV4, FAMILY_IPV6, address
 from .registry import register
+from .ringevents import RingEvents
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +38,14 @@ NANO = 1_000_000_000
 # struct ddos_source (ddos.h): tokens byte_tokens syn_tokens last_ns blocked_until_ns packets dropped
 # win_start_ns win_packets share_tokens reason pad
 _SOURCE = struct.Struct("=QQQQQQQQQQII")
+_EVENT = struct.Struct("=16sQHBBI")  # struct ddos_event: addr until_ns port kind reason pad
 _PORT = struct.Struct("=QQQQQ")  # struct ddos_port: tokens last_ns protected_until_ns syns dropped
 _RULE = struct.Struct("=QQ")  # struct ddos_rule: until_ns packets
 _LPM_KEY = struct.Struct("=I16s")  # struct ddos_lpm_key: prefixlen addr
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 REASONS = {1: "rate", 2: "syn", 3: "blocklist"}  # DDOS_REASON_*
 CTR_PASSED, CTR_DROP_RATE, CTR_DROP_SYN, CTR_DROP_BLOCKLIST, CTR_ALLOWED, CTR_BLOCK_EVENTS, CTR_NON_IP, \
-    CTR_PROTECT_EVENTS = range(8)
+    CTR_PROTECT_EVENTS, CTR_LOST_EVENTS = range(9)
 XDP_MODE = {"native": "native", "generic": "skb"}
 
 
@@ -137,6 +140,7 @@ class DdosMonitor(Monitor):
         self._block: Map = obj.maps["ddos_block"]  # type: ignore[assignment]
         self._counters: Map = obj.maps["ddos_counters"]  # type: ignore[assignment]
         self._ports: Map = obj.maps["ddos_ports"]  # type: ignore[assignment]
+        self._events = RingEvents(obj.maps["ddos_events"])  # type: ignore[arg-type]
         self._protected = {lpm_key(parse_cidr(c)) for c in opts.protect}
         self._manual = {"block": 0, "unblock": 0}
         # protected before the first packet: the program is attached only after these are in its map
@@ -264,6 +268,28 @@ class DdosMonitor(Monitor):
                 except KeyError:
                     pass
 
+    # -- events --------------------------------------------------------------------------------
+    def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """What the kernel decided as it happens: `{"event": "block", "source", "reason", "until_ns"}` for
+        a source blocked over its rate, `{"event": "protect", "port", "until_ns"}` for a port switched into
+        SYN protection. Ends after `timeout` seconds without one (never, with None) or when the monitor
+        closes. One reader at a time; manual blocks are logged, not streamed."""
+        if not self.started:
+            raise ConfigError([("", "the ddos monitor is not started")])
+        return self._events.stream(timeout, self._decode_event)
+
+    def _decode_event(self, record: bytes) -> dict[str, Any]:
+        addr, until, port, kind, reason, _ = _EVENT.unpack_from(record)
+        if kind == 2:  # DDOS_EVENT_PROTECT
+            return {"event": "protect", "port": int.from_bytes(port.to_bytes(2, "little"), "big"), "until_ns": until}
+        return {"event": "block", "source": self._source_text(addr), "reason": REASONS.get(reason, str(reason)),
+                "until_ns": until}
+
+    def _stop(self) -> None:
+        events = getattr(self, "_events", None)  # absent when _start failed early
+        if events is not None:
+            events.close()
+
     # -- reading -------------------------------------------------------------------------------
     @staticmethod
     def _rules(m: Map) -> list[tuple[bytes, tuple[int, int]]]:
@@ -293,7 +319,7 @@ class DdosMonitor(Monitor):
             sources = self._source_rows()
             rules = self._rules(self._block)
             allowed = self._rules(self._allow)
-            counters = [self._counter(i) for i in range(8)]
+            counters = [self._counter(i) for i in range(9)]
             pkeys, pvalues, pn = self._ports.read_raw()
         blocked = [{"source": self._source_text(raw), "until_ns": row[4], "reason": REASONS.get(row[10], str(row[10])),
                     "dropped": row[6]} for raw, row in sources if row[4] > now]
@@ -320,7 +346,8 @@ class DdosMonitor(Monitor):
                                  for i, row in enumerate(_PORT.iter_unpack(memoryview(pvalues)[:pn * _PORT.size]))
                                  if row[2]), key=lambda r: r["syns"], reverse=True)[:opts.top],
             "events": {"block": counters[CTR_BLOCK_EVENTS] + self._manual["block"],
-                       "unblock": self._manual["unblock"], "protect": counters[CTR_PROTECT_EVENTS]},
+                       "unblock": self._manual["unblock"], "protect": counters[CTR_PROTECT_EVENTS],
+                       "lost": counters[CTR_LOST_EVENTS]},
             "self": self.self_cost(),
         }
 

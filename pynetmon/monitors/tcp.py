@@ -24,11 +24,11 @@ from ..errors import ConfigError
 from ..link import TracingLink, attach_tracing
 from ..maps import Map
 from ..object import BPFObject
-from ..ringbuf import RingBuffer
 from . import flowkey
 from .base import Monitor, MonitorOptions
 from .histogram import Histogram, family
 from .registry import register
+from .ringevents import RingEvents
 
 _CONN = struct.Struct("=16s16sHHBBBxQQQQQQIIIIQ")  # struct tcpmon_conn
 _EVENT = struct.Struct("=Q16s16sHHBBBBI4x")  # struct tcpmon_event
@@ -105,8 +105,7 @@ class TcpMonitor(Monitor):
         self._closed: Map = obj.maps["tcp_closed"]  # type: ignore[assignment]
         self._counters: Map = obj.maps["tcp_counters"]  # type: ignore[assignment]
         self._latency: Map = obj.maps["tcp_connect_latency"]  # type: ignore[assignment]
-        self._ring_map: Map = obj.maps["tcp_events"]  # type: ignore[assignment]
-        self._ring: RingBuffer | None = None
+        self._events = RingEvents(obj.maps["tcp_events"])  # type: ignore[arg-type]
         self._iter: TracingLink | None = None
         for name in obj.programs:  # (loaded programs only: tcp_probe is left out without live_stats)
             link = self._keep(attach_tracing(obj, name))
@@ -120,9 +119,9 @@ class TcpMonitor(Monitor):
         return self.netns is None if live is None else live
 
     def _stop(self) -> None:
-        if getattr(self, "_ring", None) is not None:
-            self._ring.close()
-            self._ring = None
+        events = getattr(self, "_events", None)  # absent when _start failed early
+        if events is not None:
+            events.close()
 
     # -- reading -------------------------------------------------------------------------------
     def _counter(self, index: int) -> int:
@@ -163,22 +162,9 @@ class TcpMonitor(Monitor):
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
         """State changes, retransmits and resets as they happen; ends after `timeout` seconds without
         one (never, with None) or when the monitor closes. One reader at a time."""
-        with self.lock:
-            if not self.started:
-                raise ConfigError([("", "the tcp monitor is not started")])
-            if self._ring is None:
-                self._ring = RingBuffer(self._ring_map)
-            ring = self._ring
-        wait_ms = 100 if timeout is None else max(1, int(timeout * 1000))
-        while not ring.closed:
-            try:
-                records = ring.poll(wait_ms)
-            except ValueError:  # closed from another thread
-                return
-            if not records and timeout is not None:
-                return
-            for record in records:
-                yield decode_event(record)
+        if not self.started:
+            raise ConfigError([("", "the tcp monitor is not started")])
+        return self._events.stream(timeout, decode_event)
 
     def families(self) -> list[Metric]:
         with self.lock:

@@ -77,6 +77,8 @@ def test_flooder_blocked_and_released_while_good_source_loses_nothing(hosts):
         top = {t["source"]: t for t in snap["top_sources"]}
         assert top[FLOODER]["packets"] == flood and top[a.ip]["packets"] == good
         assert snap["events"]["block"] == 1
+        assert list(m.events(timeout=0.2)) == [{"event": "block", "source": FLOODER, "reason": "rate",
+                                                  "until_ns": blocked["until_ns"]}]
         # released automatically after block_seconds, with full buckets
         time.sleep(max(0.0, (blocked["until_ns"] - time.monotonic_ns()) / 1e9) + 0.1)
         _send_from(a, FLOODER, b.ip, 6001, 20)
@@ -264,6 +266,7 @@ def test_syn_protected_port_keeps_real_clients_connecting(hosts):
             s.close()
         settle()
         mid = m.snapshot()
+        events = list(m.events(timeout=0.2))
         for _ in range(5):  # a real client during the protection: within its share, every one connects
             c = a.socket(socket.AF_INET, socket.SOCK_STREAM)
             c.settimeout(5)
@@ -276,6 +279,7 @@ def test_syn_protected_port_keeps_real_clients_connecting(hosts):
     assert port["port"] == 6007 and port["protected"] and port["syns"] == flood
     # the port's bucket (50) and then the flooder's share (10, plus a refill while it sends)
     assert 0 < mid["dropped"]["syn"] == port["dropped"] <= flood - 60 and mid["events"]["protect"] == 1
+    assert [(e["event"], e["port"]) for e in events] == [("protect", 6007)]
     assert snap["dropped"]["syn"] == mid["dropped"]["syn"]  # none of the client's packets were dropped
     assert snap["dropped"]["rate"] == snap["dropped"]["blocklist"] == 0
 
