@@ -130,7 +130,7 @@ class DdosMonitor(Monitor):
         obj.maps["ddos_allow"].set_max_entries(opts.max_rules)
         obj.maps["ddos_block"].set_max_entries(opts.max_rules)
         obj.maps["ddos_ports"].set_max_entries(opts.max_ports)
-        obj.set_rodata(ddos_pps=opts.pps, ddos_bytes_per_s=opts.bps // 8, ddos_syn_pps=opts.syn_pps,
+        obj.set_rodata(ddos_pps=opts.pps, ddos_bytes_per_s=(opts.bps + 7) // 8, ddos_syn_pps=opts.syn_pps,
                        ddos_port_syn_pps=opts.port_syn_pps, ddos_syn_share_pps=opts.syn_share_pps,
                        ddos_block_ns=int(opts.block_seconds * NANO),
                        ddos_mask_v4=prefix_mask(opts.prefix_v4, True), ddos_mask_v6=prefix_mask(opts.prefix_v6, False))
