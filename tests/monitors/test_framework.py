@@ -10,7 +10,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from pydantic import Field
 
 from pynetmon.errors import ConfigError
-from pynetmon.monitors import Monitor, MonitorOptions, available, get, register
+from pynetmon.monitors import Monitor, MonitorOptions, available, get, register, registry
 from pynetmon.monitors.histogram import Histogram, family, slot_bounds
 
 
@@ -19,7 +19,6 @@ class _Options(MonitorOptions):
     ports: list[int] = Field(default_factory=lambda: [53])
 
 
-@register
 class _Probe(Monitor):
     kind = "probe_for_tests"
     summary = "a monitor that attaches nothing (tests of the shape)"
@@ -34,6 +33,15 @@ class _Probe(Monitor):
 
     def families(self) -> list:
         return [family("probe_latency_us", "probe", Histogram.from_slots([1, 2, 3], sum=9))]
+
+
+@pytest.fixture(autouse=True)
+def _registered_probe():
+    """The probe is a kind only while a test of this file runs: other tests (the Grafana dashboard's,
+    the service's) walk every registered kind and must not meet it."""
+    register(_Probe)
+    yield
+    registry._kinds.pop(_Probe.kind, None)
 
 
 def test_registry_lists_and_finds_kinds():
