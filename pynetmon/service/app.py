@@ -9,14 +9,16 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from . import openapi, operations, state_file
 from .config import ServiceConfig
 from .guards import BearerAuth, BodyLimit
 from .link_watch import LinkWatcher
 from .probes import Readiness
+from .problems import error_body
 from .registry import Registry
 from .routes import endpoints
 from .routing import NormalizePath
@@ -36,6 +38,15 @@ class ServiceState:
     readiness: Readiness = field(default_factory=Readiness)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on the request's path (HEAD wherever GET is)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
+
+
 def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
     """The daemon's ASGI app. `restore=False` ignores the state file (it is still written)."""
     state = ServiceState(config, Registry(config.netns, config.state_file, config.capture_dir, config.limits))
@@ -49,10 +60,12 @@ def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
         reason = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             reason = f"no such endpoint: {request.method} {request.url.path} (see /openapi.json)"
-        elif exc.status_code == 405:
+        headers = exc.headers
+        if exc.status_code == 405:
             reason = f"{request.method} is not allowed on {request.url.path} (see /openapi.json)"
-        return JSONResponse({"error": reason, "problems": [{"path": "", "reason": reason}]},
-                            status_code=exc.status_code, headers=exc.headers)
+            # Starlette's Allow names only the first route matching the path; each method is its own route.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return JSONResponse(error_body(reason), status_code=exc.status_code, headers=headers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .problems import error_body
+
 # Kubelet probes carry no token; they say only whether the daemon is alive and ready.
 OPEN_ALWAYS = {("GET", "/openapi.json"), ("GET", "/healthz"), ("GET", "/readyz")}
 METRICS = ("GET", "/metrics")
@@ -51,7 +53,7 @@ class BodyLimit:
                               f"limit of {self.max_body} bytes; raise it with `pynetmon serve --max-body`"
                               if length >= 0 else "bad Content-Length")
                     start, body = _send_json(413 if length >= 0 else 400,
-                                             {"error": reason, "problems": [{"path": "", "reason": reason}]})
+                                             error_body(reason))
                     await send(start)
                     await send(body)
                     return
@@ -100,7 +102,7 @@ class BearerAuth:
         if scope["type"] == "http" and self.needs_token(scope["method"], scope["path"]) \
                 and not self.authorized(scope["headers"]):
             reason = "this request needs the daemon's bearer token (Authorization: Bearer TOKEN)"
-            start, body = _send_json(401, {"error": reason, "problems": [{"path": "", "reason": reason}]},
+            start, body = _send_json(401, error_body(reason),
                                      [(b"www-authenticate", b'Bearer realm="pynetmon"')])
             await send(start)
             await send(body)

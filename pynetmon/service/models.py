@@ -148,9 +148,10 @@ class Problem(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error answer."""
+    """Every error answer (`message` repeats `error` under the key polycubed uses)."""
 
     error: str
+    message: str
     problems: list[Problem] = []
 
 

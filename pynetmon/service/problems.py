@@ -1,4 +1,6 @@
-"""Turning failures into HTTP answers: every error body is JSON `{"error": text, "problems": [{path, reason}]}`.
+"""Turning failures into HTTP answers: every error body is JSON
+`{"error": text, "message": text, "problems": [{path, reason}]}` (`message` is the key polycubed's
+error bodies use, so Polycube clients show our text).
 
 What the client sent wrong is a 4xx naming the JSON path and the reason; clang's diagnostics and the
 verifier's log travel in the text unchanged, because they are what the user needs to fix the code.
@@ -105,6 +107,11 @@ def limit_error(exc: errors.ResourceLimitError) -> ApiError:
     return ApiError(422 if exc.limit in _REQUEST_LIMITS else 507, text, [("", text)])
 
 
+def error_body(text: str, problems: list[tuple[str, str]] | None = None) -> dict:
+    """The JSON of every error answer; without `problems`, one problem at the root naming `text`."""
+    pairs = problems if problems is not None else [("", text)]
+    return {"error": text, "message": text, "problems": [{"path": p, "reason": r} for p, r in pairs]}
+
+
 def response(err: ApiError) -> JSONResponse:
-    body = {"error": err.message, "problems": [{"path": p, "reason": r} for p, r in err.problems]}
-    return JSONResponse(body, status_code=err.status, headers=err.headers)
+    return JSONResponse(error_body(err.message, err.problems), status_code=err.status, headers=err.headers)
