@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import uuid
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -33,6 +34,7 @@ class Cube:
     def __init__(self, name: str, netns: str | None):
         self.name = name
         self.netns = netns
+        self.uuid = str(uuid.uuid4())  # Polycube's per-cube uuid (a restored cube gets a new one)
         self.port: str | None = None    # the interface it is attached to now
         self.wanted: str | None = None  # the interface it should be attached to (kept while it is missing)
         self._ifindex = 0               # the index `port` had when attached (a re-created link has another)
@@ -61,8 +63,9 @@ class Cube:
 
     def info(self) -> dict[str, Any]:
         """The cube as Polycube shows it (`GET /polycube/v1/{service}/{name}`), plus its `status`."""
-        return {"name": self.name, "service-name": self.service, "type": self.type_name(),
-                "parent": self.wanted or "", "shadow": False, "span": False, "status": self.status}
+        return {"name": self.name, "uuid": self.uuid, "service-name": self.service, "type": self.type_name(),
+                "loglevel": "INFO", "parent": self.wanted or "", "shadow": False, "span": False,
+                "status": self.status}
 
     def snapshot(self) -> dict[str, Any]:
         """What the state file keeps to rebuild this cube (the interface even while it is missing)."""

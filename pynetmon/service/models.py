@@ -171,8 +171,12 @@ class CubeInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     name: str
+    uuid: str
     service_name: str = Field(alias="service-name")
     type: str
+    loglevel: str = Field("INFO", description="Polycube's log level field (pynetmon logs through its own logger)")
+    shadow: bool = False
+    span: bool = False
     parent: str = Field(description="interface the cube is attached to (or waits for), '' when detached")
     status: Literal["attached", "detached", "waiting for interface"] = Field(
         "detached", description="'waiting for interface' while its interface does not exist: it is attached "

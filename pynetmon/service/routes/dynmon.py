@@ -8,18 +8,21 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 from starlette.responses import PlainTextResponse, Response
 
-from ...dynmon.config import DataplaneConfig
+from ...dynmon.config import DataplaneConfig, PathConfig
 from ...dynmon.json_text import dumps
 from .. import models, operations
 from ..dynmon_cube import DynmonCube
 from ..models import parse_json
-from ..problems import not_found
+from ..problems import ApiError, not_found
 from ..routing import Call, RouteTable
 
 BASE = "/polycube/v1/dynmon"
 KINDS = {"ingress-metrics": "ingress", "egress-metrics": "egress"}
+PATHS = ("ingress-path", "egress-path")
+FIELDS = ("value", "timestamp", "name")  # a metric's leaves, each its own URL in Polycube's model
 table = RouteTable("dynmon", params={"kind": Literal[tuple(KINDS)],  # type: ignore[valid-type]  # from KINDS
-                                     "metric": Annotated[str, Field(min_length=1)]})
+                                     "metric": Annotated[str, Field(min_length=1)],
+                                     "path": Literal[PATHS]})  # type: ignore[valid-type]  # from PATHS
 JSON = "application/json"
 
 
@@ -75,6 +78,53 @@ def replace_dataplane_config(call: Call) -> dict[str, Any]:
     return _cube(call).info()
 
 
+@table.patch(BASE + "/{name}", "Change a dynmon cube: a `dataplane-config` given replaces the running one "
+             "(Polycube's PATCH of the cube)", body=models.DynmonBody, status=200, answer=models.CubeInfo, heavy=True)
+def patch_dynmon(call: Call) -> dict[str, Any]:
+    cube = _cube(call)
+    body = models.validate(models.DynmonBody, parse_json(call.body))
+    if "type" in body.model_fields_set and body.type != cube.cube_type:
+        raise ApiError(409, f"dynmon {cube.name!r} is {cube.cube_type.value}; the type is fixed at creation "
+                            "(delete and create the cube again)", [("type", "cannot change")])
+    if body.dataplane_config is not None:
+        operations.set_dataplane_config(call.registry, cube.name, body.dataplane_config)
+    return cube.info()
+
+
+def _path(call: Call) -> str:
+    if call.params["path"] not in PATHS:
+        raise not_found(f"dataplane-config path {call.params['path']!r} (use ingress-path or egress-path)")
+    return call.params["path"]
+
+
+@table.get(BASE + "/{name}/dataplane-config/{path}", "One path of the running dataplane-config ({} when the "
+           "path runs no program)", answer=PathConfig, operation_id="get_dataplane_path")
+def show_dataplane_path(call: Call) -> dict[str, Any]:
+    path = _path(call)
+    return (_cube(call).config or {}).get(path) or {}
+
+
+def _replace_path(call: Call, path_config: Any) -> dict[str, Any]:
+    cube = _cube(call)
+    path = _path(call)
+    config = {**(cube.config or {}), path: path_config}  # the other path stays as it runs
+    operations.set_dataplane_config(call.registry, cube.name, config)
+    return cube.info()
+
+
+@table.put(BASE + "/{name}/dataplane-config/{path}", "Replace one path's program and metrics; the other path "
+           "keeps running (on a bad config the running one stays)", body=PathConfig, status=200,
+           answer=models.CubeInfo, heavy=True, operation_id="put_dataplane_path")
+def replace_dataplane_path(call: Call) -> dict[str, Any]:
+    return _replace_path(call, parse_json(call.body))
+
+
+@table.delete(BASE + "/{name}/dataplane-config/{path}", "Remove one path's program (the other path keeps running)",
+              status=204, heavy=True, operation_id="delete_dataplane_path")
+def delete_dataplane_path(call: Call) -> None:
+    _replace_path(call, {})
+
+
 @table.get(BASE + "/{name}/metrics", "All metrics, ingress and egress", answer=models.Metrics)
 def all_metrics(call: Call) -> Response:
     body = _cube(call).metrics_json()  # written in bulk (Dynmon.metrics_json); the links appended
@@ -101,9 +151,16 @@ def one_metric(call: Call) -> Response:
     return Response(_cube(call).metrics_json(_kind(call), call.params["metric"]), media_type=JSON)
 
 
-@table.get(BASE + "/{name}/metrics/{kind}/{metric}/value", "One metric's value", answer=Any)
-def metric_value(call: Call) -> Any:
-    return _metric(call)["value"]
+def _metric_leaf(field: str) -> None:
+    """`.../{metric}/value`, `/timestamp`, `/name`: one literal route each, as Polycube's model has them."""
+    def metric_leaf(call: Call) -> Any:
+        return _metric(call)[field]
+    table.get(BASE + "/{name}/metrics/{kind}/{metric}/" + field, f"One metric's {field}", answer=Any,
+              operation_id=f"get_metric_{field}")(metric_leaf)
+
+
+for _field in FIELDS:
+    _metric_leaf(_field)
 
 
 @table.get(BASE + "/{name}/open-metrics", "All metrics in the OpenMetrics text format",
