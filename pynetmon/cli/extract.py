@@ -1,5 +1,6 @@
 """Print a dynmon monitor's metrics as JSON, like Polycube's dynmon_extractor.py: all of them, one
-direction's (-t), or one metric's value (-t and -n). -s saves them to a file instead."""
+direction's (-t), or one metric's value (-t and -n: a single value is printed bare, `8`, as Polycube's
+extractor prints it). -s saves them to a file instead."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     result = client.get(url)
     if isinstance(result, dict):
         result.pop("_links", None)
+    elif args.metric and isinstance(result, list) and len(result) == 1:
+        # Polycube's dynmon_extractor.py prints `res[0]` for -n: `8`, not `[8]`. With several entries it
+        # would print only the first; we print them all (a hash's other keys are not dropped silently).
+        result = result[0]
     text = json.dumps(result, indent=2)
     if args.save:
         with open(args.output, "w") as f:

@@ -3,7 +3,8 @@ dynmon_injector.py: if NAME exists, its dataplane is replaced (the old one keeps
 is rejected) and it is moved to IFACE if it was attached elsewhere.
 
 CONFIG.json is a dataplane-config ({"ingress-path": ..., "egress-path": ...}) or a single path
-({"name", "code", "metric-configs"}); -t picks the paths to inject."""
+({"name", "code", "metric-configs"}); -t picks the paths to inject, and a path not picked is removed
+from the running monitor (as Polycube's injector's -t does)."""
 from __future__ import annotations
 
 import argparse
@@ -42,11 +43,14 @@ def load_config(path: str, paths: tuple[str, ...]) -> dict:
     if "dataplane-config" in doc and isinstance(doc["dataplane-config"], dict):
         doc = doc["dataplane-config"]
     if "code" in doc:  # one path's config: put it where -t says
-        return {p: doc for p in paths}
-    chosen = {p: doc[p] for p in paths if p in doc}
+        chosen = {p: doc for p in paths}
+    else:
+        chosen = {p: doc[p] for p in paths if p in doc}
     if not chosen:
         raise Error(f"{path!r} has no {' or '.join(paths)} (keys found: {', '.join(doc) or 'none'})")
-    return chosen
+    # The dataplane-config replaces the whole running one, as Polycube's injector's does: a path not
+    # injected (-t egress: the ingress path) is removed, not left running from an earlier injection.
+    return {p: chosen.get(p, {}) for p in PATHS["both"]}
 
 
 def run(args: argparse.Namespace) -> int:

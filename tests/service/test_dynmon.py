@@ -33,7 +33,7 @@ def test_cli_inject_extract_and_bad_reinject(host_daemon, tmp_path):
     a.send_udp(b.ip, UDP_PORT + 1, 30)  # other port: not counted
     _settle()
     value = json.loads(d.cli("extract", "mon", "-t", "ingress", "-n", "udp_packets_total").stdout)
-    assert value == [100]  # the metric's value: the array map's one slot
+    assert value == 100  # the array map's one slot, printed bare as Polycube's extractor does
 
     # A config that does not compile: the CLI fails with clang's words, the old dataplane keeps counting.
     bad = d.cli("inject", "mon", "eth0", _write(tmp_path, "bad.json", broken_config()), check=False)

@@ -107,3 +107,29 @@ def test_missing_polycube_routes_and_fields(host_daemon):
     assert r.status_code == 200, r.text
     assert len(tc_programs("eth0", "egress", netns=b.netns)) == 1
     assert "type" in _error(requests.patch(f"{url}/dynmon/mon/", json.dumps({"type": "XDP_SKB"}), timeout=5), 409)
+
+
+def test_cli_extract_and_inject_as_polycube_tools(host_daemon, tmp_path):
+    """`pynetmon extract -n` prints one value bare (dynmon_extractor.py prints `res[0]`); `pynetmon inject -t
+    egress` replaces the whole dataplane-config, so the ingress path injected before is removed."""
+    d, a, b = host_daemon
+    both = tmp_path / "both.json"
+    config = counter_config()
+    egress = {**config["ingress-path"], "name": "egress counter", "metric-configs": []}
+    both.write_text(json.dumps({"ingress-path": config["ingress-path"], "egress-path": egress}))
+    d.cli("inject", "mon", "eth0", str(both))
+    assert len(tc_programs("eth0", "ingress", netns=b.netns)) == 1
+    assert len(tc_programs("eth0", "egress", netns=b.netns)) == 1
+    assert a.send_udp(b.ip, UDP_PORT, 8) == 8
+    time.sleep(0.1)  # the peer's softirq counts right after sendto
+    out = d.cli("extract", "mon", "-t", "ingress", "-n", "udp_packets_total").stdout
+    assert out.strip() == "8"
+    # A hash metric with one entry: the entry itself, not a one-element list.
+    flow = json.loads(d.cli("extract", "mon", "-t", "ingress", "-n", "flows").stdout)
+    assert flow["value"]["packets"] == 8
+
+    d.cli("inject", "mon", "eth0", str(both), "-t", "egress")
+    assert tc_programs("eth0", "ingress", netns=b.netns) == []
+    assert len(tc_programs("eth0", "egress", netns=b.netns)) == 1
+    running = requests.get(f"{d.url}{BASE}/dynmon/mon/dataplane-config", timeout=5).json()
+    assert running["ingress-path"] == {} and running["egress-path"]["name"] == "egress counter"
