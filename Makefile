@@ -139,7 +139,8 @@ test-image: image
 run: build
 	$(PY) -m pynetmon demo
 
-test: build
+# The linters (ruff, mypy) run first: CI runs exactly `make test`, so they gate every landing.
+test: build lint
 	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf || true
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._binding import check, ffi, lib
 from .btf_codec import BytesCodec, Codec, IntCodec, compile_pairs, gc_paused, per_cpu_stride
-from .errors import ENOTSUPP, ClosedError, MapKeyError, NotSupportedError, error_from_errno
+from .errors import ENOTSUPP, ClosedError, Error, MapKeyError, NotSupportedError, error_from_errno
 
 if TYPE_CHECKING:  # the optional `pynetmon[data]` extra: imported by the methods that need it
     import numpy
@@ -31,6 +31,7 @@ ARRAY_TYPES = {"array", "percpu_array", "prog_array", "perf_event_array", "cgrou
 KEYLESS_TYPES = {"queue", "stack", "bloom_filter", "ringbuf", "user_ringbuf"}
 DEFAULT_BATCH = 65536           # entries per batch call at most ...
 BATCH_BUFFER_BYTES = 4 << 20    # ... and at most this much key+value buffer (per-CPU values on big machines)
+_WALK_RESTARTS = 16             # whole walks a key-by-key read may take when keys vanish under it
 MIN_BATCH = 256
 
 
@@ -461,14 +462,19 @@ class Map:
 
     def _iter_raw_keys(self) -> Iterator:
         """Keys via BPF_MAP_GET_NEXT_KEY. If the current key is deleted concurrently, the kernel restarts
-        from the first key; a seen-set and an iteration bound keep that from looping or repeating."""
+        from the first key; a seen-set keeps that from repeating keys, and a bound of 16 whole walks keeps
+        it from looping. Running out of that bound is an error, never a silently shortened walk (which
+        would drop keys nobody touched)."""
         cur = ffi.new("uint8_t[]", self.key_size)
         nxt = ffi.new("uint8_t[]", self.key_size)
         seen: set[bytes] = set()
         prev = ffi.NULL
-        limit = 2 * self.max_entries + 16
+        limit = _WALK_RESTARTS * (self.max_entries + 16)
         steps = 0
-        while steps < limit:
+        while True:
+            if steps >= limit:
+                raise Error(f"map {self.name!r} changed too fast to walk key by key "
+                            f"({_WALK_RESTARTS} restarts of the walk); read it with batch operations")
             steps += 1
             ret = lib.bpf_map_get_next_key(self.fd, prev, nxt)
             if ret < 0:

@@ -300,7 +300,9 @@ class FrameRelay:
             for level, kind, data in ancillary:
                 if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(data) >= 16:
                     sec, nsec = struct.unpack_from("=qq", data)
-                    arrived -= time.time() - (sec + nsec / 1e9)  # realtime arrival on the monotonic clock
+                    # realtime arrival on the monotonic clock: the two clocks read back to back, so
+                    # that time spent between reading `arrived` and here cannot shorten the hold
+                    arrived = (sec + nsec / 1e9) - (time.time() - time.monotonic())
             with ready:
                 queue.append((arrived, frame))
                 ready.notify()
