@@ -33,9 +33,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rounds import env_int, fmt_spread, load_average, ratios, spread
-
-from pynetmon.testhosts import TestHosts
+from rounds import env_int, fmt_spread, iperf_hosts, load_average, ratios, spread
 
 RUNS = env_int("PYNETMON_BENCH_RUNS", 5)
 DURATION = env_int("PYNETMON_BENCH_SECONDS", 3)
@@ -115,19 +113,11 @@ def measure(a, b, scenario: dict, mode: str, workdir: str) -> dict:
 def test_capture_against_tcpdump():
     results = {(s, m): [] for s in SCENARIOS for m in MODES}
     load_before = load_average()
-    with TestHosts(prefix="pcb") as (a, b), tempfile.TemporaryDirectory(prefix="pynetmon-bench-") as workdir:
-        for host in (a, b):
-            host.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
-        server = b.popen("iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
-            for name, scenario in SCENARIOS.items():
-                for _ in range(RUNS):
-                    for mode in MODES:
-                        results[(name, mode)].append(measure(a, b, scenario, mode, workdir))
-        finally:
-            server.terminate()
-            server.wait()
+    with iperf_hosts("pcb") as (a, b), tempfile.TemporaryDirectory(prefix="pynetmon-bench-") as workdir:
+        for name, scenario in SCENARIOS.items():
+            for _ in range(RUNS):
+                for mode in MODES:
+                    results[(name, mode)].append(measure(a, b, scenario, mode, workdir))
     print_table(results, load_before)
 
 

@@ -23,10 +23,10 @@ import os
 import socket
 import statistics
 import struct
-import subprocess
 import time
 
 import pytest
+from rounds import iperf_hosts
 
 from pynetmon import monitors
 from pynetmon.errors import MapFullError
@@ -79,19 +79,11 @@ def test_monitor_throughput():
     modes = ("none", *MONITORS)
     results = {(s, m): [] for s in SCENARIOS for m in modes}
     load_before = os.getloadavg()
-    with TestHosts(prefix="pmb") as (a, b):
-        for host in (a, b):
-            host.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
-        server = b.popen("iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
-            for name, scenario in SCENARIOS.items():
-                for _ in range(RUNS):
-                    for mode in modes:  # interleaved: every mode sees the same moments of the machine
-                        results[(name, mode)].append(_measure(a, b, scenario, mode))
-        finally:
-            server.terminate()
-            server.wait()
+    with iperf_hosts("pmb") as (a, b):
+        for name, scenario in SCENARIOS.items():
+            for _ in range(RUNS):
+                for mode in modes:  # interleaved: every mode sees the same moments of the machine
+                    results[(name, mode)].append(_measure(a, b, scenario, mode))
     med = statistics.median
     print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; medians of {RUNS} interleaved rounds of "
           f"{DURATION} s; load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f}")

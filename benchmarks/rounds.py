@@ -6,10 +6,14 @@ the rounds: a single noisy round then shows as spread instead of passing for a w
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+
+from pynetmon.testhosts import Host, TestHosts
 
 
 def env_int(name: str, default: int) -> int:
@@ -66,3 +70,20 @@ def percentile(samples: Sequence[float], q: float) -> float:
     """The q-quantile (nearest rank)."""
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def iperf_hosts(prefix: str) -> Iterator[tuple[Host, Host]]:
+    """Two test hosts with IPv6 off (no router solicitations in the counts) and an iperf3 server on
+    the second, stopped and removed on exit: the set-up every throughput benchmark shares."""
+    with TestHosts(prefix=prefix) as (a, b):
+        for host in (a, b):
+            host.run("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
+        server = b.popen("iperf3", "-s", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)  # the server is listening well before this
+            yield a, b
+        finally:
+            server.terminate()
+            server.wait()
+

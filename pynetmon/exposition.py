@@ -236,7 +236,7 @@ class PrerenderedFamily(Metric):
         self.lines: str | None = lines
 
     @property
-    def samples(self) -> list[Sample]:  # type: ignore[override]
+    def samples(self) -> list[Sample]:
         if self._samples is None:
             make, self._make_samples = self._make_samples, None
             self._samples = make() if make is not None else []

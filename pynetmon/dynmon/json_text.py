@@ -133,7 +133,7 @@ class JsonRenderer:
             for i, item in zip(missing, json_value(one)):
                 texts[i] = '{"key":' + dumps(item["key"]) + ',"value":'
         self._key_text = dict(zip(keys, texts))
-        self._prefixes = texts  # type: ignore[assignment]
+        self._prefixes = texts
 
     _closing = ""
 

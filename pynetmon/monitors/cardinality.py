@@ -38,7 +38,7 @@ def top_keys(values: Mapping[K, V], top: int, weight: Callable[[V], float] | Non
              ) -> tuple[dict[K, V], int, float]:
     """The `top` entries of `values` by `weight` (the value itself by default), how many were left out
     and the summed weight of those left out."""
-    weigh = weight or (lambda v: v)  # type: ignore[assignment, return-value]
+    weigh = weight or (lambda v: v)  # type: ignore[return-value]
     if len(values) <= top:
         return dict(values), 0, 0
     kept = heapq.nlargest(top, values.items(), key=lambda kv: weigh(kv[1]))

@@ -135,12 +135,12 @@ class DdosMonitor(Monitor):
                        ddos_block_ns=int(opts.block_seconds * NANO),
                        ddos_mask_v4=prefix_mask(opts.prefix_v4, True), ddos_mask_v6=prefix_mask(opts.prefix_v6, False))
         obj.load()
-        self._sources: Map = obj.maps["ddos_sources"]  # type: ignore[assignment]
-        self._allow: Map = obj.maps["ddos_allow"]  # type: ignore[assignment]
-        self._block: Map = obj.maps["ddos_block"]  # type: ignore[assignment]
-        self._counters: Map = obj.maps["ddos_counters"]  # type: ignore[assignment]
-        self._ports: Map = obj.maps["ddos_ports"]  # type: ignore[assignment]
-        self._events = RingEvents(obj.maps["ddos_events"])  # type: ignore[arg-type]
+        self._sources: Map = obj.maps["ddos_sources"]
+        self._allow: Map = obj.maps["ddos_allow"]
+        self._block: Map = obj.maps["ddos_block"]
+        self._counters: Map = obj.maps["ddos_counters"]
+        self._ports: Map = obj.maps["ddos_ports"]
+        self._events = RingEvents(obj.maps["ddos_events"])
         self._protected = {lpm_key(parse_cidr(c)) for c in opts.protect}
         self._manual = {"block": 0, "unblock": 0}
         # protected before the first packet: the program is attached only after these are in its map

@@ -70,11 +70,11 @@ class DnsMonitor(latstats.EvictingMonitor):
         obj.maps["dns_hist"].set_max_entries(nslots)
         obj.set_rodata(dns_config=hist + struct.pack(f"={MAX_PORTS}H", *ports))
         obj.load()
-        self._names: Map = obj.maps["dns_names"]  # type: ignore[assignment]
-        self._pending: Map = obj.maps["dns_pending"]  # type: ignore[assignment]
-        self._counts: Map = obj.maps["dns_counts"]  # type: ignore[assignment]
-        self._hist: Map = obj.maps["dns_hist"]  # type: ignore[assignment]
-        self._counters: Map = obj.maps["dns_counters"]  # type: ignore[assignment]
+        self._names: Map = obj.maps["dns_names"]
+        self._pending: Map = obj.maps["dns_pending"]
+        self._counts: Map = obj.maps["dns_counts"]
+        self._hist: Map = obj.maps["dns_hist"]
+        self._counters: Map = obj.maps["dns_counters"]
         self._evicted = 0
         self._series = SeriesTTL(opts.ttl)
         self._keep(attach_tc(obj.programs["dns_ingress"], self.interface, "ingress", netns=self.netns))

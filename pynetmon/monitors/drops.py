@@ -111,8 +111,8 @@ class DropsMonitor(Monitor):
         obj.maps["drops_table"].set_max_entries(opts.max_entries)
         obj.set_rodata(netns_inum=_netns.inode(self.netns) if self.netns else 0, with_location=int(opts.stacks))
         obj.load()
-        self._table: Map = obj.maps["drops_table"]  # type: ignore[assignment]
-        self._counters: Map = obj.maps["drops_counters"]  # type: ignore[assignment]
+        self._table: Map = obj.maps["drops_table"]
+        self._counters: Map = obj.maps["drops_counters"]
         self._ncpus = possible_cpus()
         self._series = SeriesTTL(opts.ttl)
         self._keep(attach_tracing(obj, "drops_kfree_skb"))

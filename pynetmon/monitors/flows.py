@@ -61,8 +61,8 @@ class FlowsMonitor(EvictingMonitor):
         obj.maps["flows_table"].set_max_entries(opts.max_entries)
         obj.set_rodata(flows_keep=keep)
         obj.load()
-        self._table: Map = obj.maps["flows_table"]  # type: ignore[assignment]
-        self._counters: Map = obj.maps["flows_counters"]  # type: ignore[assignment]
+        self._table: Map = obj.maps["flows_table"]
+        self._counters: Map = obj.maps["flows_counters"]
         self._evicted = 0
         self._series = SeriesTTL(opts.ttl)
         if opts.mode == "xdp":

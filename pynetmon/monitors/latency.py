@@ -69,12 +69,12 @@ class LatencyMonitor(latstats.FlowDelayMonitor):
         obj.maps["latency_by_skb"].set_max_entries(1 if opts.mode == "reply" else opts.max_pending)
         obj.maps["latency_hist"].set_max_entries(nslots)
         for name in STACK_PROGRAMS:  # global tracepoints only where they are used
-            obj.programs[name].set_autoload(opts.mode == "stack")  # type: ignore[union-attr]
+            obj.programs[name].set_autoload(opts.mode == "stack")
         obj.set_rodata(latency_config=hist + struct.pack("=I4xQ", MODES[opts.mode], int(opts.max_age * 1e9)))
         obj.load()
-        self._flows = latstats.FlowTable(obj.maps["latency_flows"], opts.ttl)  # type: ignore[arg-type]
-        self._hist: Map = obj.maps["latency_hist"]  # type: ignore[assignment]
-        self._counters: Map = obj.maps["latency_counters"]  # type: ignore[assignment]
+        self._flows = latstats.FlowTable(obj.maps["latency_flows"], opts.ttl)
+        self._hist: Map = obj.maps["latency_hist"]
+        self._counters: Map = obj.maps["latency_counters"]
         self._keep(attach_tc(obj.programs["latency_ingress"], self.interface, "ingress", netns=self.netns))
         if opts.mode == "stack":
             for name in STACK_PROGRAMS:

@@ -52,9 +52,9 @@ class RttMonitor(latstats.FlowDelayMonitor):
         obj.maps["rtt_hist"].set_max_entries(nslots)
         obj.set_rodata(rtt_hist_config=config)
         obj.load()
-        self._flows = latstats.FlowTable(obj.maps["rtt_flows"], opts.ttl)  # type: ignore[arg-type]
-        self._hist: Map = obj.maps["rtt_hist"]  # type: ignore[assignment]
-        self._counters: Map = obj.maps["rtt_counters"]  # type: ignore[assignment]
+        self._flows = latstats.FlowTable(obj.maps["rtt_flows"], opts.ttl)
+        self._hist: Map = obj.maps["rtt_hist"]
+        self._counters: Map = obj.maps["rtt_counters"]
         self._keep(attach_tc(obj.programs["rtt_ingress"], self.interface, "ingress", netns=self.netns))
         self._keep(attach_tc(obj.programs["rtt_egress"], self.interface, "egress", netns=self.netns))
         self._start_evicting()

@@ -101,11 +101,11 @@ class TcpMonitor(Monitor):
             obj.programs["tcp_probe"].set_autoload(False)
         obj.set_rodata(netns_inum=_netns.inode(self.netns) if self.netns else 0, emit_events=int(opts.events))
         obj.load()
-        self._conns: Map = obj.maps["tcp_conns"]  # type: ignore[assignment]
-        self._closed: Map = obj.maps["tcp_closed"]  # type: ignore[assignment]
-        self._counters: Map = obj.maps["tcp_counters"]  # type: ignore[assignment]
-        self._latency: Map = obj.maps["tcp_connect_latency"]  # type: ignore[assignment]
-        self._events = RingEvents(obj.maps["tcp_events"])  # type: ignore[arg-type]
+        self._conns: Map = obj.maps["tcp_conns"]
+        self._closed: Map = obj.maps["tcp_closed"]
+        self._counters: Map = obj.maps["tcp_counters"]
+        self._latency: Map = obj.maps["tcp_connect_latency"]
+        self._events = RingEvents(obj.maps["tcp_events"])
         self._iter: TracingLink | None = None
         for name in obj.programs:  # (loaded programs only: tcp_probe is left out without live_stats)
             link = self._keep(attach_tracing(obj, name))

@@ -17,7 +17,7 @@ table = RouteTable("packetcapture")
 BASE = "/polycube/v1/packetcapture"
 LEAVES = ("capture", "filter", "snaplen", "dump", "networkmode")
 LeafValue = str | int | bool  # one setting's JSON value
-table.params["leaf"] = Literal[LEAVES]  # type: ignore[valid-type]  # the settings, from the tuple above
+table.params["leaf"] = Literal[LEAVES]  # the settings, from the tuple above
 
 
 def _cube(call: Call):

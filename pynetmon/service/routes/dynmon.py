@@ -20,9 +20,9 @@ BASE = "/polycube/v1/dynmon"
 KINDS = {"ingress-metrics": "ingress", "egress-metrics": "egress"}
 PATHS = ("ingress-path", "egress-path")
 FIELDS = ("value", "timestamp", "name")  # a metric's leaves, each its own URL in Polycube's model
-table = RouteTable("dynmon", params={"kind": Literal[tuple(KINDS)],  # type: ignore[valid-type]  # from KINDS
+table = RouteTable("dynmon", params={"kind": Literal[tuple(KINDS)],  # from KINDS
                                      "metric": Annotated[str, Field(min_length=1)],
-                                     "path": Literal[PATHS]})  # type: ignore[valid-type]  # from PATHS
+                                     "path": Literal[PATHS]})  # from PATHS
 JSON = "application/json"
 
 
