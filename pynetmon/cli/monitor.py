@@ -4,7 +4,8 @@ Without --json, a live table refreshed every second until Ctrl-C (or --duration)
 snapshot (the monitor's JSON document, docs/monitors.md) on standard output after --duration seconds (or
 at Ctrl-C), and exit 0. With --events, the monitor's events as JSON lines. --set key=value sets an
 option; the value is read as JSON where it parses (`--set top=10`, `--set aggregate='["src"]'`) and as
-a string otherwise (`--set mode=xdp`). --list shows the kinds there are."""
+a string otherwise (`--set mode=xdp`). Kinds add shorthand flags of their own (`ddos --blacklist IP
+SECONDS`, the article's controller flags; `Monitor.cli_flags`). --list shows the kinds there are."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an option (value as JSON where it parses, else a string); repeatable")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes of the table")
     parser.add_argument("--list", action="store_true", help="list the monitor kinds and exit")
+    seen: dict[str, str] = {}
+    for kind, cls in monitors.kinds().items():
+        for flag in cls.cli_flags:
+            if flag.flag in seen:
+                raise TypeError(f"{flag.flag} is a flag of both the {seen[flag.flag]} and the {kind} monitor")
+            seen[flag.flag] = kind
+            parser.add_argument(flag.flag, nargs=len(flag.metavar), metavar=flag.metavar, action="append",
+                                dest=_dest(kind, flag.flag), help=f"{kind} only: {flag.help}")
+
+
+def _dest(kind: str, flag: str) -> str:
+    return f"flag_{kind}_{flag.lstrip('-').replace('-', '_')}"
+
+
+def kind_options(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The options of `--set` plus those of the kind's own flags; a flag of another kind is an error."""
+    options = parse_options(args.options)
+    for other, cls in monitors.kinds().items():
+        for flag in cls.cli_flags:
+            for values in getattr(args, _dest(other, flag.flag), None) or []:
+                if other != kind:
+                    raise ConfigError([(flag.flag, f"is a flag of the {other} monitor, not of {kind}")])
+                flag.apply(options, list(values))
+    return options
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -79,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         for kind, summary in monitors.available().items():
             print(f"{kind:10} {summary}")
         return 0 if args.list else 2
-    mon = monitors.create(args.kind, args.interface, args.netns, parse_options(args.options))
+    mon = monitors.create(args.kind, args.interface, args.netns, kind_options(args.kind, args))
     done = _stop_event(args.duration)
     mon.start()
     if args.json or args.events:  # the table says so itself; here tell the user (and scripts) it runs

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from prometheus_client.core import Metric
@@ -36,6 +37,21 @@ class MonitorOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+@dataclass(frozen=True)
+class CliFlag:
+    """A command-line flag of one monitor kind (`pynetmon monitor ddos --blacklist IP SECONDS`): a
+    shorthand that adds to the options. `apply(options, values)` is called once per occurrence with
+    the flag's values as typed and changes `options` in place; it raises a ConfigError naming the flag
+    for a bad value."""
+
+    flag: str
+    """`--blacklist`: unique over all kinds."""
+    metavar: tuple[str, ...]
+    """The values it takes, e.g. ("IP", "SECONDS")."""
+    help: str
+    apply: Callable[[dict[str, Any], list[str]], None]
+
+
 class Monitor(abc.ABC):
     """A ready monitor. Subclasses set the class attributes, implement `_start`, `snapshot` and
     `families`, and keep what they load and attach through `_own` and `_keep`, so that `close()` removes
@@ -48,6 +64,8 @@ class Monitor(abc.ABC):
     Options: ClassVar[type[MonitorOptions]] = MonitorOptions
     live_options: ClassVar[frozenset[str]] = frozenset()
     """Options `update()` may change while the monitor runs (the others need a restart)."""
+    cli_flags: ClassVar[tuple[CliFlag, ...]] = ()
+    """Shorthand flags of `pynetmon monitor KIND` (the article's controller flags), each adding options."""
     needs_interface: ClassVar[bool] = True
     """False for monitors on global hooks (tracepoints, fentry), which take `netns` as a filter instead."""
 

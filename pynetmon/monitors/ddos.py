@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..link import attach_xdp
 from ..maps import Map
 from ..object import BPFObject
-from .base import Monitor, MonitorOptions
+from .base import CliFlag, Monitor, MonitorOptions
 from .flowkey import FAMILY_IPV4, FAMILY_IPV6, address
 from .registry import register
 from .ringevents import RingEvents
@@ -112,8 +112,21 @@ class DdosOptions(MonitorOptions):
     protect: list[Cidr] = Field([], max_length=256, description="CIDRs always allowed (the management addresses)")
     allow: list[Cidr] = Field([], max_length=4096, description="CIDRs on the allow list from the start")
     block: list[BlockRule] = Field([], max_length=4096, description="manual blocks from the start "
-                                   "(the article's --blacklist IP SECONDS: --set 'block=[{\"cidr\": IP, \"seconds\": S}]')")
+                                   "(CLI: --blacklist IP SECONDS, the article's flag)")
     top: int = Field(10, ge=1, le=10_000, description="top_sources listed in the snapshot")
+
+
+def _blacklist(options: dict[str, Any], values: list[str]) -> None:
+    """`--blacklist IP SECONDS` (the article's controller flag) → one more entry of `block`."""
+    cidr, text = values
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigError([(f"--blacklist {cidr} {text}", "SECONDS must be a number")]) from None
+    block = options.setdefault("block", [])
+    if not isinstance(block, list):
+        raise ConfigError([("--set block", "must be a list when --blacklist is given too")])
+    block.append({"cidr": cidr, "seconds": seconds})
 
 
 @register
@@ -122,6 +135,7 @@ class DdosMonitor(Monitor):
     summary = "XDP flood guard: per-source token buckets (pps, bps, SYN), block and allow lists"
     Options = DdosOptions
     live_options = frozenset({"top", "allow", "block"})
+    cli_flags = (CliFlag("--blacklist", ("IP", "SECONDS"), "drop IP (or CIDR) for SECONDS (repeatable)", _blacklist),)
 
     def _start(self) -> None:
         opts: DdosOptions = self.options  # type: ignore[assignment]

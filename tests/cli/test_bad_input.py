@@ -60,3 +60,12 @@ def test_serve_refuses_a_capture_dir_others_could_plant(capsys, tmp_path):
     link.symlink_to("/etc")
     status, err = run_cli(capsys, "serve", "--listen", "127.0.0.1:0", "--capture-dir", str(link))
     assert status == 1 and "a symlink is refused" in err
+
+
+def test_monitor_flag_of_another_kind_or_bad_value_is_named(capsys):
+    status, err = run_cli(capsys, "monitor", "flows", "-i", "lo", "--blacklist", "192.0.2.1", "60")
+    assert status == 1 and "--blacklist" in err and "ddos monitor, not of flows" in err
+    status, err = run_cli(capsys, "monitor", "ddos", "-i", "lo", "--blacklist", "192.0.2.1", "soon")
+    assert status == 1 and "--blacklist 192.0.2.1 soon" in err and "SECONDS must be a number" in err
+    status, err = run_cli(capsys, "monitor", "ddos", "-i", "lo", "--blacklist", "300.0.0.1", "5")
+    assert status == 1 and "options.block[0].cidr" in err

@@ -284,13 +284,14 @@ def test_syn_protected_port_keeps_real_clients_connecting(hosts):
     assert snap["dropped"]["rate"] == snap["dropped"]["blocklist"] == 0
 
 
-def test_cli_blacklist_through_the_block_option(hosts):
+def test_cli_blacklist_flag_as_the_article(hosts):
+    """`--blacklist IP SECONDS` (the article's controller flag) drops IP; `--set block=[...]` is the same."""
     a, b = hosts
     quiet(a, b)
     _second_address(a)
     sink = udp_sink(b, 6008)
     proc = start_cli("monitor", "ddos", "-i", "eth0", "--netns", b.netns, "--duration", "3", "--json",
-                     "--set", f'block=[{{"cidr": "{FLOODER}", "seconds": 60}}]', "--set", "pps=0")
+                     "--blacklist", FLOODER, "60", "--set", "pps=0")
     wait_started(proc)
     _send_from(a, FLOODER, b.ip, 6008, 8)
     _send_from(a, a.ip, b.ip, 6008, 4)
