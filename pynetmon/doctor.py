@@ -1,5 +1,7 @@
 """Is this machine ready for pynetmon? Kernel, BTF, bpffs, capabilities, a real program load, clang, libbpf,
-libpcap and the JIT, each checked on its own with a verdict ("ok", "warn", "fail") and the reason.
+libpcap, the JIT and its hardening, and the kernel's build options for BPF, JIT, tc and XDP (from
+/proc/config.gz or /boot/config-RELEASE; without either, probes of program and map types instead), each
+checked on its own with a verdict ("ok", "warn", "fail"), the reason and the fix.
 
 >>> report = pynetmon.doctor()
 >>> print(report)          # a table, one line per check
@@ -14,6 +16,8 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from . import kconfig
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 
@@ -184,18 +188,80 @@ def check_jit(path: str = "/proc/sys/net/core/bpf_jit_enable") -> Check:
     return Check("BPF JIT", WARN, "disabled: programs run in the interpreter: sysctl net.core.bpf_jit_enable=1")
 
 
-CHECKS: tuple[Callable[[], Check], ...] = (
+def check_jit_harden(path: str = "/proc/sys/net/core/bpf_jit_harden") -> Check:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError:
+        return Check("BPF JIT hardening", WARN, f"cannot read {path}")
+    if value == "2":
+        return Check("BPF JIT hardening", WARN, "2: constants blinded in every program, pynetmon's too (slower, see "
+                                                "docs/deploy.md): sysctl net.core.bpf_jit_harden=1 hardens only "
+                                                "unprivileged programs")
+    return Check("BPF JIT hardening", OK, f"{value}: pynetmon's privileged programs run unblinded")
+
+
+# Program and map types the monitors use, probed when no configuration file says what the kernel has.
+# (name, what it is for, verdict when missing). The monitors' tp_btf programs are TRACING programs, which
+# libbpf 1.1 probes as fentry (refused on some hosts that run tp_btf fine): raw tracepoints stand in, with
+# the kernel BTF checked above.
+_PROBED_PROGRAMS = (("SCHED_CLS", "tc programs (NET_CLS_BPF, tcx)", FAIL), ("XDP", "XDP programs", FAIL),
+                    ("TRACEPOINT", "tracepoint programs (BPF_EVENTS)", WARN),
+                    ("RAW_TRACEPOINT", "raw tracepoint programs (tcp and drops monitors, with kernel BTF)", WARN))
+_PROBED_MAPS = (("RINGBUF", "ring buffers (linux 5.8)", FAIL), ("LRU_HASH", "LRU hash maps", FAIL),
+                ("PERCPU_HASH", "per-CPU hash maps", FAIL))
+
+
+def check_kernel_config(path: str | None = None, search: tuple[str, ...] | None = None) -> list[Check]:
+    """One line per kernel option pynetmon needs (kconfig.REQUIREMENTS), from `path` or the first file of
+    `search` (default: /proc/config.gz, /boot/config-RELEASE). Without one, a warning and probes instead."""
+    found = path or kconfig.find(search)
+    if found is None:
+        where = ", ".join(search if search is not None else kconfig.candidates())
+        return [Check("kernel config", WARN, f"none of {where} exists: build options unknown, probed instead "
+                                             "(the kernel needs CONFIG_IKCONFIG_PROC=y for /proc/config.gz)"),
+                *_probe_kernel()]
+    try:
+        config = kconfig.read(found)
+    except (OSError, EOFError, ValueError) as exc:  # gzip raises BadGzipFile (OSError) or EOFError
+        return [Check("kernel config", FAIL, f"cannot read {found}: {exc}")]
+    if not config:
+        return [Check("kernel config", FAIL, f"{found} has no CONFIG_ lines: not a kernel configuration")]
+    release = parse_version(platform.release())
+    checks = [Check("kernel config", OK, f"{found} ({len(config)} options)")]
+    for req in kconfig.REQUIREMENTS:
+        verdict, detail = kconfig.verdict(config, req, release)
+        checks.append(Check(f"CONFIG_{req.option}", verdict, detail))
+    return checks
+
+
+def _probe_kernel() -> list[Check]:
+    from ._binding import ffi, lib
+    checks = []
+    for kind, probe, names in (("program", lib.libbpf_probe_bpf_prog_type, _PROBED_PROGRAMS),
+                               ("map", lib.libbpf_probe_bpf_map_type, _PROBED_MAPS)):
+        prefix = "BPF_PROG_TYPE_" if kind == "program" else "BPF_MAP_TYPE_"
+        for name, what, missing in names:
+            ret = probe(getattr(lib, prefix + name), ffi.NULL)
+            verdict = OK if ret == 1 else missing if ret == 0 else WARN
+            detail = {1: "supported", 0: "not supported by this kernel"}.get(ret, f"probe failed: {os.strerror(-ret)}")
+            checks.append(Check(f"probe {kind} {name}", verdict, f"{what}: {detail}"))
+    return checks
+
+
+CHECKS: tuple[Callable[[], Check | list[Check]], ...] = (
     check_kernel, check_btf, check_bpffs, check_capabilities, check_load, check_tcx, check_clang,
-    check_libbpf, check_libpcap, check_jit,
+    check_libbpf, check_libpcap, check_jit, check_jit_harden, check_kernel_config,
 )
 
 
-def doctor(print_report: bool = False) -> Report:
-    """Run every check. A check that raises counts as failed with its error; none stops the others."""
-    checks = []
+def doctor(print_report: bool = False, kernel_config: str | None = None) -> Report:
+    """Run every check. A check that raises counts as failed with its error; none stops the others.
+    `kernel_config`: the kernel configuration file to check instead of the running kernel's."""
+    checks: list[Check] = []
     for check in CHECKS:
         try:
-            checks.append(check())
+            result = check(kernel_config) if check is check_kernel_config else check()
+            checks.extend(result if isinstance(result, list) else [result])
         except Exception as exc:  # noqa: BLE001
             checks.append(Check(check.__name__.removeprefix("check_"), FAIL, f"{type(exc).__name__}: {exc}"))
     report = Report(tuple(checks))
