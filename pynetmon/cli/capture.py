@@ -7,7 +7,13 @@ file flushed and closed, and the counts printed on standard error, as tcpdump do
 
 The filter is -f EXPR, or the words after the interface, with options before, between or after them as
 tcpdump allows (`pynetmon capture eth0 tcp port 80 -w x.pcap -c 100`); without one, everything is
-captured. -c COUNT stops after COUNT packets."""
+captured. -c COUNT stops after COUNT packets.
+
+A capture hosted by the daemon (`pynetmon serve`) is set and shown with polycubectl's words after its
+name (-a/-p/--token-file reach the daemon):
+
+    pynetmon capture mysniffer set filter="ip src 10.0.2.11" snaplen=80
+    pynetmon capture mysniffer filter show      (also: snaplen show, show dump, show)"""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +27,7 @@ from ..capture.capture import CAPTURE_MODES, DEFAULT_RING_BYTES, compile_filter
 from ..capture.pcap import RECORD_HEADER, iter_records
 from ..errors import Error
 from ..filter.cbpf import MAX_SNAPLEN
+from . import _client
 
 NAME = "capture"
 HELP = "capture packets on an interface into a pcap file (like tcpdump -w)"
@@ -46,11 +53,18 @@ def _add_options(parser, defaults: bool = True) -> None:
     parser.add_argument("-n", "--netns", default=default(None), help="the network namespace the interface is in")
     parser.add_argument("--ring-size", type=int, default=default(DEFAULT_RING_BYTES), metavar="BYTES",
                         help="kernel ring buffer size, a power of two (default 8 MiB)")
+    parser.add_argument("-a", "--address", default=default(_client.DEFAULT_ADDRESS),
+                        help="daemon commands (set, show): the daemon's address")
+    parser.add_argument("-p", "--port", type=int, default=default(_client.DEFAULT_PORT),
+                        help="daemon commands (set, show): the daemon's port")
+    parser.add_argument("--token-file", metavar="PATH", default=default(None),
+                        help="daemon commands (set, show): file holding the daemon's bearer token")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_options(parser)
-    parser.add_argument("iface", help="the network interface to capture on")
+    parser.add_argument("iface", help="the network interface to capture on (or a daemon capture's name, "
+                                      "before set/show)")
     # Everything after IFACE: filter words with options among them (parsed again in run(), since a
     # subcommand's parser stops at the first positional run).
     parser.add_argument("expression", nargs=argparse.REMAINDER, metavar="FILTER",
@@ -101,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     output = None
     try:
         _parse_rest(args)
+        if _daemon_command(args.expression):
+            return _run_daemon_command(args)
         expr = _filter(args)
         compile_filter(expr)  # before the output is opened, so that a bad filter leaves no empty file behind
         if args.write:
@@ -136,6 +152,66 @@ def run(args: argparse.Namespace) -> int:
         print(f"pynetmon capture: stopped: {stats['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+# ---- polycubectl's commands on a capture the daemon hosts ----------------------------------------------
+# `polycubectl NAME set k=v` is PATCH /polycube/v1/NAME/ {"k": v}; `polycubectl NAME LEAF show` and
+# `polycubectl NAME show LEAF` are GET /polycube/v1/NAME/LEAF/ (polycube-network/polycube,
+# src/polycubectl/cliargs/cliargs.go): the daemon's generic /polycube/v1/{cube}/... form serves them.
+
+LEAVES = ("capture", "filter", "snaplen", "dump", "networkmode")
+
+
+def _daemon_command(words: list[str]) -> bool:
+    """True when the words after the name are polycubectl's `set ...`, `show [LEAF]` or `LEAF show`
+    (none of these words is a pcap-filter(7) keyword, so no filter reads like them)."""
+    return bool(words) and (words[0] in ("set", "show") or (len(words) == 2 and words[0] in LEAVES
+                                                            and words[1] == "show"))
+
+
+def _typed(value: str):
+    """A value as polycubectl types it: an integer, a float, a boolean, else the string."""
+    for convert in (int, float):
+        try:
+            return convert(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def _run_daemon_command(args) -> int:
+    name, words = args.iface, args.expression
+    client = _client.Client(args.address, args.port, _client.read_token(args.token_file))
+    path = f"/polycube/v1/{name}/"
+    if words[0] == "set":
+        body = {}
+        for word in words[1:]:
+            key, eq, value = word.partition("=")
+            if not eq or key not in LEAVES:
+                raise Error(f"set takes KEY=VALUE with KEY one of {', '.join(LEAVES)}, not {word!r}")
+            body[key] = value if key in ("capture", "filter", "dump") else _typed(value)
+        if not body:
+            raise Error("set needs at least one KEY=VALUE (e.g. filter=\"tcp port 80\")")
+        client.patch(path, body)
+        return 0
+    leaf = words[0] if words[0] != "show" else (words[1] if len(words) > 1 else None)
+    if len(words) > 2 or (leaf is not None and leaf not in LEAVES):
+        raise Error(f"show takes one of {', '.join(LEAVES)} or nothing, not {' '.join(words[1:])!r}")
+    answer = client.get(path + (f"{leaf}/" if leaf else ""))
+    if isinstance(answer, dict):
+        for key, value in answer.items():
+            print(f"{key}: {_shown(value)}")
+    else:
+        print(_shown(answer))
+    return 0
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def _print_packets(cap: PacketCapture, stop: threading.Event, iface: str, count: int | None) -> None:

@@ -21,7 +21,7 @@ from .probes import Readiness
 from .problems import error_body
 from .registry import Registry
 from .routes import endpoints
-from .routing import NormalizePath
+from .routing import CubePaths, NormalizePath, reserved_segments
 
 log = logging.getLogger("pynetmon.service")
 
@@ -87,6 +87,8 @@ def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
     app.state.service = state
     app.state.endpoints = table
     # Outermost first: the token is checked before a byte of the body is read.
+    app.add_middleware(CubePaths, registry_of=lambda: state.registry,
+                       reserved=reserved_segments([e.path for e in table]))
     app.add_middleware(BodyLimit, max_body=config.max_body)
     app.add_middleware(BearerAuth, token=config.token, protect_metrics=config.protect_metrics)
     app.add_middleware(NormalizePath)

@@ -9,6 +9,11 @@ Files: a new cube replaces the file it names (as `tcpdump -w` does); every later
 same cube (re-attached, re-attached after its interface came back, restored after a daemon restart)
 appends to it, so nothing captured is lost. Files are only ever opened inside the capture directory,
 never through a symbolic link.
+
+Polycube's behaviour kept (docs/polycube.md, "packetcapture"): no filter set captures nothing; `dump` is a
+path to which ".pcap" is added, Polycube's temporary folder `/tmp` standing for the capture directory
+(`resolve_dump`); the `dump` field reads as Polycube's sentence ("capture dump in PATH"), `dump-file`
+gives the path alone.
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ class CaptureCube(Cube):
         self.capture_dir = capture_dir
         self.limits = limits or Limits()
         self._append = restored  # False: the next PacketCapture replaces the file; True: appends to it
-        self.settings: dict[str, Any] = {"capture": Capture.off.value, "filter": "all", "snaplen": MAX_SNAPLEN,
+        self.settings: dict[str, Any] = {"capture": Capture.off.value, "filter": None, "snaplen": MAX_SNAPLEN,
                                          "dump": None, "networkmode": False}
         self._apply_body(body)
         self._cursor: PacketCursor | None = None
@@ -68,7 +73,7 @@ class CaptureCube(Cube):
         from ..capture.pcap import PcapWriteError
         s = self.settings
         network = bool(s["networkmode"])
-        dump = None if network else (s["dump"] or str(self.capture_dir / self.name))
+        dump = self.dump_file()
         try:
             with self.memory:
                 capture = PacketCapture(self.name, capture=s["capture"], filter=s["filter"], snaplen=s["snaplen"],
@@ -148,14 +153,27 @@ class CaptureCube(Cube):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
-        out.update(capture=self.settings["capture"], filter=self.settings["filter"],
-                   snaplen=self.settings["snaplen"], dump=self.settings["dump"] or "",
-                   networkmode=bool(self.settings["networkmode"]), anonimize=False)
+        network = bool(self.settings["networkmode"])
+        path = self.dump_file()
+        # Polycube's getDump() answers a sentence, not the path (polycube-network/polycube,
+        # src/services/pcn-packetcapture/src/Packetcapture.cpp); `dump-file` is the path alone.
+        out.update(capture=self.settings["capture"], filter=self.settings["filter"] or "",
+                   snaplen=self.settings["snaplen"],
+                   dump="the service is running in network mode" if network else f"capture dump in {path}",
+                   networkmode=network, anonimize=False)
+        out["dump-file"] = path
         stats = self.capture.stats()
         out["stats"] = {k: stats[k] for k in ("seen", "matched", "captured", "delivered", "dropped")}
         if stats.get("error"):
             out["error"] = stats["error"]
         return out
+
+    def dump_file(self) -> str | None:
+        """The pcap file a local-mode capture writes (None in network mode)."""
+        if self.settings["networkmode"]:
+            return None
+        dump = self.settings["dump"] or str(self.capture_dir / self.name)
+        return dump if dump.endswith(".pcap") else dump + ".pcap"
 
     def snapshot(self) -> dict[str, Any]:
         return {**{k: v for k, v in self.settings.items() if v is not None}, "port": self.wanted}
@@ -194,10 +212,14 @@ class CaptureCube(Cube):
             self._cursor = None
 
 
+POLYCUBE_TMP = PurePosixPath("/tmp")  # where Polycube writes captures (its default `dump` folder)
+
+
 def resolve_dump(capture_dir: Path, dump: str) -> Path:
     """Where a capture's `dump` setting writes: a path inside `capture_dir` (relative, or absolute under
-    it), without '.', '..' or empty components; its directories are created (mode 0700) and must be real
-    directories, not symbolic links. ApiError(400) naming `dump` otherwise.
+    it, or absolute under Polycube's `/tmp`, which stands for `capture_dir`: `/tmp/x` is
+    `capture_dir/x`), without '.', '..' or empty components; its directories are created (mode 0700) and
+    must be real directories, not symbolic links. ApiError(400) naming `dump` otherwise.
 
     The file itself is opened with O_NOFOLLOW by the pcap writer, so a link planted there is refused too.
     """
@@ -207,7 +229,12 @@ def resolve_dump(capture_dir: Path, dump: str) -> Path:
         try:
             raw = raw.relative_to(base)
         except ValueError:
-            raise bad_request("dump", f"{dump!r} is outside the daemon's capture directory {str(base)!r}") from None
+            try:
+                raw = raw.relative_to(POLYCUBE_TMP)
+            except ValueError:
+                raise bad_request("dump", f"{dump!r} is outside the daemon's capture directory {str(base)!r} "
+                                          "(absolute paths must be under it, or under /tmp, which stands for "
+                                          "it)") from None
     if not raw.parts or any(part in ("", ".", "..") for part in raw.parts) or "\0" in dump:
         raise bad_request("dump", f"{dump!r} does not name a file inside the daemon's capture directory "
                                   f"{str(base)!r} ('.', '..' and empty names are refused)")

@@ -102,9 +102,11 @@ class PacketCaptureBody(StrictBody):
     """Body of `POST`/`PATCH /polycube/v1/packetcapture/{name}` (PATCH: only the fields to change)."""
 
     capture: Capture | None = None
-    filter: str | None = Field(None, max_length=4096, description="tcpdump filter expression")
+    filter: str | None = Field(None, max_length=4096,
+                               description="tcpdump filter expression ('all': everything; none set: nothing)")
     snaplen: int | None = Field(None, ge=1, le=MAX_SNAPLEN)
-    dump: str | None = Field(None, max_length=4096, description="path prefix of the pcap files written")
+    dump: str | None = Field(None, max_length=4096, description="the pcap file written, '.pcap' added (relative to the capture "
+                      "directory; /tmp stands for it)")
     networkmode: bool | None = Field(None, description="packets are kept for clients instead of a file")
     anonimize: Literal[False] | None = Field(None, description="not supported: only false is accepted")
 

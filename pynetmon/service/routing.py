@@ -155,3 +155,57 @@ class NormalizePath:
             if fixed != path:
                 scope = dict(scope, path=fixed, raw_path=fixed.encode())
         await self.app(scope, receive, send)
+
+
+POLYCUBE = "/polycube/v1/"
+SERVICE_BASES = {"dynmon": "/polycube/v1/dynmon/", "packetcapture": "/polycube/v1/packetcapture/",
+                 "monitor": "/monitors/"}
+
+
+class CubePaths:
+    """ASGI middleware: Polycube's generic form `/polycube/v1/{cube}/...`, a cube addressed by its own name
+    as polycubectl does (`polycubectl mysniffer set filter=tcp` is `PATCH /polycube/v1/mysniffer/` with
+    `{"filter": "tcp"}`), is served as `/polycube/v1/{service}/{cube}/...` (a monitor: `/monitors/{cube}/...`).
+
+    A first segment that is one of the API's own (`dynmon`, `cubes`, `attach`...) keeps its meaning, so a
+    cube named like one can only be reached through its service's path, as in polycubed.
+    """
+
+    def __init__(self, app: ASGIApp, registry_of: Callable[[], Registry], reserved: set[str]):
+        self.app = app
+        self._registry_of = registry_of
+        self.reserved = reserved
+
+    def rewrite(self, path: str) -> str:
+        """`path` with a leading cube name replaced by the cube's service path; unchanged otherwise."""
+        if not path.startswith(POLYCUBE):
+            return path
+        first, _, rest = path[len(POLYCUBE):].partition("/")
+        if not first or first in self.reserved:
+            return path
+        try:
+            cube = self._registry_of().get(first)
+        except ApiError:  # no such cube: the 404 names the path as it was asked for
+            return path
+        if cube.service not in SERVICE_BASES:
+            return path
+        return SERVICE_BASES[cube.service] + first + ("/" + rest if rest else "")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            fixed = self.rewrite(path)
+            if fixed != path:
+                scope = dict(scope, path=fixed, raw_path=fixed.encode())
+        await self.app(scope, receive, send)
+
+
+def reserved_segments(paths: list[str]) -> set[str]:
+    """The first segments after /polycube/v1/ of `paths` that are literal (not a `{parameter}`)."""
+    out = set()
+    for path in paths:
+        if path.startswith(POLYCUBE):
+            first = path[len(POLYCUBE):].split("/", 1)[0]
+            if first and not first.startswith("{"):
+                out.add(first)
+    return out

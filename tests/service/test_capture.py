@@ -57,7 +57,7 @@ def test_capture_files_are_flushed_on_delete_and_sigterm(hosts, tmp_path):
             r = c.post(f"/polycube/v1/packetcapture/{name}",
                        json={"capture": "ingress", "filter": f"udp and dst port {UDP_PORT}", "dump": f"caps/{name}"})
             assert r.status_code == 201, r.text
-            assert r.json()["dump"] == str(tmp_path / "caps" / name)
+            assert r.json()["dump-file"] == str(tmp_path / "caps" / name) + ".pcap"
             c.post("/polycube/v1/attach", json={"cube": name, "port": "eth0"}).raise_for_status()
         # Outside the capture directory: refused, naming the field.
         r = c.post("/polycube/v1/packetcapture/escape", json={"capture": "ingress", "dump": "../../etc/evil"})

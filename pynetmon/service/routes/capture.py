@@ -35,7 +35,7 @@ def show_capture(call: Call) -> dict[str, Any]:
     return _cube(call).info()
 
 
-@table.post(BASE + "/{name}", "Create a packet capture (capture defaults to off, filter to all)",
+@table.post(BASE + "/{name}", "Create a packet capture (capture defaults to off; without a filter nothing is captured, as in Polycube)",
             body=models.PacketCaptureBody, body_required=False, status=201, answer=models.CubeInfo, heavy=True)
 def create_capture(call: Call) -> dict[str, Any]:
     return operations.create_capture(call.registry, call.params["name"],
@@ -52,14 +52,6 @@ def update_capture(call: Call) -> dict[str, Any]:
 @table.delete(BASE + "/{name}", "Detach and delete a packet capture (its file is flushed)", status=204)
 def delete_capture(call: Call) -> None:
     call.registry.delete(call.params["name"], "packetcapture")
-
-
-@table.patch("/polycube/v1/{name}/networkmode",
-             "Polycube's capture client sends its networkmode change here (sic); same as the setting",
-             body=bool, answer=models.CubeInfo, operation_id="patch_networkmode_compat")
-def update_networkmode_compat(call: Call) -> dict[str, Any]:
-    operations.update_capture(call.registry, call.params["name"], {"networkmode": parse_json(call.body)})
-    return call.registry.get(call.params["name"], "packetcapture").info()
 
 
 @table.get(BASE + "/{name}/globalheader", "The pcap global header of GET .../packet's records",
