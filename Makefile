@@ -33,7 +33,7 @@ STAMP_PY := $(VENV)/.py-stamp
 STAMP_EDITABLE := $(VENV)/.editable-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all bpf build deps run test bench bench-quick bench-thesis lint clean install image test-image
+.PHONY: all bpf build deps run test bench bench-quick bench-thesis lint clean install image test-image fleet-demo
 
 all: build
 
@@ -138,6 +138,11 @@ test-image: image
 
 run: build
 	$(PY) -m pynetmon demo
+
+# Three nodes (network namespaces) each running pynetmon serve, Prometheus scraping them through file_sd;
+# prints PromQL answers beside the traffic sent (pynetmon/testfleet.py, docs/deploy.md). About 15 s.
+fleet-demo: build
+	$(PY) -m pynetmon.testfleet
 
 # The linters (ruff, mypy) run first: CI runs exactly `make test`, so they gate every landing.
 test: build lint
