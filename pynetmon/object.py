@@ -68,6 +68,11 @@ class MapSpec:
         else:
             self._obj._reused_codecs[self.name] = (other.key_codec, other.value_codec)
 
+    def set_pin_path(self, path: str) -> None:
+        """Pin the map at `path` (BPF file system) when the object loads: libbpf reuses the map pinned there
+        if there is one (refused if its type or sizes differ), else creates the map and pins it."""
+        check(lib.bpf_map__set_pin_path(self._ptr, path.encode()), f"set the pin path of map {self.name!r}")
+
     def initial_value(self) -> bytes | None:
         size = ffi.new("size_t *")
         p = lib.bpf_map__initial_value(self._ptr, size)

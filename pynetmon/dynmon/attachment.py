@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from .. import netns as _netns
 from ..link import Link, attach_tc, attach_xdp
 from ..program import Program
 
@@ -36,7 +37,11 @@ class Attachment:
     """The links of one Dynmon on one interface, by direction."""
 
     def __init__(self, ifname: str, mode: str = "tc", netns: str | None = None):
+        """InterfaceNotFoundError names `ifname` when it does not exist (in `netns`), also when there is no
+        program to attach yet: a monitor attached to nothing would silently count nothing."""
         check_mode(mode)
+        with _netns.enter(netns):
+            self.ifindex = _netns.ifindex(ifname)
         self.ifname = ifname
         self.mode = mode
         self.netns = netns

@@ -26,25 +26,37 @@ from ..object import BPFObject
 from ..program import Program
 from ..toolchain import compile_c
 from .config import ELF_MAGIC, PathConfig
-from .dialect import translate
+from .dialect import EXTERN, MapDecl, translate
 from .entries import FieldPath, MapEntries, RawRead, kind_of, map_address_fields
+from .sharing import (
+    LIBBPF,
+    MapScope,
+    SharedMap,
+    check_pin_path,
+    reuse_problem,
+    scopes_of,
+    shares,
+    undefined_extern,
+)
 
 log = logging.getLogger("pynetmon.dynmon")
 PROGRAM_TYPES = {"tc": "sched_cls", "xdp": "xdp"}
 
 
-def compile_path(path: PathConfig, direction: str, hook: str, *, pcn_log: bool = False) -> tuple[bytes, str | None]:
-    """The eBPF object of a path (compiled from C, cached by content, or as given) and the name of the
-    program to attach when the translation knows it (Polycube-style code: the generated wrapper)."""
+def compile_path(path: PathConfig, direction: str, hook: str, *, pcn_log: bool = False
+                 ) -> tuple[bytes, str | None, tuple[MapDecl, ...]]:
+    """The eBPF object of a path (compiled from C, cached by content, or as given), the name of the
+    program to attach when the translation knows it (Polycube-style code: the generated wrapper), and the
+    maps the code declared with BCC macros (their scopes: sharing.py)."""
     origin = f"{direction}-path"
     if path.object:
-        return _read_object(path.object, f"{origin}.object"), None
+        return _read_object(path.object, f"{origin}.object"), None, ()
     code = path.code
     if isinstance(code, bytes):
-        return code, None
+        return code, None, ()
     if isinstance(code, Path):
         if code.suffix == ".o":
-            return _read_object(code, f"{origin}.code"), None
+            return _read_object(code, f"{origin}.code"), None, ()
         code = _read_text(code, f"{origin}.code")
     unit = translate(code, direction=direction, hook=hook, origin=f"{origin}.code", pcn_log=pcn_log)
     try:
@@ -53,7 +65,7 @@ def compile_path(path: PathConfig, direction: str, hook: str, *, pcn_log: bool =
         # A compile stopped by its time limit has no diagnostics: its message says why.
         raise CompileError(f"{origin}.code does not compile ({unit.dialect} style)",
                            exc.diagnostics or str(exc)) from None
-    return image, unit.program
+    return image, unit.program, unit.maps
 
 
 def _read_object(location, where: str) -> bytes:
@@ -96,31 +108,40 @@ def check_metric_maps(path: PathConfig, direction: str, obj: BPFObject) -> None:
         raise ConfigError(problems)
 
 
-def reuse_shared_maps(obj: BPFObject, direction: str, shared: Mapping[str, Map], shared_origin: str) -> list[str]:
-    """Make same-named maps of `obj` use the existing kernel maps in `shared` (one map for both paths).
-
-    Raises ConfigError naming both definitions when they disagree. Returns the names reused.
-    """
-    reused = []
+def reuse_shared_maps(obj: BPFObject, direction: str, shared: Mapping[str, SharedMap], shared_origin: str,
+                      scopes: Mapping[str, MapScope] | None = None) -> list[str]:
+    """Make the maps of `obj` that are the other path's maps (sharing.py: `_SHARED`/`_PUBLIC` with `extern`,
+    libbpf-style maps of one name) use the existing kernel maps in `shared`. ConfigError names every map
+    whose two declarations disagree and every `extern` map nothing defines. Returns the names reused."""
+    scopes = scopes or {}
+    reused, problems = [], []
     for name in user_map_names(obj):
-        existing = shared.get(name)
-        if existing is None:
-            continue
-        spec = obj.maps[name]
-        mine = (spec.type, spec.key_size, spec.value_size, spec.max_entries)
-        theirs = (existing.type, existing.key_size, existing.value_size, existing.max_entries)
-        if mine != theirs:
-            raise ConfigError([(f"{direction}-path.code",
-                                (f"map {name!r} is defined here as {_describe(*mine)} but in {shared_origin} as "
-                                 f"{_describe(*theirs)}; maps with the same name are one shared map, so both "
-                                 "definitions must agree"))])
-        spec.reuse(existing)
-        reused.append(name)
+        mine = scopes.get(name, LIBBPF)
+        offered = shared.get(name)
+        where = f"{direction}-path.code"
+        line = f" (line {mine.line})" if mine.line else ""
+        if offered is not None and shares(mine, offered.scope):
+            problem = reuse_problem(name, mine, obj.maps[name], offered.map, shared_origin)
+            if problem:
+                problems.append((where, problem + line))
+                continue
+            obj.maps[name].reuse(offered.map)
+            reused.append(name)
+        elif mine.kind == EXTERN:
+            problems.append((where, undefined_extern(name, mine, shared) + line))
+    if problems:
+        raise ConfigError(problems)
     return reused
 
 
-def _describe(type_: str, key_size: int, value_size: int, max_entries: int) -> str:
-    return f"{type_} (key {key_size} B, value {value_size} B, {max_entries} entries)"
+def pin_maps(obj: BPFObject, direction: str, scopes: Mapping[str, MapScope], suffix: Mapping[str, str] | None = None
+             ) -> None:
+    """Give each `_PINNED` map of `obj` its pin path (plus `suffix[name]`, for the second instance of a
+    swap-on-read map): libbpf then uses the map pinned there, or creates and pins it."""
+    for name, scope in scopes.items():
+        if scope.kind == "pinned" and name in obj.maps:
+            path = check_pin_path(scope.pin, f"{direction}-path.code") + (suffix or {}).get(name, "")
+            obj.maps[name].set_pin_path(path)
 
 
 def select_program(obj: BPFObject, direction: str, hook: str, preferred: str | None) -> str:
@@ -154,17 +175,19 @@ class PathDataplane:
     [42]
     """
 
-    def __init__(self, path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
+    def __init__(self, path: PathConfig, direction: str, hook: str, shared: Mapping[str, SharedMap] | None = None,
                  *, shared_origin: str = "the other path", pcn_log: bool = False):
         self.path = path
         self.direction = direction
         self.hook = hook
         self.swap_maps: frozenset[str] = frozenset()  # no swap-on-read map: every read is a plain batch read
-        image, preferred = compile_path(path, direction, hook, pcn_log=pcn_log)
+        image, preferred, decls = compile_path(path, direction, hook, pcn_log=pcn_log)
         self._obj = open_path_object(image, direction)
         try:
             check_metric_maps(path, direction, self._obj)
-            reuse_shared_maps(self._obj, direction, shared or {}, shared_origin)
+            self.map_scopes: dict[str, MapScope] = scopes_of(decls, user_map_names(self._obj))
+            reuse_shared_maps(self._obj, direction, shared or {}, shared_origin, self.map_scopes)
+            pin_maps(self._obj, direction, self.map_scopes)
             program_name = select_program(self._obj, direction, hook, preferred)
             self._obj.load()
             self.program: Program = self._obj.programs[program_name]

@@ -31,15 +31,20 @@ _MAP_TYPES = {
     "queue": "BPF_MAP_TYPE_QUEUE", "stack": "BPF_MAP_TYPE_STACK", "prog": "BPF_MAP_TYPE_PROG_ARRAY",
 }
 _KEYLESS = {"queue", "stack"}
+EXTERN = "extern"  # BPF_TABLE("extern", ...): a map another path defines as _SHARED/_PUBLIC (BCC's rule)
 _INT_KEYS = {"int", "u32", "__u32", "uint32_t", "unsigned int", "unsigned", "s32", "__s32", "int32_t"}
 
+_TABLE_PARAMS: list[tuple[str, str | None]] = [("type", None), ("key", None), ("value", None), ("name", None),
+                                               ("size", None)]
+_QUEUESTACK_PARAMS: list[tuple[str, str | None]] = [("type", None), ("name", None), ("value", None),
+                                                    ("size", None), ("flags", "0")]
 # Macro name → (table type, parameter names with BCC's defaults; None = required)
 _MAP_MACROS: dict[str, tuple[str | None, list[tuple[str, str | None]]]] = {
-    "BPF_TABLE": (None, [("type", None), ("key", None), ("value", None), ("name", None), ("size", None)]),
-    "BPF_TABLE_SHARED": (None, [("type", None), ("key", None), ("value", None), ("name", None), ("size", None)]),
-    "BPF_TABLE_PUBLIC": (None, [("type", None), ("key", None), ("value", None), ("name", None), ("size", None)]),
-    "BPF_F_TABLE": (None, [("type", None), ("key", None), ("value", None), ("name", None), ("size", None),
-                           ("flags", None)]),
+    "BPF_TABLE": (None, _TABLE_PARAMS),
+    "BPF_F_TABLE": (None, [*_TABLE_PARAMS, ("flags", None)]),
+    "BPF_TABLE_PINNED": (None, [*_TABLE_PARAMS, ("pinned", None), ("flags", "0")]),
+    "BPF_QUEUESTACK": (None, _QUEUESTACK_PARAMS),
+    "BPF_QUEUESTACK_PINNED": (None, [*_QUEUESTACK_PARAMS[:4], ("flags", None), ("pinned", None)]),
     "BPF_ARRAY": ("array", [("name", None), ("value", "u64"), ("size", "10240")]),
     "BPF_PERCPU_ARRAY": ("percpu_array", [("name", None), ("value", "u64"), ("size", "10240")]),
     "BPF_HASH": ("hash", [("name", None), ("key", "u64"), ("value", "u64"), ("size", "10240")]),
@@ -49,6 +54,14 @@ _MAP_MACROS: dict[str, tuple[str | None, list[tuple[str, str | None]]]] = {
     "BPF_STACK": ("stack", [("name", None), ("value", None), ("size", None)]),
     "BPF_HISTOGRAM": ("histogram", [("name", None), ("key", "int"), ("size", "64")]),
 }
+# How a map is visible to the other path (BCC's sections, as Polycube's cubes use them): `_SHARED` to the
+# programs of the same cube (maps/shared), `_PUBLIC` to every program (maps/export), `_PINNED` at a path of
+# the BPF file system. BCC has _SHARED/_PUBLIC for BPF_TABLE and BPF_QUEUESTACK; pynetmon also accepts
+# them on the shorthand macros (BPF_ARRAY_SHARED, BPF_HASH_PUBLIC, ...).
+for _macro in [m for m in _MAP_MACROS if not m.endswith("_PINNED") and m != "BPF_F_TABLE"]:
+    for _suffix in ("_SHARED", "_PUBLIC"):
+        _MAP_MACROS[_macro + _suffix] = _MAP_MACROS[_macro]
+SCOPES = {"_SHARED": "shared", "_PUBLIC": "public", "_PINNED": "pinned"}
 _MAP_MACRO_RE = re.compile(r"\b(" + "|".join(sorted(_MAP_MACROS, key=len, reverse=True)) + r")\s*\(")
 _METHODS = ("lookup_or_try_init", "lookup_or_init", "atomic_increment", "increment", "lookup", "update", "insert",
             "delete", "push", "pop", "peek")
@@ -70,6 +83,8 @@ class MapDecl:
     size: str
     flags: str
     line: int
+    scope: str = "local"  # local, shared, public, pinned or extern: see sharing.py
+    pin: str = ""         # the BPF file system path of a _PINNED map
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,13 @@ class Translation:
     dialect: str          # "libbpf" or "polycube"
     program: str | None   # the wrapper's program name (Polycube style), else None: pick from the object
     maps: tuple[MapDecl, ...]
+
+
+def map_declarations(code: str) -> tuple[MapDecl, ...]:
+    """The maps Polycube-style `code` declares with BCC macros (none for libbpf-style code)."""
+    if detect_dialect(code) == "libbpf":
+        return ()
+    return tuple(_rewrite(code if code.endswith("\n") else code + "\n", "code")[1])
 
 
 def detect_dialect(code: str) -> str:
@@ -259,6 +281,12 @@ def _map_decl(macro: str, args: list[str], line: int) -> MapDecl:
         else:
             values[param] = default
     table = fixed_type or values["type"].strip().strip('"')
+    scope = next((kind for suffix, kind in SCOPES.items() if macro.endswith(suffix)), "local")
+    if table == EXTERN:
+        if scope != "local":
+            raise ValueError(f'{macro}: "extern" refers to a map defined elsewhere; it cannot be {scope} itself')
+        # The placeholder type is replaced by the defining map's when the path is loaded (sharing.py).
+        scope, table = EXTERN, "hash" if "key" in values else "queue"
     if table == "histogram":
         table = "array" if values["key"] in _INT_KEYS else "hash"
         values["value"] = "u64"
@@ -270,7 +298,14 @@ def _map_decl(macro: str, args: list[str], line: int) -> MapDecl:
         raise ValueError(f"{macro}: {values['name']!r} is not a valid map name")
     # An LPM trie cannot be preallocated: the kernel refuses one without BPF_F_NO_PREALLOC.
     flags = values.get("flags", "BPF_F_NO_PREALLOC" if table == "lpm_trie" else "0")
-    return MapDecl(values["name"], table, values.get("key", ""), values["value"], values["size"], flags, line)
+    pin = ""
+    if scope == "pinned":
+        pin = values["pinned"].strip()
+        if not re.fullmatch(r'"[^"\\]*"', pin):
+            raise ValueError(f"{macro}: the pin path must be a string literal, not {pin!r}")
+        pin = pin[1:-1]
+    return MapDecl(values["name"], table, values.get("key", ""), values["value"], values["size"], flags, line,
+                   scope, pin)
 
 
 def _map_definition(decl: MapDecl) -> str:
@@ -286,4 +321,5 @@ def _pcn_format(literal: str) -> str:
     return literal
 
 
-__all__ = ["HOOKS", "WRAPPER_PROGRAMS", "MapDecl", "Translation", "detect_dialect", "translate"]
+__all__ = ["EXTERN", "HOOKS", "WRAPPER_PROGRAMS", "MapDecl", "Translation", "detect_dialect", "map_declarations",
+           "translate"]

@@ -26,12 +26,14 @@ from ..errors import ConfigError, Error
 from ..link import DIRECTIONS
 from .attachment import Attachment, check_mode, ingress_hook
 from .config import DataplaneConfig, PathConfig, parse_config
+from .dialect import EXTERN, map_declarations
 from .entries import MapEntries
 from .json_text import JsonRenderer, dumps
 from .metrics import metric_json, timestamp_us
 from .openmetrics import FORMATS, exposition, shape_problem
 from .paths import LoadedPath, build_path_dataplane, check_swap_maps_not_shared
 from .series import MetricRenderer
+from .sharing import LIBBPF, SELF, SharedMap
 
 log = logging.getLogger("pynetmon.dynmon")
 
@@ -101,7 +103,7 @@ class Dynmon:
         with self._change_lock:
             self._check_open()
             effective = {d: changes.get(d, self._configs[d]) for d in DIRECTIONS}
-            _check_unique_names(effective)
+            _check_shared_names(effective)
             built = self._build(changes, ingress_hook(self._mode))
             try:
                 if self._attachment is not None:
@@ -120,10 +122,11 @@ class Dynmon:
             log.info("dynmon %r: dataplane replaced on %s", self.name, ", ".join(changes))
 
     def _build(self, changes: dict[str, PathConfig], hook_for_ingress: str, keep: dict | None = None) -> dict:
-        """Load the changed paths (ingress first, so egress can share its maps); all or nothing."""
+        """Load the changed paths (ingress first, unless its code uses `extern` maps the new egress path
+        defines), so the second can share the first's maps; all or nothing."""
         built: dict[str, LoadedPath | None] = {}
         try:
-            for direction in DIRECTIONS:
+            for direction in _load_order(changes):
                 if direction not in changes:
                     continue
                 cfg = changes[direction]
@@ -132,9 +135,11 @@ class Dynmon:
                     continue
                 other = "egress" if direction == "ingress" else "ingress"
                 other_dp = built.get(other) if other in changes else self._paths[other]
-                shared = dict(other_dp.maps) if other_dp is not None else {}
+                # What the other path offers; which of it this path shares follows its declarations.
+                shared = {name: SharedMap(m, other_dp.map_scopes.get(name, LIBBPF))
+                          for name, m in other_dp.maps.items()} if other_dp is not None else {}
                 if keep:
-                    shared.update(keep)
+                    shared.update({name: SharedMap(m, SELF) for name, m in keep.items()})
                 hook = hook_for_ingress if direction == "ingress" else "tc"
                 dp = build_path_dataplane(cfg, direction, hook, shared, shared_origin=f"the {other} path's code",
                                           pcn_log=self.pcn_log)
@@ -152,7 +157,8 @@ class Dynmon:
         path on XDP (generic / driver mode) and the egress path on TC egress. One interface at a time.
 
         Code in Polycube style is recompiled for XDP when needed (its maps are kept, so counts go on);
-        libbpf-style code needs a SEC("xdp") program for the XDP modes.
+        libbpf-style code needs a SEC("xdp") program for the XDP modes. An interface that does not exist
+        (in `netns`) raises InterfaceNotFoundError naming it, also before any dataplane is set.
         """
         check_mode(mode)
         with self._change_lock:
@@ -161,13 +167,13 @@ class Dynmon:
                 a = self._attachment
                 raise Error(f"dynmon {self.name!r} is already attached to {a.ifname} ({a.mode}); detach() first "
                             "(a dynmon runs on one interface at a time)")
+            attachment = Attachment(ifname, mode, netns)  # InterfaceNotFoundError when it does not exist
             rebuilt = None
             hook = ingress_hook(mode)
             current = self._paths["ingress"]
             if current is not None and current.hook != hook:
                 rebuilt = self._build({"ingress": self._configs["ingress"]}, hook, keep=current.maps)["ingress"]
             paths = dict(self._paths, **({"ingress": rebuilt} if rebuilt else {}))
-            attachment = Attachment(ifname, mode, netns)
             try:
                 attachment.apply({d: dp.program for d, dp in paths.items() if dp is not None})
             except BaseException:
@@ -256,6 +262,9 @@ class Dynmon:
         `open_metrics()` renders; a custom collector can yield them). `labels` are added to every sample
         (a configured static label of the same name is exported as `exported_<name>`).
 
+        A metric name that both paths export gives two families of that name, one per path, whose samples
+        carry a `direction` label ("ingress" / "egress"); `open_metrics()` writes them as one family.
+
         Each path is read as one snapshot (one swap-on-read flip). A metric whose map content is
         unchanged since the previous call with the same `labels` gives the very same family objects as
         then (treat them as read-only), so callers can reuse whatever they derived from them.
@@ -263,12 +272,15 @@ class Dynmon:
         labels = dict(labels or {})
         fams: list[Metric] = []
         with self._state_lock:
+            both = both_paths_names(self._configs)
             for direction in DIRECTIONS:
                 cfg, dp = self._configs[direction], self._paths[direction]
                 exported = [m for m in (cfg.metric_configs if cfg else []) if m.open_metrics_metadata is not None]
                 entries = self._read(direction, exported)
                 for m in exported:
-                    fams.extend(self._families_of(direction, dp, m, entries[m.map_name], labels))
+                    # A name both paths use: one family, its samples told apart by `direction`.
+                    mine = {**labels, "direction": direction} if m.name in both else labels
+                    fams.extend(self._families_of(direction, dp, m, entries[m.map_name], mine))
         return fams
 
     def _families_of(self, direction: str, dp, metric, entries: MapEntries, labels: dict) -> list[Metric]:
@@ -353,6 +365,20 @@ def _direction(direction: str) -> str:
     return d
 
 
+def _load_order(changes: Mapping[str, PathConfig]) -> tuple[str, ...]:
+    """Ingress first, unless both paths change and only the ingress code declares `extern` maps (they
+    refer to the egress path's _SHARED/_PUBLIC maps, which must exist first)."""
+    def externs(direction: str) -> bool:
+        code = changes[direction].code if direction in changes else None
+        try:
+            return isinstance(code, str) and any(d.scope == EXTERN for d in map_declarations(code))
+        except ConfigError:
+            return False  # reported with its JSON path when the path is built
+    if "ingress" in changes and "egress" in changes and externs("ingress") and not externs("egress"):
+        return ("egress", "ingress")
+    return DIRECTIONS
+
+
 def _close_all(dataplanes) -> None:
     for dp in dataplanes:
         if dp is not None:
@@ -362,22 +388,32 @@ def _close_all(dataplanes) -> None:
                 log.exception("closing a dataplane failed")
 
 
-def _check_unique_names(configs: dict[str, PathConfig | None]) -> None:
-    """OpenMetrics names must be unique across both paths: they share one exposition."""
-    seen: dict[str, str] = {}
+def _check_shared_names(configs: dict[str, PathConfig | None]) -> None:
+    """A metric name may be used by both paths (Polycube: two metrics, one per path); exported to
+    OpenMetrics, both become one family told apart by a `direction` label, so their types must agree."""
     problems = []
-    for direction in DIRECTIONS:
-        cfg = configs[direction]
-        for i, m in enumerate(cfg.metric_configs if cfg else []):
-            if m.open_metrics_metadata is None:
-                continue
-            if m.name in seen:
-                problems.append((f"{direction}-path.metric-configs[{i}].name",
-                                 (f"metric {m.name!r} is also exported by the {seen[m.name]} path; OpenMetrics "
-                                  "names must be unique")))
-            seen.setdefault(m.name, direction)
+    ingress, egress = (_exported(configs[d]) for d in DIRECTIONS)
+    for name in sorted(ingress.keys() & egress.keys()):
+        (i, mine), (_, theirs) = egress[name], ingress[name]
+        if mine.type != theirs.type:
+            problems.append((f"egress-path.metric-configs[{i}].open-metrics-metadata.type",
+                             (f"metric {name!r} is a {theirs.type} on the ingress path and a {mine.type} here; a "
+                              "name used by both paths is one OpenMetrics family (told apart by the direction "
+                              "label), so both must have the same type")))
     if problems:
         raise ConfigError(problems)
+
+
+def _exported(cfg: PathConfig | None) -> dict[str, tuple[int, Any]]:
+    """{metric name: (index, open-metrics-metadata)} of a path's metrics exported to OpenMetrics."""
+    return {m.name: (i, m.open_metrics_metadata) for i, m in enumerate(cfg.metric_configs if cfg else [])
+            if m.open_metrics_metadata is not None}
+
+
+def both_paths_names(configs: Mapping[str, PathConfig | None]) -> frozenset[str]:
+    """The OpenMetrics metric names that both paths export (their samples get a `direction` label)."""
+    ingress, egress = (_exported(configs[d]) for d in DIRECTIONS)
+    return frozenset(ingress.keys() & egress.keys())
 
 
 def _check_shapes(cfg: PathConfig, direction: str, dp) -> None:

@@ -275,8 +275,19 @@ FORMATS = _exposition.FORMATS
 
 
 def render(fams: Iterable[Metric], fmt: str = "openmetrics") -> bytes:
-    """`fams` in `fmt` ("openmetrics" or "prometheus") as bytes (see `pynetmon.exposition.render`)."""
-    return _exposition.render(fams, fmt)
+    """`fams` in `fmt` ("openmetrics" or "prometheus") as bytes (see `pynetmon.exposition.render`).
+
+    Families of one name (the same metric name in the ingress and the egress path, told apart by their
+    `direction` label) are written as one family: the first one's header, then the samples of each."""
+    groups: dict[str, list[Metric]] = {}
+    for family in fams:
+        groups.setdefault(family.name, []).append(family)
+    if all(len(group) == 1 for group in groups.values()):
+        return _exposition.render([group[0] for group in groups.values()], fmt)
+    form = _exposition.as_format(fmt)
+    parts = [_exposition.group_text(group, form) for group in groups.values()]
+    parts.append(form.eof)
+    return "".join(parts).encode("utf-8")
 
 
 def exposition(fams: list[Metric], fmt: str = "openmetrics") -> str:

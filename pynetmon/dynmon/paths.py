@@ -15,6 +15,7 @@ from ..program import Program
 from .config import PathConfig
 from .dataplane import PathDataplane
 from .entries import MapEntries
+from .sharing import MapScope, SharedMap, shares
 from .swap_path import SwapPathDataplane
 
 __all__ = ["LoadedPath", "build_path_dataplane", "check_swap_maps_not_shared"]
@@ -26,7 +27,8 @@ class LoadedPath(Protocol):
     direction: str
     hook: str
     program: Program              # what to attach (the pivot for a swap-on-read path)
-    maps: dict[str, Map]          # the user's maps by name (shared with the other path by name)
+    maps: dict[str, Map]          # the user's maps by name
+    map_scopes: dict[str, MapScope]  # how the code declared each map: which the other path shares (sharing.py)
     swap_maps: frozenset[str]     # maps read through swap-on-read flips (empty for a plain path)
 
     def read_map(self, name: str, empty: bool = False) -> MapEntries:
@@ -42,7 +44,7 @@ class LoadedPath(Protocol):
         ...
 
 
-def build_path_dataplane(path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
+def build_path_dataplane(path: PathConfig, direction: str, hook: str, shared: Mapping[str, SharedMap] | None = None,
                          *, shared_origin: str = "the other path", pcn_log: bool = False) -> LoadedPath:
     """A PathDataplane, or the swap-on-read variant when a metric of the path asks for swap-on-read."""
     if path.swap_on_read:
@@ -51,13 +53,15 @@ def build_path_dataplane(path: PathConfig, direction: str, hook: str, shared: Ma
 
 
 def check_swap_maps_not_shared(dataplane: LoadedPath | None, other: LoadedPath | None) -> None:
-    """ConfigError when a swap-on-read map of one path is also defined by the other path's code: the two
-    paths would share one copy of a map that has to exist once per instance."""
+    """ConfigError when a swap-on-read map of one path is one map with a map of the other path's code
+    (sharing.py: `_SHARED`/`extern`, libbpf-style maps of one name): the two paths would share one copy of
+    a map that has to exist once per instance. Same-named private maps are two maps: no problem."""
     if dataplane is None or other is None:
         return
     problems = []
     for mine, theirs in ((dataplane, other), (other, dataplane)):
-        for name in sorted(mine.swap_maps & set(theirs.maps)):
+        for name in sorted(n for n in mine.swap_maps & set(theirs.maps)
+                           if shares(mine.map_scopes[n], theirs.map_scopes[n])):
             owner = mine.direction
             problems.append((f"{owner}-path.code",
                              (f"map {name!r} is swap-on-read on the {owner} path and also defined by the "

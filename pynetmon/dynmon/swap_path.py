@@ -20,12 +20,18 @@ from .dataplane import (
     check_metric_maps,
     compile_path,
     open_path_object,
+    pin_maps,
     read_entries,
     reuse_shared_maps,
     select_program,
     user_map_names,
 )
 from .entries import MapEntries, kind_of, map_address_fields
+from .sharing import MapScope, SharedMap, scopes_of
+
+# The second instance's copy of a `_PINNED` swap-on-read map is pinned beside it: Polycube's rewriter names
+# it MAP_NAME_1 (and wants it pinned beforehand); pynetmon pins `<path>_1`, creating it when missing.
+PIN_SUFFIX = "_1"
 
 __all__ = ["SwapPathDataplane"]
 
@@ -39,7 +45,7 @@ class SwapPathDataplane:
     other path's code (`check_swap_maps_not_shared`).
     """
 
-    def __init__(self, path: PathConfig, direction: str, hook: str, shared: Mapping[str, Map] | None = None,
+    def __init__(self, path: PathConfig, direction: str, hook: str, shared: Mapping[str, SharedMap] | None = None,
                  *, shared_origin: str = "the other path", pcn_log: bool = False,
                  quiescer: Quiescer | None = None):
         self.path = path
@@ -50,13 +56,15 @@ class SwapPathDataplane:
             if metric.extraction_options.swap_on_read:
                 self._option_paths.setdefault(
                     metric.map_name, f"{direction}-path.metric-configs[{i}].extraction-options.swap-on-read")
-        image, preferred = compile_path(path, direction, hook, pcn_log=pcn_log)
+        image, preferred, decls = compile_path(path, direction, hook, pcn_log=pcn_log)
         first = open_path_object(image, direction)
         try:
             check_metric_maps(path, direction, first)
+            self.map_scopes: dict[str, MapScope] = scopes_of(decls, user_map_names(first))
             # Swap maps are never taken from elsewhere: each instance needs its own copy.
             outside = {n: m for n, m in (shared or {}).items() if n not in self._option_paths}
-            reuse_shared_maps(first, direction, outside, shared_origin)
+            reuse_shared_maps(first, direction, outside, shared_origin, self.map_scopes)
+            pin_maps(first, direction, self.map_scopes)
             program_name = select_program(first, direction, hook, preferred)
         except BaseException:
             first.close()
@@ -68,6 +76,8 @@ class SwapPathDataplane:
                 return pending.pop()
             obj = open_path_object(image, direction)
             select_program(obj, direction, hook, program_name)
+            # A pinned swap map's second copy is pinned at <path>_1; the other pinned maps are the first's.
+            pin_maps(obj, direction, self.map_scopes, dict.fromkeys(self._option_paths, PIN_SUFFIX))
             return obj  # SwapDataplane makes it share every non-swap map with the first instance
 
         try:

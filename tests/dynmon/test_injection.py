@@ -101,19 +101,21 @@ def test_libbpf_style_with_struct_keys(hosts):
             {"key": {"proto": 17, "pad": 0, "dport": PORT + 1}, "value": 2}]
 
 
+# %s: the declaration (Polycube: _SHARED where the map is defined, "extern" where the other path uses it).
 SHARED = """
-BPF_ARRAY(DIRECTIONS, u64, 2);
+%s
 static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {
     DIRECTIONS.increment(%d);
     return RX_OK;
 }
 """
+DEFINE, USE = "BPF_ARRAY_SHARED(DIRECTIONS, u64, 2);", 'BPF_TABLE("extern", int, u64, DIRECTIONS, 2);'
 
 
 def test_ingress_and_egress_share_a_map(quiet_hosts):
     a, b = quiet_hosts
-    cfg = {"ingress-path": path_config(SHARED % 0, ("in_view", "DIRECTIONS")),
-           "egress-path": path_config(SHARED % 1, ("out_view", "DIRECTIONS"))}
+    cfg = {"ingress-path": path_config(SHARED % (DEFINE, 0), ("in_view", "DIRECTIONS")),
+           "egress-path": path_config(SHARED % (USE, 1), ("out_view", "DIRECTIONS"))}
     with Dynmon("both", cfg) as mon:
         mon.attach("eth0", netns=a.netns)
         exchange(a, b, 10)  # a's egress

@@ -24,6 +24,10 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
 }
 """
 BROKEN_C = COUNTER.replace("*count += 1;", "*count += one;")
+# Polycube's way to give both paths one map: _SHARED where it is defined, "extern" where it is used.
+SHARED_COUNTER = COUNTER.replace("BPF_ARRAY(PKT_COUNTER", "BPF_ARRAY_SHARED(PKT_COUNTER")
+EXTERN_COUNTER = COUNTER.replace("BPF_ARRAY(PKT_COUNTER, uint64_t, 1)",
+                                 'BPF_TABLE("extern", int, uint64_t, PKT_COUNTER, 1)')
 
 
 def _count(mon) -> int:
@@ -46,10 +50,16 @@ BAD = {
         "open-metrics-metadata": {"type": "summary"}}))}, ConfigError,
         "a summary needs struct values with numeric 'count' and 'sum' fields"),
     "shared map defined twice differently": (
+        {"ingress-path": path_config(SHARED_COUNTER),
+         "egress-path": path_config(COUNTER.replace("BPF_ARRAY(PKT_COUNTER, uint64_t, 1)",
+                                                    'BPF_TABLE("extern", int, uint32_t, PKT_COUNTER, 4)'))},
+        ConfigError, ("extern map 'PKT_COUNTER' is declared here with key 4 B and value 4 B but the ingress path's "
+                      "code defines it as array (key 4 B, value 8 B, 1 entries) (line 2)")),
+    "extern map nobody shares": (
         {"ingress-path": path_config(COUNTER),
-         "egress-path": path_config(COUNTER.replace("uint64_t, 1", "uint32_t, 4"))},
-        ConfigError, ("map 'PKT_COUNTER' is defined here as array (key 4 B, value 4 B, 4 entries) but in the ingress "
-                      "path's code as array (key 4 B, value 8 B, 1 entries)")),
+         "egress-path": path_config(EXTERN_COUNTER)},
+        ConfigError, ("egress-path.code: reference to undefined table 'PKT_COUNTER' (declared \"extern\"): the other "
+                      "path declares it local; extern needs a _SHARED or _PUBLIC declaration")),
     "invalid JSON": ('{"ingress-path": ', ConfigError, "not valid JSON"),
 }
 
@@ -126,8 +136,8 @@ def test_reinjection_loses_no_packet(quiet_hosts):
 
 def test_absent_path_keeps_running_and_empty_path_removes(quiet_hosts):
     a, b = quiet_hosts
-    both = {"ingress-path": path_config(COUNTER, ("in", "PKT_COUNTER")),
-            "egress-path": path_config(COUNTER, ("out", "PKT_COUNTER"))}
+    both = {"ingress-path": path_config(SHARED_COUNTER, ("in", "PKT_COUNTER")),
+            "egress-path": path_config(EXTERN_COUNTER, ("out", "PKT_COUNTER"))}
     with Dynmon("paths", both) as mon:
         mon.attach("eth0", netns=a.netns)
         exchange(b, a, 3)
@@ -135,7 +145,7 @@ def test_absent_path_keeps_running_and_empty_path_removes(quiet_hosts):
         assert mon.metrics("ingress", "in")["value"] == [7]  # one shared map
         egress_id = mon.path_dataplane("egress").program.id
         # Only the ingress path given: egress keeps running; the new ingress shares egress's map.
-        mon.set_dataplane_config({"ingress-path": path_config(COUNTER, ("in2", "PKT_COUNTER"))})
+        mon.set_dataplane_config({"ingress-path": path_config(SHARED_COUNTER, ("in2", "PKT_COUNTER"))})
         assert tc_programs("eth0", "egress", netns=a.netns) == [egress_id]
         exchange(b, a, 2)
         assert mon.metrics("ingress", "in2")["value"] == [9]
