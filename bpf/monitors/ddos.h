@@ -41,6 +41,12 @@ struct ddos_lpm_key {
 	__u8 addr[16];
 };
 
+/* How many entries the allow and block lists hold (a global written by user space). */
+struct ddos_lists {
+	__u32 allow;
+	__u32 block;
+};
+
 /* A manual block or allow entry. `dropped`/`passed` are added atomically (one entry, many CPUs). */
 struct ddos_rule {
 	__u64 until_ns;		/* block only: 0 = until unblocked; else CLOCK_MONOTONIC end */

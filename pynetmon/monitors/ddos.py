@@ -42,6 +42,7 @@ _EVENT = struct.Struct("=16sQHBBI")  # struct ddos_event: addr until_ns port kin
 _PORT = struct.Struct("=QQQQQ")  # struct ddos_port: tokens last_ns protected_until_ns syns dropped
 _RULE = struct.Struct("=QQ")  # struct ddos_rule: until_ns packets
 _LPM_KEY = struct.Struct("=I16s")  # struct ddos_lpm_key: prefixlen addr
+_LISTS = struct.Struct("=II")  # struct ddos_lists: allow block
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 REASONS = {1: "rate", 2: "syn", 3: "blocklist"}  # DDOS_REASON_*
 CTR_PASSED, CTR_DROP_RATE, CTR_DROP_SYN, CTR_DROP_BLOCKLIST, CTR_ALLOWED, CTR_BLOCK_EVENTS, CTR_NON_IP, \
@@ -107,7 +108,8 @@ class DdosOptions(MonitorOptions):
     block_seconds: float = Field(60.0, gt=0, le=7 * 86_400, description="how long a source over its rate is dropped")
     prefix_v4: int = Field(32, ge=1, le=32, description="IPv4 sources are keyed by this prefix length")
     prefix_v6: int = Field(128, ge=1, le=128, description="IPv6 sources are keyed by this prefix length")
-    max_sources: int = Field(65_536, ge=16, le=1 << 22, description="sources the LRU table holds")
+    max_sources: int = Field(65_536, ge=16, le=1 << 22, description="sources each LRU table holds (one "
+                             "for IPv4, one for IPv6)")
     max_rules: int = Field(4_096, ge=1, le=1 << 20, description="entries of each of the block and allow lists")
     protect: list[Cidr] = Field([], max_length=256, description="CIDRs always allowed (the management addresses)")
     allow: list[Cidr] = Field([], max_length=4096, description="CIDRs on the allow list from the start")
@@ -141,6 +143,7 @@ class DdosMonitor(Monitor):
         opts: DdosOptions = self.options  # type: ignore[assignment]
         obj = self._own(BPFObject.from_package("monitors/ddos"))
         obj.maps["ddos_sources"].set_max_entries(opts.max_sources)
+        obj.maps["ddos_sources4"].set_max_entries(opts.max_sources)
         obj.maps["ddos_allow"].set_max_entries(opts.max_rules)
         obj.maps["ddos_block"].set_max_entries(opts.max_rules)
         obj.maps["ddos_ports"].set_max_entries(opts.max_ports)
@@ -150,6 +153,11 @@ class DdosMonitor(Monitor):
                        ddos_mask_v4=prefix_mask(opts.prefix_v4, True), ddos_mask_v6=prefix_mask(opts.prefix_v6, False))
         obj.load()
         self._sources: Map = obj.maps["ddos_sources"]
+        self._sources4: Map = obj.maps["ddos_sources4"]
+        # the .bss section holds only `struct ddos_lists` (ddos.h): the entries of each list
+        self._lists: Map = next(m for name, m in obj.maps.items() if name.endswith(".bss"))
+        if self._lists.value_size != _LISTS.size:
+            raise ConfigError([("", f"ddos.bpf.o's .bss is {self._lists.value_size} bytes, not struct ddos_lists")])
         self._allow: Map = obj.maps["ddos_allow"]
         self._block: Map = obj.maps["ddos_block"]
         self._counters: Map = obj.maps["ddos_counters"]
@@ -160,6 +168,7 @@ class DdosMonitor(Monitor):
         # protected before the first packet: the program is attached only after these are in its map
         for key in self._protected | {lpm_key(parse_cidr(c)) for c in opts.allow}:
             self._allow.update(key, _RULE.pack(0, 0))
+        self._count_lists()
         for rule in opts.block:
             self.block(rule.cidr, rule.seconds)
         self._keep(attach_xdp(obj.programs["ddos_xdp"], self.interface or "", XDP_MODE[opts.mode], netns=self.netns))
@@ -178,6 +187,8 @@ class DdosMonitor(Monitor):
             except BaseException:
                 self.options = old
                 raise
+            finally:
+                self._count_lists()
 
     def _sync_lists(self, old: DdosOptions, new: DdosOptions) -> None:
         def blocks(o: DdosOptions) -> dict[bytes, float | None]:
@@ -201,6 +212,7 @@ class DdosMonitor(Monitor):
                 _delete(self._allow, key)
             for key in new_a - old_a:
                 self._allow.update(key, _RULE.pack(0, 0))
+            self._count_lists()  # new entries in force before the next step can fail
         except BaseException:
             for m, key, value in saved:  # back to the rules in force before
                 if value is None:
@@ -222,6 +234,7 @@ class DdosMonitor(Monitor):
         with self.lock:
             self._sweep_expired()
             self._block.update(key, _RULE.pack(until, 0))
+            self._count_lists()
             self._manual["block"] += 1
         log.info("ddos on %s: blocked %s for %s", self.interface, cidr, "ever" if seconds is None else f"{seconds} s")
 
@@ -236,15 +249,17 @@ class DdosMonitor(Monitor):
                 removed += 1
             except KeyError:
                 pass
-            keys, _, n = self._sources.read_raw()
-            for i in range(n):
-                raw = keys[i * 16:(i + 1) * 16]
-                if _key_address(raw) in net:
-                    try:
-                        self._sources.delete(raw)
-                        removed += 1
-                    except KeyError:
-                        pass
+            self._count_lists()
+            for table, size, prefix in ((self._sources4, 4, _V4_MAPPED), (self._sources, 16, b"")):
+                keys, _, n = table.read_raw()
+                for i in range(n):
+                    raw = bytes(keys[i * size:(i + 1) * size])
+                    if _key_address(prefix + raw) in net:
+                        try:
+                            table.delete(raw)
+                            removed += 1
+                        except KeyError:
+                            pass
             self._manual["unblock"] += 1
         log.info("ddos on %s: unblocked %s (%d entries)", self.interface, cidr, removed)
         return removed
@@ -255,6 +270,7 @@ class DdosMonitor(Monitor):
         with self.lock:
             if key not in self._protected:
                 self._allow.update(key, _RULE.pack(0, 0))
+                self._count_lists()
         log.info("ddos on %s: allowed %s", self.interface, cidr)
 
     def disallow(self, cidr: str) -> None:
@@ -267,6 +283,7 @@ class DdosMonitor(Monitor):
                 self._allow.delete(key)
             except KeyError:
                 raise ConfigError([("cidr", f"{cidr} is not on the allow list")]) from None
+            self._count_lists()
 
     @staticmethod
     def _rule_key(cidr: str, path: str) -> bytes:
@@ -281,6 +298,12 @@ class DdosMonitor(Monitor):
                     self._block.delete(key)
                 except KeyError:
                     pass
+        self._count_lists()
+
+    def _count_lists(self) -> None:
+        """Tell the kernel how many entries each list holds (it skips the lookup in an empty one). Called
+        after every change: entries go in before the count rises and out before it falls."""
+        self._lists.update(bytes(4), _LISTS.pack(len(self._allow), len(self._block)))
 
     # -- events --------------------------------------------------------------------------------
     def events(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
@@ -315,9 +338,13 @@ class DdosMonitor(Monitor):
         return sum(self._counters.lookup(index))
 
     def _source_rows(self) -> list[tuple[bytes, tuple[int, ...]]]:
-        keys, values, n = self._sources.read_raw()
-        return [(bytes(keys[i * 16:(i + 1) * 16]), row)
-                for i, row in enumerate(_SOURCE.iter_unpack(memoryview(values)[:n * _SOURCE.size]))]
+        """Both source tables, keyed by the 16-byte address (IPv4 mapped)."""
+        rows = []
+        for table, size, prefix in ((self._sources4, 4, _V4_MAPPED), (self._sources, 16, b"")):
+            keys, values, n = table.read_raw()
+            rows += [(prefix + bytes(keys[i * size:(i + 1) * size]), row)
+                     for i, row in enumerate(_SOURCE.iter_unpack(memoryview(values)[:n * _SOURCE.size]))]
+        return rows
 
     def _source_text(self, raw: bytes) -> str:
         opts: DdosOptions = self.options  # type: ignore[assignment]

@@ -355,3 +355,32 @@ def test_live_frames_flood_through_native_veth_counted_exactly(hosts):
     assert received > 10_000  # the veth ring may refuse some under load; those never reach the guard
     assert snap["passed"] - snap["non_ip"] == 1 and snap["dropped"]["rate"] == received - 1
     assert [(x["source"], x["dropped"]) for x in snap["blocked"]] == [(a.ip, received - 1)]
+
+
+def test_list_counts_follow_every_change(hosts):
+    """The kernel skips an empty list (struct ddos_lists): every way of adding or removing an entry keeps
+    the counts true, so a block is in force as soon as block() returns and gone after unblock()."""
+    a, b = hosts
+    quiet(a, b)
+    frame = _frame("203.0.113.9")
+    with monitors.open("ddos", interface="eth0", netns=b.netns, pps=0, syn_pps=0, protect=["192.0.2.10/32"]) as m:
+        prog = m.objects[0].programs["ddos_xdp"]
+        lists = next(v for k, v in m.objects[0].maps.items() if k.endswith(".bss"))
+
+        def counts() -> tuple[int, int]:
+            return struct.unpack("=II", bytes(lists.lookup(bytes(4))))
+
+        assert counts() == (1, 0)  # protect is on the allow list before the first packet
+        assert prog.test_run(frame).retval == 2  # XDP_PASS
+        m.block("203.0.113.0/24", seconds=60)
+        assert counts() == (1, 1) and prog.test_run(frame).retval == 1  # XDP_DROP
+        m.allow("203.0.113.9")
+        assert counts() == (2, 1) and prog.test_run(frame).retval == 2
+        m.disallow("203.0.113.9")
+        assert counts() == (1, 1) and prog.test_run(frame).retval == 1
+        m.unblock("203.0.113.0/24")
+        assert counts() == (1, 0) and prog.test_run(frame).retval == 2
+        m.update(block=[{"cidr": "203.0.113.0/24", "seconds": 60}])
+        assert counts() == (1, 1) and prog.test_run(frame).retval == 1
+        m.update(block=[])
+        assert counts() == (1, 0) and prog.test_run(frame).retval == 2
