@@ -32,6 +32,7 @@ from .json_text import JsonRenderer, dumps
 from .metrics import metric_json, timestamp_us
 from .openmetrics import FORMATS, exposition, shape_problem
 from .paths import LoadedPath, build_path_dataplane, check_swap_maps_not_shared
+from .polycube import polycube_text, raw_json_value
 from .series import MetricRenderer
 from .sharing import LIBBPF, SELF, SharedMap
 
@@ -203,23 +204,47 @@ class Dynmon:
         return self._attachment.describe() if self._attachment else None
 
     # ---- metrics ------------------------------------------------------------------------------------
-    def metrics(self, direction: str | None = None, name: str | None = None, *, per_cpu: bool = False) -> Any:
+    def metrics(self, direction: str | None = None, name: str | None = None, *, per_cpu: bool = False,
+                raw: bool = False) -> Any:
         """Metrics in Polycube's JSON shape.
 
         `metrics()` → {"ingress-metrics": [...], "egress-metrics": [...]}; `metrics("ingress")` → the
         list of {"name", "value", "timestamp"}; `metrics("ingress", "packets_total")` → one of them.
-        Per-CPU maps are summed unless `per_cpu=True`. Reading a metric with empty-on-read empties it.
+        Per-CPU maps are summed unless `per_cpu=True`. `raw=True` gives Polycube's numbers instead
+        (`__be` fields and addresses as the native integers of their bytes, per-CPU values unsummed:
+        pynetmon/dynmon/polycube.py). Reading a metric with empty-on-read empties it.
         The metrics of a path are read together: one snapshot (one swap-on-read flip), each map read once.
         """
         if direction is None:
             with self._state_lock:
-                return {f"{d}-metrics": self.metrics(d, per_cpu=per_cpu) for d in DIRECTIONS}
+                return {f"{d}-metrics": self.metrics(d, per_cpu=per_cpu, raw=raw) for d in DIRECTIONS}
         direction = _direction(direction)
         with self._state_lock:
             metrics = self._chosen(direction, name)
             entries = self._read(direction, metrics)
-            out = [metric_json(m.name, entries[m.map_name], per_cpu) for m in metrics]
+            if raw:
+                out = [{"name": m.name, "value": self._raw_value(direction, m, entries[m.map_name]),
+                        "timestamp": timestamp_us()} for m in metrics]
+            else:
+                out = [metric_json(m.name, entries[m.map_name], per_cpu) for m in metrics]
         return out[0] if name is not None else out
+
+    def _raw_value(self, direction: str, metric, entries: MapEntries) -> list:
+        m = self._paths[direction].maps[metric.map_name]
+        return raw_json_value(entries, m.key_codec, m.value_codec)
+
+    def polycube_open_metrics(self) -> str:
+        """The metrics that have open-metrics-metadata as Polycube's dynmon writes them (`#HELP`/`#TYPE`
+        per sample, `NAME_<i>` per array element, integers; see pynetmon/dynmon/polycube.py). Not strict
+        OpenMetrics: `open_metrics()` is; this is for clients that parse Polycube's text."""
+        paths = []
+        with self._state_lock:
+            for direction in DIRECTIONS:
+                cfg = self._configs[direction]
+                exported = [m for m in (cfg.metric_configs if cfg else []) if m.open_metrics_metadata is not None]
+                entries = self._read(direction, exported)
+                paths.append([(m, self._raw_value(direction, m, entries[m.map_name])) for m in exported])
+        return polycube_text(paths[0], paths[1])
 
     def _chosen(self, direction: str, name: str | None) -> list:
         """The metric configs of a path, or the one named `name` (MetricNotFoundError naming the others)."""

@@ -72,17 +72,20 @@ class DynmonCube(Cube):
         return {"type": self.cube_type.value, "dataplane-config": self.config, "port": self.wanted}
 
     # -- reads (no cube lock: Dynmon's reads wait only for the final swap of a config change) ----
-    def metrics(self, direction: str | None = None, metric: str | None = None) -> Any:
+    def metrics(self, direction: str | None = None, metric: str | None = None, *, raw: bool = False) -> Any:
         if direction is None:
-            return self.monitor.metrics()
-        return self.monitor.metrics(direction, metric)
+            return self.monitor.metrics(raw=raw)
+        return self.monitor.metrics(direction, metric, raw=raw)
 
     def metrics_json(self, direction: str | None = None, metric: str | None = None) -> bytes:
         """`metrics()` as the JSON text of the answer, written in bulk (see `Dynmon.metrics_json`)."""
         return self.monitor.metrics_json(direction, metric)
 
-    def open_metrics(self) -> str:
-        return self.monitor.open_metrics()
+    def open_metrics(self, fmt: str = "openmetrics") -> str:
+        """The metrics as OpenMetrics text, or as Polycube writes them (`fmt="polycube"`)."""
+        if fmt == "polycube":
+            return self.monitor.polycube_open_metrics()
+        return self.monitor.open_metrics(fmt)
 
     def families(self) -> list[Metric]:
         """The monitor's OpenMetrics families, every sample labelled `monitor="NAME"` (families whose map

@@ -125,16 +125,30 @@ def delete_dataplane_path(call: Call) -> None:
     _replace_path(call, {})
 
 
-@table.get(BASE + "/{name}/metrics", "All metrics, ingress and egress", answer=models.Metrics)
+def _raw(call: Call) -> bool:
+    """`?raw=true`: Polycube's numbers (`__be` fields and addresses as the native integers of their bytes,
+    per-CPU values unsummed) instead of pynetmon's (docs/polycube.md, "Where pynetmon differs")."""
+    value = call.request.query_params.get("raw", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(400, f"raw must be true or false, not {value!r}", [("raw", "not a boolean")])
+    return value in ("true", "1")
+
+
+@table.get(BASE + "/{name}/metrics", "All metrics, ingress and egress (`?raw=true`: Polycube's numbers)",
+           answer=models.Metrics)
 def all_metrics(call: Call) -> Response:
+    if _raw(call):
+        return Response(dumps({**_cube(call).metrics(raw=True), "_links": _links(call)}), media_type=JSON)
     body = _cube(call).metrics_json()  # written in bulk (Dynmon.metrics_json); the links appended
     return Response(body[:-1] + b',"_links":' + dumps(_links(call)).encode() + b"}", media_type=JSON)
 
 
-@table.get(BASE + "/{name}/metrics/{kind}", "The metrics of one direction",
+@table.get(BASE + "/{name}/metrics/{kind}", "The metrics of one direction (`?raw=true`: Polycube's numbers)",
            answer=list[models.Metric],
            operation_id="get_direction_metrics")
 def direction_metrics(call: Call) -> Response:
+    if _raw(call):
+        return Response(dumps(_cube(call).metrics(_kind(call), raw=True)), media_type=JSON)
     return Response(_cube(call).metrics_json(_kind(call)), media_type=JSON)
 
 
@@ -142,11 +156,14 @@ def _metric(call: Call) -> dict:
     cube = _cube(call)
     direction, wanted = _kind(call), call.params["metric"]
     # Read only this metric: reading the others would empty the ones configured empty-on-read.
-    return cube.metrics(direction, wanted)
+    return cube.metrics(direction, wanted, raw=_raw(call))
 
 
-@table.get(BASE + "/{name}/metrics/{kind}/{metric}", "One metric", answer=models.Metric)
+@table.get(BASE + "/{name}/metrics/{kind}/{metric}", "One metric (`?raw=true`: Polycube's numbers)",
+           answer=models.Metric)
 def one_metric(call: Call) -> Response:
+    if _raw(call):
+        return Response(dumps(_metric(call)), media_type=JSON)
     # Read only this metric: reading the others would empty the ones configured empty-on-read.
     return Response(_cube(call).metrics_json(_kind(call), call.params["metric"]), media_type=JSON)
 
@@ -163,8 +180,17 @@ for _field in FIELDS:
     _metric_leaf(_field)
 
 
-@table.get(BASE + "/{name}/open-metrics", "All metrics in the OpenMetrics text format",
+OPEN_METRICS_FORMATS = {"openmetrics": "application/openmetrics-text; version=1.0.0",
+                        "prometheus": "text/plain; version=0.0.4", "polycube": "text/plain"}
+
+
+@table.get(BASE + "/{name}/open-metrics", "All metrics in the OpenMetrics text format (`?format=prometheus`: "
+           "Prometheus' text format; `?format=polycube`: Polycube's text, byte for byte)",
            media_type="text/plain", answer=str)
 def open_metrics(call: Call) -> PlainTextResponse:
+    fmt = call.request.query_params.get("format", "openmetrics")
+    if fmt not in OPEN_METRICS_FORMATS:
+        raise ApiError(400, f"format must be one of {', '.join(OPEN_METRICS_FORMATS)}, not {fmt!r}",
+                       [("format", "unknown format")])
     cube = _cube(call)
-    return PlainTextResponse(cube.open_metrics(), media_type="application/openmetrics-text; version=1.0.0")
+    return PlainTextResponse(cube.open_metrics(fmt), media_type=OPEN_METRICS_FORMATS[fmt])
