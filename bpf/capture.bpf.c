@@ -159,8 +159,12 @@ static __always_inline void capture(struct __sk_buff *skb, __u32 direction)
     /* TAI follows CLOCK_REALTIME's adjustments (it differs by the TAI offset only), so one offset
      * measured by user space turns it into wall-clock time. */
     __u64 now = bpf_ktime_get_tai_ns() + config->clock_offset_ns;
-    s->record.ts_sec = now / 1000000000ULL;
-    s->record.ts_nsec = now % 1000000000ULL;
+    if (now - s->second_start_ns >= 1000000000ULL) { /* another second (or the first, or a clock step back) */
+        s->second = now / 1000000000ULL;
+        s->second_start_ns = s->second * 1000000000ULL;
+    }
+    s->record.ts_sec = s->second;
+    s->record.ts_nsec = now - s->second_start_ns;
     s->record.caplen = caplen;
     s->record.wirelen = wirelen;
 
@@ -171,12 +175,18 @@ static __always_inline void capture(struct __sk_buff *skb, __u32 direction)
     /* Waking the reader per record costs more than the record. With no flag the kernel wakes it only
      * for a record that is the first unread one (the reader had caught up: race-free, decided at commit
      * against the reader's published position); the reader then lets a batch collect for up to its
-     * delay bound before it reads. Once wakeup_bytes wait, it is woken at once (a full batch: reading
-     * it now keeps the ring from filling). */
+     * delay bound before it reads. A forced wakeup is sent only by the record that makes the waiting
+     * data cross a multiple of wakeup_bytes (a power of two): once per full batch, not once per record
+     * until the reader has drained - every forced wakeup is an irq_work, an interrupt to this CPU (a VM
+     * exit here: 7 us, 100 times the rest of the program). Two CPUs crossing at once may both miss it;
+     * the next multiple, or the reader's delay bound, then wakes the reader. */
     __u64 flags = 0;
-    __u32 wakeup = config->wakeup_bytes;
-    if (wakeup && bpf_ringbuf_query(&capture_ring, BPF_RB_AVAIL_DATA) + size >= wakeup)
-        flags = BPF_RB_FORCE_WAKEUP;
+    __u64 wakeup = config->wakeup_bytes;
+    if (wakeup) {
+        __u64 avail = bpf_ringbuf_query(&capture_ring, BPF_RB_AVAIL_DATA);
+        if ((avail & ~(wakeup - 1)) != ((avail + size) & ~(wakeup - 1)))
+            flags = BPF_RB_FORCE_WAKEUP;
+    }
     if (bpf_ringbuf_output(&capture_ring, &s->record, size, flags) == 0) {
         count->captured++;
         count->captured_bytes += caplen;

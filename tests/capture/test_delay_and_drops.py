@@ -38,6 +38,28 @@ def test_a_lone_packet_reaches_the_file_while_the_capture_runs(quiet_hosts, tmp_
         assert cap.stats()["delivered"] == 1
 
 
+def test_a_full_batch_is_written_at_once_not_after_max_delay(quiet_hosts, tmp_path):
+    a, b = quiet_hosts
+    path = tmp_path / "batch.pcap"
+    sent = udp_payloads(40, b"batch", size=1000)  # 42 KB in a 64 KiB ring: crosses 8 KiB four times
+    # A 64 KiB ring forces a wakeup each time 8 KiB more wait; max_delay (10 s) and the tick (an hour) would
+    # bring the records much later: only the forced wakeups can have them in the file within seconds.
+    with PacketCapture("batch", capture="ingress", filter="udp port 7103", dump=path, ring_bytes=1 << 16,
+                       flush_interval=3600, max_delay=10) as cap:
+        cap.attach("eth0", netns=b.netns)
+        send_udp(a, b.ip, 7103, sent[:1])  # wakes the reader, which then lets a batch collect for 10 s
+        time.sleep(0.5)
+        send_udp(a, b.ip, 7103, sent[1:])
+        deadline = time.monotonic() + 5
+        while cap.stats()["delivered"] < 8 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        delivered = cap.stats()["delivered"]
+        assert delivered >= 8, f"only {delivered} of {len(sent)} packets written after 5 s"
+        payloads = [_udp_payload(p.data) for p in read_pcap(path).packets]  # while the capture runs
+        assert payloads == sent[:len(payloads)] and len(payloads) >= 8
+    assert cap.stats()["dropped"] == 0 and cap.stats()["delivered"] == len(sent)
+
+
 class _StalledFile(io.BytesIO):
     """A file object whose writes wait until released: the reader thread stops draining the ring."""
 
