@@ -37,6 +37,7 @@ class Cube:
         self.uuid = str(uuid.uuid4())  # Polycube's per-cube uuid (a restored cube gets a new one)
         self.port: str | None = None    # the interface it is attached to now
         self.wanted: str | None = None  # the interface it should be attached to (kept while it is missing)
+        self.alias: str | None = None   # the name it was attached by, if Polycube's `cube:port` (ports.py)
         self._ifindex = 0               # the index `port` had when attached (a re-created link has another)
         self.lock = threading.RLock()
         # Kernel memory this cube's objects may use; the registry replaces it with one carrying the
@@ -64,7 +65,7 @@ class Cube:
     def info(self) -> dict[str, Any]:
         """The cube as Polycube shows it (`GET /polycube/v1/{service}/{name}`), plus its `status`."""
         return {"name": self.name, "uuid": self.uuid, "service-name": self.service, "type": self.type_name(),
-                "loglevel": "INFO", "parent": self.wanted or "", "shadow": False, "span": False,
+                "loglevel": "INFO", "parent": self.alias or self.wanted or "", "shadow": False, "span": False,
                 "status": self.status}
 
     def snapshot(self) -> dict[str, Any]:
@@ -84,8 +85,9 @@ class Cube:
             except OSError:
                 return 0
 
-    def attach(self, port: str) -> None:
-        """Attach to `port` now; InterfaceNotFoundError (404) when it does not exist."""
+    def attach(self, port: str, alias: str | None = None) -> None:
+        """Attach to `port` now; InterfaceNotFoundError (404) when it does not exist. `alias`: the
+        `cube:port` name the client gave for it, shown as `parent`."""
         with self.lock:
             if self.port == port and self._index_of(port) == self._ifindex:
                 return
@@ -95,7 +97,7 @@ class Cube:
                 raise ApiError(409, f"{self.service} {self.name!r} is already attached to {self.wanted!r}; "
                                     "detach it first", [("port", f"cube is attached to {self.wanted!r}")])
             self._attach_now(port)
-            self.wanted = port
+            self.wanted, self.alias = port, alias
 
     def _attach_now(self, port: str) -> None:
         index = self._index_of(port)
@@ -159,7 +161,7 @@ class Cube:
                 with self.in_netns():
                     self._detach()
                 log.info("detached %s %r from %s", self.service, self.name, self.port)
-            self.port, self.wanted, self._ifindex = None, None, 0
+            self.port, self.wanted, self.alias, self._ifindex = None, None, None, 0
 
     def close(self) -> None:
         """Detach (if attached) and free everything; never raises."""

@@ -114,10 +114,11 @@ class PacketCaptureBody(StrictBody):
 
 
 class AttachBody(StrictBody):
-    """Body of `POST /polycube/v1/attach` and `/detach`: `port` is an interface name."""
+    """Body of `POST /polycube/v1/attach` and `/detach`: `port` is an interface name, or Polycube's
+    `cube:port` form naming a bridge's member interface (`br1:veth1`)."""
 
     cube: str = Field(pattern=NAME_PATTERN)
-    port: str = Field(min_length=1, max_length=15, pattern=r"^[^/\s:]+$")
+    port: str = Field(min_length=1, max_length=31, pattern=r"^[^/\s:]{1,15}(:[^/\s:]{1,15})?$")
     position: str | None = None
 
 

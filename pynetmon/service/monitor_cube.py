@@ -83,7 +83,7 @@ class MonitorCube(Cube):
     def in_netns(self) -> AbstractContextManager[None]:
         return contextlib.nullcontext()  # the monitor attaches in (or filters by) its namespace itself
 
-    def attach(self, port: str) -> None:
+    def attach(self, port: str, alias: str | None = None) -> None:
         raise ApiError(409, f"monitor {self.name!r} attaches when it is created (POST /monitors/{self.name} "
                             "with an interface); delete and create it to move it", [("cube", "is a monitor")])
 

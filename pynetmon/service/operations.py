@@ -16,6 +16,7 @@ from .models import (
     PacketCaptureBody,
     validate,
 )
+from .ports import candidates, resolve_port, split_port
 from .problems import ApiError, from_exception
 from .registry import Registry
 
@@ -109,15 +110,21 @@ def update_monitor(registry: Registry, name: str, body: Any) -> None:
 
 
 def attach(registry: Registry, body: Any) -> None:
-    """Polycube's `attach {cube, port}`: `port` is an interface name in the daemon's namespace."""
+    """Polycube's `attach {cube, port}`: `port` is an interface name in the daemon's namespace, or
+    Polycube's `cube:port` form, a bridge's member interface (`br1:veth1`: see ports.py)."""
     model = validate(AttachBody, body)
-    registry.get(model.cube).attach(model.port)
+    cube = registry.get(model.cube)
+    interface = resolve_port(model.port, registry.netns)
+    cube.attach(interface, alias=model.port if interface != model.port else None)
     registry.save()
 
 
 def detach(registry: Registry, body: Any) -> None:
     model = validate(AttachBody, body)
-    registry.get(model.cube).detach(model.port)
+    cube = registry.get(model.cube)
+    # Detaching needs no check that the bridge still holds the port (it may be gone with it).
+    names = candidates(model.port)
+    cube.detach(cube.wanted if cube.wanted in names else split_port(model.port)[1])
     registry.save()
 
 
