@@ -17,6 +17,7 @@ name (-a/-p/--token-file reach the daemon):
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -209,8 +210,8 @@ def _run_daemon_command(args) -> int:
 
 
 def _shown(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
+    if isinstance(value, (bool, dict, list)) or value is None:
+        return json.dumps(value)  # true/false/null and nested fields (stats) as JSON, not Python's repr
     return str(value)
 
 
