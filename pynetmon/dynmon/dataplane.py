@@ -38,6 +38,7 @@ from .sharing import (
     shares,
     undefined_extern,
 )
+from .tailcalls import tail_call_targets
 
 log = logging.getLogger("pynetmon.dynmon")
 PROGRAM_TYPES = {"tc": "sched_cls", "xdp": "xdp"}
@@ -144,13 +145,16 @@ def pin_maps(obj: BPFObject, direction: str, scopes: Mapping[str, MapScope], suf
             obj.maps[name].set_pin_path(path)
 
 
-def select_program(obj: BPFObject, direction: str, hook: str, preferred: str | None) -> str:
-    """Choose the program to attach and switch autoload off for every other one (so only it is verified)."""
+def select_program(obj: BPFObject, direction: str, hook: str, preferred: str | None,
+                   targets: frozenset[str] = frozenset()) -> str:
+    """Choose the program to attach and switch autoload off for every other one (so only it is verified),
+    except the tail-call `targets` of its program arrays (tailcalls.py): they load with it, and libbpf puts
+    them in the arrays. The entry is the one program of the hook's type that no array names."""
     wanted = PROGRAM_TYPES[hook]
     if preferred is not None and preferred in obj.programs:
         chosen = preferred
     else:
-        candidates = [name for name, spec in obj.programs.items() if spec.type == wanted]
+        candidates = [name for name, spec in obj.programs.items() if spec.type == wanted and name not in targets]
         listing = ", ".join(f"{n} ({s.section})" for n, s in obj.programs.items()) or "none"
         section = 'SEC("tc")' if hook == "tc" else 'SEC("xdp")'
         if not candidates:
@@ -161,7 +165,7 @@ def select_program(obj: BPFObject, direction: str, hook: str, preferred: str | N
                                 f"more than one {section} program ({', '.join(candidates)}); a path attaches one")])
         chosen = candidates[0]
     for name, spec in obj.programs.items():
-        if name != chosen:
+        if name != chosen and name not in targets:
             spec.set_autoload(False)
     return chosen
 
@@ -188,7 +192,7 @@ class PathDataplane:
             self.map_scopes: dict[str, MapScope] = scopes_of(decls, user_map_names(self._obj))
             reuse_shared_maps(self._obj, direction, shared or {}, shared_origin, self.map_scopes)
             pin_maps(self._obj, direction, self.map_scopes)
-            program_name = select_program(self._obj, direction, hook, preferred)
+            program_name = select_program(self._obj, direction, hook, preferred, tail_call_targets(image))
             self._obj.load()
             self.program: Program = self._obj.programs[program_name]
             self.maps: dict[str, Map] = {name: self._obj.maps[name] for name in user_map_names(self._obj)

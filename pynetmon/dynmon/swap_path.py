@@ -28,6 +28,7 @@ from .dataplane import (
 )
 from .entries import MapEntries, kind_of, map_address_fields
 from .sharing import MapScope, SharedMap, scopes_of
+from .tailcalls import tail_call_targets
 
 # The second instance's copy of a `_PINNED` swap-on-read map is pinned beside it: Polycube's rewriter names
 # it MAP_NAME_1 (and wants it pinned beforehand); pynetmon pins `<path>_1`, creating it when missing.
@@ -65,7 +66,9 @@ class SwapPathDataplane:
             outside = {n: m for n, m in (shared or {}).items() if n not in self._option_paths}
             reuse_shared_maps(first, direction, outside, shared_origin, self.map_scopes)
             pin_maps(first, direction, self.map_scopes)
-            program_name = select_program(first, direction, hook, preferred)
+            targets = tail_call_targets(image)
+            program_name = select_program(first, direction, hook, preferred, targets)
+            _check_program_arrays(first, direction, self.map_scopes)
         except BaseException:
             first.close()
             raise
@@ -75,7 +78,7 @@ class SwapPathDataplane:
             if pending:
                 return pending.pop()
             obj = open_path_object(image, direction)
-            select_program(obj, direction, hook, program_name)
+            select_program(obj, direction, hook, program_name, targets)
             # A pinned swap map's second copy is pinned at <path>_1; the other pinned maps are the first's.
             pin_maps(obj, direction, self.map_scopes, dict.fromkeys(self._option_paths, PIN_SUFFIX))
             return obj  # SwapDataplane makes it share every non-swap map with the first instance
@@ -134,3 +137,14 @@ class SwapPathDataplane:
     def __repr__(self) -> str:
         return (f"<SwapPathDataplane {self.direction} {self.hook} program={self.swap.program_name} "
                 f"swap={sorted(self.swap_maps)} flips={self.swap.flips}>")
+
+
+def _check_program_arrays(obj: BPFObject, direction: str, scopes: dict[str, MapScope]) -> None:
+    """Each instance needs program arrays of its own (its tail-called programs write its own swap maps); a
+    program array that is the other path's or a pinned one is one map for both: refused."""
+    shared = sorted(name for name, spec in obj.maps.items()
+                    if spec.type == "prog_array" and scopes.get(name, MapScope("local")).kind not in ("local", "libbpf"))
+    if shared:
+        raise ConfigError([(f"{direction}-path.code",
+                            (f"program array(s) {', '.join(map(repr, shared))} are shared or pinned; with swap-on-read "
+                             "each of the two instances needs its own program arrays (declare them plainly)"))])

@@ -51,9 +51,10 @@ class SwapDataplane:
     `BPFObject` (so that callers can adjust map sizes or types before each of the two loads). `program`
     names the entry program (type sched_cls or xdp); `swap_maps` names the swap-on-read maps.
 
-    Raises ConfigError for a swap map that does not exist or cannot be swapped, NotSupportedError when the
-    code cannot run behind the pivot (it uses tail calls itself, or the kernel refuses it as a tail-call
-    target), and the load errors (VerifierError...) of the code itself. Nothing is attached here.
+    Code that tail-calls works: each instance has program arrays of its own (see `_share_maps`); the pivot
+    takes one of the kernel's 33 tail calls. Raises ConfigError for a swap map that does not exist or cannot
+    be swapped, NotSupportedError when the code cannot run behind the pivot (the kernel refuses it as a
+    tail-call target), and the load errors (VerifierError...) of the code itself. Nothing is attached here.
     """
 
     def __init__(self, code: bytes | str | os.PathLike | Callable[[], BPFObject], program: str, swap_maps: Iterable[str], *, name: str | None = None,
@@ -241,22 +242,17 @@ def _check_code(obj: BPFObject, program: str, swap_maps: tuple[str, ...]) -> str
                                    f"{', '.join(sorted(SWAPPABLE_TYPES))}")))
     if problems:
         raise ConfigError(problems)
-    tail_call_maps = sorted(n for n, m in obj.maps.items() if m.type == "prog_array")
-    if tail_call_maps:
-        # The pivot takes one level of tail call, and the code's own program array would be shared by both
-        # instances, so a tail-called program would write instance A's maps while B is active.
-        raise NotSupportedError(
-            f"the code uses tail calls (program array {', '.join(map(repr, tail_call_maps))}); it cannot run "
-            "behind the swap-on-read pivot without losing atomicity. Remove the tail calls or disable "
-            "swap-on-read")
     return prog_type
 
 
 def _share_maps(second: BPFObject, first: BPFObject, swap_maps: tuple[str, ...]) -> None:
-    """Make `second` use `first`'s maps, except the swap-on-read ones."""
+    """Make `second` use `first`'s maps, except the swap-on-read ones and the program arrays: each
+    instance's arrays hold its own programs (libbpf fills statically initialised ones at load), so code
+    that tail-calls writes the swap maps of the instance the pivot chose, and a flip moves the whole chain
+    of tail calls at once."""
     for name, spec in second.maps.items():
         assert isinstance(spec, MapSpec)
-        if name in swap_maps:
+        if name in swap_maps or spec.type == "prog_array":
             continue
         live = first.maps.get(name)
         if live is not None:

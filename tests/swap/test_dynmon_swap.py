@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from pynetmon import ConfigError
+from pynetmon import ConfigError, Map
+from pynetmon._binding import lib
 from pynetmon.dynmon import Dynmon
 from pynetmon.dynmon.swap_path import SwapPathDataplane
 from pynetmon.link import tc_programs
@@ -56,13 +60,73 @@ def test_empty_on_read_with_swap(hosts):
         assert mon.metrics("ingress", "ntp_packets_total")["value"] == [3]
 
 
-TAIL_CALLING = program_source(
-    """struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __type(key, __u32);
-                __type(value, __u32); } jumps SEC(".maps");
-       struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32);
-                __type(value, __u64); } hits SEC(".maps");""",
-    "__u32 k = 0; __u64 *v = bpf_map_lookup_elem(&hits, &k); if (v) *v += 1; "
-    "bpf_tail_call(ctx, &jumps, 0); return 0;")
+# The entry counts every packet in `hits`; the program it tail-calls (a statically initialised program
+# array) counts UDP datagrams per destination port in `ports`. Both are swap-on-read.
+TAIL_CALLING = r"""
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+int by_port(struct __sk_buff *skb);
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 4); __uint(key_size, 4);
+         __array(values, int (struct __sk_buff *)); } jumps SEC(".maps") = { .values = { [2] = (void *)&by_port } };
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); }
+    hits SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 64); __type(key, __u16); __type(value, __u64); }
+    ports SEC(".maps");
+SEC("tc") int by_port(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct ethhdr *eth = data;
+    struct iphdr *ip = (void *)(eth + 1);
+    struct udphdr *udp = (void *)(ip + 1);
+    if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->protocol != IPPROTO_UDP ||
+        ip->ihl != 5)
+        return TC_ACT_UNSPEC;
+    __u16 port = bpf_ntohs(udp->dest);
+    __u64 one = 1, *v = bpf_map_lookup_elem(&ports, &port);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    else
+        bpf_map_update_elem(&ports, &port, &one, BPF_NOEXIST);
+    return TC_ACT_UNSPEC;
+}
+SEC("tc") int entry(struct __sk_buff *skb) {
+    __u32 k = 0;
+    __u64 *v = bpf_map_lookup_elem(&hits, &k);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+    bpf_tail_call(skb, &jumps, 2);
+    return TC_ACT_UNSPEC;
+}
+"""
+
+
+def test_tail_calling_code_with_swap_on_read(hosts):
+    """Polycube reloads the program at every read for code it cannot run behind its pivot; pynetmon gives
+    each of the two instances its own program arrays (libbpf fills them with that instance's programs), so
+    a read stays a flip and the tail-called program's counts are as exact as the entry's."""
+    a, b = hosts
+    config = {"ingress-path": {"name": "tails", "code": TAIL_CALLING, "metric-configs": [
+        {"name": "per_port", "map-name": "ports", "extraction-options": {"swap-on-read": True, "empty-on-read": True}},
+        {"name": "packets", "map-name": "hits", "extraction-options": {"swap-on-read": True}}]}}
+    with Dynmon("tails", config) as mon:
+        mon.attach(b.ifname, netns=b.netns)
+        dp = mon.path_dataplane("ingress")
+        assert tc_programs(b.ifname, "ingress", netns=b.netns) == [dp.program.id]
+        first, second = (obj.maps["jumps"] for obj in dp.swap.instances)
+        assert first.id != second.id  # one program array per instance
+        for count in (9, 4):
+            assert a.send_udp(b.ip, 4242, count) == count
+            assert a.send_udp(b.ip, 4343, 2) == 2
+            time.sleep(0.1)  # datagrams on a veth are processed by the peer's softirq right after sendto
+            ports = {e["key"]: e["value"] for e in mon.metrics("ingress", "per_port")["value"]}
+            assert {p: ports[p] for p in (4242, 4343)} == {4242: count, 4343: 2}
+        assert mon.metrics("ingress", "packets")["value"][0] >= 17
+        assert dp.swap.missed() == 0
 QUEUE = program_source(
     """struct { __uint(type, BPF_MAP_TYPE_QUEUE); __uint(max_entries, 8); __type(value, __u32); } events
        SEC(".maps");""",
@@ -70,7 +134,6 @@ QUEUE = program_source(
 
 
 @pytest.mark.parametrize("code, map_name, reason", [
-    (TAIL_CALLING, "hits", "uses tail calls"),
     (QUEUE, "events", "is a queue map; swap-on-read works on"),
 ])
 def test_config_errors_name_the_swap_option_and_keep_the_running_dataplane(hosts, code, map_name, reason):
@@ -123,3 +186,51 @@ def test_replacing_a_swap_config_swaps_the_pivot_in_place(hosts):
         assert mon.metrics("ingress", "ntp_packets_total")["value"] == [6]
         mon.detach()
         assert tc_programs(b.ifname, "ingress", netns=b.netns) == []
+
+
+def _pinned_ntp_config(pin: str) -> dict:
+    """The NTP example with its counter declared _PINNED, swap-on-read (Polycube's rewriter reads the
+    second copy from MAP_NAME_1, which its users pin beforehand; pynetmon pins `<path>_1` itself if absent)."""
+    config = _ntp_config(empty=True)
+    path = config["ingress-path"]
+    decl = next(line for line in path["code"].splitlines() if "NTP_PACKETS_COUNTER" in line and "BPF_" in line)
+    path["code"] = path["code"].replace(decl, f'BPF_TABLE_PINNED("array", int, uint64_t, NTP_PACKETS_COUNTER, 1, "{pin}");')
+    return config
+
+
+@pytest.fixture
+def pin(bpf):
+    path = f"/sys/fs/bpf/pynetmon_swap_{uuid.uuid4().hex[:12]}"
+    yield path
+    for p in (path, path + "_1"):
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+@pytest.mark.parametrize("pinned_beforehand", [False, True], ids=["pinned_by_pynetmon", "pinned_beforehand"])
+def test_pinned_map_with_swap_on_read(hosts, pin, pinned_beforehand):
+    a, b = hosts
+    if pinned_beforehand:  # as Polycube's users must: both copies pinned before the code is injected
+        for path in (pin, pin + "_1"):
+            m = Map.create("array", 4, 8, 1)
+            assert lib.bpf_obj_pin(m.fd, path.encode()) == 0
+            m.close()
+    with Dynmon("pinned", _pinned_ntp_config(pin)) as mon:
+        mon.attach(b.ifname, netns=b.netns)
+        dp = mon.path_dataplane("ingress")
+        ids = {_pinned_id(pin), _pinned_id(pin + "_1")}
+        assert ids == {obj.maps["NTP_PACKETS_COUNTER"].id for obj in dp.swap.instances}  # one copy at each path
+        for count in (6, 2):
+            _send_ntp(a, b, count)
+            time.sleep(0.1)
+            assert mon.metrics("ingress", "ntp_packets_total")["value"] == [count]
+        assert dp.swap.missed() == 0
+
+
+def _pinned_id(path: str) -> int:
+    fd = lib.bpf_obj_get(path.encode())
+    assert fd >= 0, path
+    try:
+        return Map.from_fd(fd).id
+    finally:
+        os.close(fd)

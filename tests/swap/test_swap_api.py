@@ -162,12 +162,44 @@ def test_missing_and_unswappable_maps_are_named(bpf):
         SwapDataplane(code, "g", ["counts"])
 
 
-def test_code_with_tail_calls_is_refused(bpf):
-    maps = COUNTER_HASH + """struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2);
-                              __type(key, __u32); __type(value, __u32); } jumps SEC(".maps");"""
-    code = compile_c(program_source(maps, "bpf_tail_call(ctx, &jumps, 0); " + COUNT_BODY))
-    with pytest.raises(NotSupportedError, match="tail calls .*'jumps'"):
-        SwapDataplane(code, "f", ["counts"])
+TAIL_CALLS = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+int counted(void *ctx);
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 2); __uint(key_size, 4);
+         __array(values, int (void *)); } jumps SEC(".maps") = { .values = { [1] = (void *)&counted } };
+struct { __uint(type, BPF_MAP_TYPE_HASH); __uint(max_entries, 8); __type(key, __u32); __type(value, __u64); }
+    counts SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); }
+    entered SEC(".maps");
+SEC("tc") int counted(void *ctx) {
+    __u32 k = 7; __u64 one = 1, *v = bpf_map_lookup_elem(&counts, &k);
+    if (v) __sync_fetch_and_add(v, 1); else bpf_map_update_elem(&counts, &k, &one, BPF_NOEXIST);
+    return 0;
+}
+SEC("tc") int f(void *ctx) {
+    __u32 k = 0; __u64 *v = bpf_map_lookup_elem(&entered, &k);
+    if (v) __sync_fetch_and_add(v, 1);
+    bpf_tail_call(ctx, &jumps, 1);
+    return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
+
+
+def test_code_with_tail_calls_runs_behind_the_pivot(bpf):
+    # Each instance has its own program array, filled by libbpf with its own `counted`, which writes that
+    # instance's copy of the swap map: a flip moves the whole chain of tail calls.
+    with SwapDataplane(compile_c(TAIL_CALLS), "f", ["counts", "entered"]) as dp:
+        a, b = (obj.maps["jumps"] for obj in dp.instances)
+        assert a.id != b.id  # two arrays; were B's to call A's `counted`, B's rounds would land in A's copy
+        total = 0
+        for rounds in (5, 11, 3):
+            dp.program.test_run(bytes(64), repeat=rounds)
+            total += rounds
+            snapshot = dp.read_maps(empty=["counts"])
+            assert snapshot["counts"] == [(7, rounds)] and snapshot["entered"] == [(0, total)]
+        assert dp.read_map("counts") == [] and dp.missed() == 0
 
 
 @pytest.mark.parametrize("section, message", [("xdp.frags", "cannot run behind the swap-on-read pivot"),
