@@ -304,3 +304,55 @@ def test_swap_empty_on_read_queue_and_stack(monitor):
     _send(b, a, PORT + 1, 2, b"w" * 7)
     assert client.value("egress", "array") == [0, 2]
     assert client.value("egress", "queue") == [7, 7]
+
+
+# libbpf style (Polycube-style code has no way to fill a program array): the entry tail-calls, through a
+# statically initialised program array, the program that counts datagrams to PORT.
+TAIL_CALLS = r"""
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+int count_port(struct __sk_buff *skb);
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 1); __uint(key_size, 4);
+         __array(values, int (struct __sk_buff *)); } next SEC(".maps") = { .values = { (void *)&count_port } };
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, __u32); __type(value, __u64); }
+    DATAGRAMS SEC(".maps");
+SEC("tc") int count_port(struct __sk_buff *skb) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    struct udphdr *udp = data + sizeof(struct ethhdr) + sizeof(struct iphdr);
+    __u32 k = 0;
+    __u64 *v = bpf_map_lookup_elem(&DATAGRAMS, &k);
+    if ((void *)(udp + 1) <= end && udp->dest == bpf_htons(PORT_NUMBER) && v)
+        __sync_fetch_and_add(v, 1);
+    return TC_ACT_UNSPEC;
+}
+SEC("tc") int entry(struct __sk_buff *skb) { bpf_tail_call(skb, &next, 0); return TC_ACT_UNSPEC; }
+""".replace("PORT_NUMBER", str(PORT))
+
+
+def test_swap_on_read_with_tail_calls_and_pinned_maps(monitor):
+    client, a, b = monitor
+    pin = f"/sys/fs/bpf/pynetmon_sem_{uuid.uuid4().hex[:12]}"
+    try:
+        config = {"ingress-path": {"name": "tail calls", "code": TAIL_CALLS, "metric-configs": [
+                      _metric("datagrams", "DATAGRAMS", swap=True, empty=True, kind="counter")]},
+                  "egress-path": _path("pinned swap", f'BPF_TABLE_PINNED("array", int, u64, SENT, 1, "{pin}");',
+                                       f"if (dport == {PORT}) SENT.increment(0);",
+                                       [_metric("sent", "SENT", swap=True, empty=True, kind="counter")])}
+        _ok(client.create("tails", config))  # Polycube: reloaded at every read; here a flip (docs/swap.md)
+        _ok(client.attach("eth0"))
+        for count in (7, 3):
+            _send(a, b, PORT, count)
+            _send(b, a, PORT, count + 1)
+            assert client.value("ingress", "datagrams") == [count]
+            assert client.value("egress", "sent") == [count + 1]
+        assert os.path.exists(pin) and os.path.exists(pin + "_1")  # the two copies of the pinned map
+    finally:
+        client.close()
+        for path in (pin, pin + "_1"):
+            if os.path.exists(path):
+                os.unlink(path)
