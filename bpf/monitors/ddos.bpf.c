@@ -14,6 +14,7 @@
 #include "common.bpf.h"
 #include "packet.bpf.h"
 #include "ddos.h"
+#include "syncookie.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -24,6 +25,7 @@ const volatile __u64 ddos_syn_pps = 1000;
 const volatile __u64 ddos_port_syn_pps = 0;
 const volatile __u64 ddos_syn_share_pps = 10;
 const volatile __u64 ddos_block_ns = 60ULL * DDOS_NANO;
+const volatile __u8 ddos_syncookies = 0;	/* answer SYNs to protected ports with XDP SYN cookies */
 /* masks of the source key (option prefix_v4 / prefix_v6), over the 16-byte mapped address */
 const volatile __u64 ddos_mask_v4[2] = {~0ULL, ~0ULL};
 const volatile __u64 ddos_mask_v6[2] = {~0ULL, ~0ULL};
@@ -115,12 +117,14 @@ static __always_inline void emit(const void *addr, __u64 until, __u16 port, __u8
 		pnm_count(&ddos_counters, DDOS_CTR_LOST_EVENTS, 1);
 }
 
-/* SYN to a port: take from the port's bucket; true when the port is under protection now. */
-static __always_inline int port_protected(__u16 port, __u64 now)
+/* SYN to a port: take from the port's bucket; true when the port is under protection now (*pp: its
+ * entry, NULL for a port seen for the first time, which is never protected). */
+static __always_inline int port_protected(__u16 port, __u64 now, struct ddos_port **pp)
 {
 	struct ddos_port *p, init = {};
 
 	p = bpf_map_lookup_elem(&ddos_ports, &port);
+	*pp = p;
 	if (!p) {
 		init.tokens = (ddos_port_syn_pps - 1) * DDOS_NANO;
 		init.last_ns = now;
@@ -162,6 +166,32 @@ static __always_inline int pass(void)
 	return XDP_PASS;
 }
 
+/* A SYN to a protected port with syncookies on: answer it with a cookie SYN-ACK. The listener accepts a
+ * cookie only within two minutes of sending one itself (tcp_synq_no_recent_overflow), so one SYN a
+ * second per port goes on to it, which it answers with its own cookie (tcp_syncookies=2). */
+static __always_inline int answer_syn(struct xdp_md *ctx, const struct pnm_packet *pkt, struct ddos_port *p,
+				      __u64 now)
+{
+	int ret;
+
+	if (!p || now - p->kernel_syn_ns >= DDOS_NANO) {
+		if (p)
+			p->kernel_syn_ns = now;
+		pnm_count(&ddos_counters, DDOS_CTR_SYN_TO_KERNEL, 1);
+		return pass();
+	}
+	ret = pnm_synack(ctx, pkt->key.family == PNM_FAMILY_IPV4, pkt->l3_offset);
+	if (ret == PNM_SC_SENT) {
+		pnm_count(&ddos_counters, DDOS_CTR_SYNCOOKIES, 1);
+		return XDP_TX;
+	}
+	if (ret == PNM_SC_BROKEN)
+		return drop(DDOS_CTR_DROP_SYN);
+	/* not answerable here (VLAN, IP options, IPv6 extension headers): the listener's own cookie */
+	pnm_count(&ddos_counters, DDOS_CTR_SYN_TO_KERNEL, 1);
+	return pass();
+}
+
 SEC("xdp")
 int ddos_xdp(struct xdp_md *ctx)
 {
@@ -169,6 +199,7 @@ int ddos_xdp(struct xdp_md *ctx)
 	struct ddos_source *s;
 	struct ddos_lpm_key lk;
 	struct ddos_rule *rule;
+	struct ddos_port *port = 0;
 	struct pnm_packet pkt;
 	__u64 now, len = data_end - data, key[2], elapsed;
 	const volatile __u64 *mask;
@@ -204,7 +235,7 @@ int ddos_xdp(struct xdp_md *ctx)
 	key[1] &= mask[1];
 	key4 = key[1] >> 32;	/* bytes 12..15: the IPv4 address, in memory order */
 	syn = pkt.key.proto == IPPROTO_TCP && (pkt.tcp_flags & 0x12) == 0x02;	/* SYN without ACK */
-	guarded = syn && ddos_port_syn_pps && port_protected(pkt.key.dport, now);
+	guarded = syn && ddos_port_syn_pps && port_protected(pkt.key.dport, now, &port);
 	/* one call site per map, so the verifier can inline each lookup */
 	if (v4)
 		s = bpf_map_lookup_elem(&ddos_sources4, &key4);
@@ -228,6 +259,8 @@ int ddos_xdp(struct xdp_md *ctx)
 			bpf_map_update_elem(&ddos_sources4, &key4, &init, BPF_ANY);
 		else
 			bpf_map_update_elem(&ddos_sources, key, &init, BPF_ANY);
+		if (guarded && ddos_syncookies)
+			return answer_syn(ctx, &pkt, port, now);
 		return pass();
 	}
 	s->packets++;
@@ -261,6 +294,8 @@ int ddos_xdp(struct xdp_md *ctx)
 		over = DDOS_REASON_SYN;
 	if (over == DDOS_REASON_NONE) {
 		/* a port under SYN protection: this source's SYNs beyond its share are dropped, not blocked */
+		if (guarded && ddos_syncookies)
+			return answer_syn(ctx, &pkt, port, now);
 		if (guarded && take(&s->share_tokens, ddos_syn_share_pps, elapsed, 1) < 0) {
 			port_dropped(pkt.key.dport);
 			return drop(DDOS_CTR_DROP_SYN);

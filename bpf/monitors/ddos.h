@@ -63,6 +63,7 @@ struct ddos_port {
 	__u64 protected_until_ns;
 	__u64 syns;		/* SYNs seen to the port */
 	__u64 dropped;		/* SYNs dropped while it was protected */
+	__u64 kernel_syn_ns;	/* syncookies: when a SYN last went on to the listener */
 };
 
 /* An event on the ring (ddos_events): a source blocked by the kernel, or a port switched into SYN
@@ -88,6 +89,8 @@ struct ddos_event {
 #define DDOS_CTR_NON_IP 6	/* not IPv4/IPv6: passed untouched (also in PASSED) */
 #define DDOS_CTR_PROTECT_EVENTS 7	/* a port newly switched into SYN protection */
 #define DDOS_CTR_LOST_EVENTS 8	/* events the full ring could not take */
-#define DDOS_NR_CTR 9
+#define DDOS_CTR_SYNCOOKIES 9	/* SYNs answered with an XDP SYN cookie (XDP_TX) */
+#define DDOS_CTR_SYN_TO_KERNEL 10	/* SYNs to a protected port passed to the listener (also in PASSED) */
+#define DDOS_NR_CTR 11
 
 #endif

@@ -13,17 +13,20 @@ every decision is counted; `close()` removes the XDP program and the interface i
 """
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import logging
+import socket
 import struct
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
-from ..errors import ConfigError
+from .. import netns as _netns
+from ..errors import ConfigError, NotSupportedError, VerifierError
 from ..link import attach_xdp
 from ..maps import Map
 from ..object import BPFObject
@@ -39,14 +42,16 @@ NANO = 1_000_000_000
 # win_start_ns win_packets share_tokens reason pad
 _SOURCE = struct.Struct("=QQQQQQQQQQII")
 _EVENT = struct.Struct("=16sQHBBI")  # struct ddos_event: addr until_ns port kind reason pad
-_PORT = struct.Struct("=QQQQQ")  # struct ddos_port: tokens last_ns protected_until_ns syns dropped
+_PORT = struct.Struct("=QQQQQQ")  # struct ddos_port: tokens last_ns protected_until_ns syns dropped kernel_syn_ns
 _RULE = struct.Struct("=QQ")  # struct ddos_rule: until_ns packets
 _LPM_KEY = struct.Struct("=I16s")  # struct ddos_lpm_key: prefixlen addr
 _LISTS = struct.Struct("=II")  # struct ddos_lists: allow block
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 REASONS = {1: "rate", 2: "syn", 3: "blocklist"}  # DDOS_REASON_*
 CTR_PASSED, CTR_DROP_RATE, CTR_DROP_SYN, CTR_DROP_BLOCKLIST, CTR_ALLOWED, CTR_BLOCK_EVENTS, CTR_NON_IP, \
-    CTR_PROTECT_EVENTS, CTR_LOST_EVENTS = range(9)
+    CTR_PROTECT_EVENTS, CTR_LOST_EVENTS, CTR_SYNCOOKIES, CTR_SYN_TO_KERNEL = range(11)
+NR_CTR = 11
+SYNCOOKIES_SYSCTL = "/proc/sys/net/ipv4/tcp_syncookies"  # per network namespace; IPv6 listeners use it too
 XDP_MODE = {"native": "native", "generic": "skb"}
 
 
@@ -116,6 +121,15 @@ class DdosOptions(MonitorOptions):
     block: list[BlockRule] = Field([], max_length=4096, description="manual blocks from the start "
                                    "(CLI: --blacklist IP SECONDS, the article's flag)")
     top: int = Field(10, ge=1, le=10_000, description="top_sources listed in the snapshot")
+    syncookies: bool = Field(False, description="answer SYNs to a protected port with XDP SYN cookies instead of "
+                             "dropping those over the share (needs port_syn_pps; sets net.ipv4.tcp_syncookies=2 in "
+                             "the interface's namespace while running)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DdosOptions:
+        if self.syncookies and not self.port_syn_pps:
+            raise ValueError("syncookies needs port_syn_pps > 0: cookies answer SYNs to protected ports")
+        return self
 
 
 def _blacklist(options: dict[str, Any], values: list[str]) -> None:
@@ -147,11 +161,20 @@ class DdosMonitor(Monitor):
         obj.maps["ddos_allow"].set_max_entries(opts.max_rules)
         obj.maps["ddos_block"].set_max_entries(opts.max_rules)
         obj.maps["ddos_ports"].set_max_entries(opts.max_ports)
+        mtu = _mtu(self.interface or "", self.netns)
+        obj.set_rodata(ddos_syncookies=int(opts.syncookies), ddos_syncookie_mss4=max(536, mtu - 40),
+                       ddos_syncookie_mss6=max(1220, mtu - 60))
         obj.set_rodata(ddos_pps=opts.pps, ddos_bytes_per_s=(opts.bps + 7) // 8, ddos_syn_pps=opts.syn_pps,
                        ddos_port_syn_pps=opts.port_syn_pps, ddos_syn_share_pps=opts.syn_share_pps,
                        ddos_block_ns=int(opts.block_seconds * NANO),
                        ddos_mask_v4=prefix_mask(opts.prefix_v4, True), ddos_mask_v6=prefix_mask(opts.prefix_v6, False))
-        obj.load()
+        try:
+            obj.load()
+        except VerifierError as exc:
+            if opts.syncookies and "tcp_raw_gen_syncookie" in str(exc.log):
+                raise NotSupportedError("syncookies=true needs the helpers bpf_tcp_raw_gen_syncookie_ipv4/6 (linux "
+                                        f"6.0), which this kernel refuses: {exc}") from None
+            raise
         self._sources: Map = obj.maps["ddos_sources"]
         self._sources4: Map = obj.maps["ddos_sources4"]
         # the .bss section holds only `struct ddos_lists` (ddos.h): the entries of each list
@@ -171,6 +194,11 @@ class DdosMonitor(Monitor):
         self._count_lists()
         for rule in opts.block:
             self.block(rule.cidr, rule.seconds)
+        self._syncookies_before: str | None = None
+        if opts.syncookies:
+            # the listener must check the cookies of ACKs it never saw the SYN of (tcp_syncookies=2); put
+            # back on close
+            self._syncookies_before = _sysctl(SYNCOOKIES_SYSCTL, self.netns, "2")
         self._keep(attach_xdp(obj.programs["ddos_xdp"], self.interface or "", XDP_MODE[opts.mode], netns=self.netns))
 
     def update(self, **options: Any) -> None:
@@ -326,6 +354,10 @@ class DdosMonitor(Monitor):
         events = getattr(self, "_events", None)  # absent when _start failed early
         if events is not None:
             events.close()
+        before = getattr(self, "_syncookies_before", None)
+        if before is not None:
+            self._syncookies_before = None
+            _sysctl(SYNCOOKIES_SYSCTL, self.netns, before)
 
     # -- reading -------------------------------------------------------------------------------
     @staticmethod
@@ -360,7 +392,7 @@ class DdosMonitor(Monitor):
             sources = self._source_rows()
             rules = self._rules(self._block)
             allowed = self._rules(self._allow)
-            counters = [self._counter(i) for i in range(9)]
+            counters = [self._counter(i) for i in range(NR_CTR)]
             pkeys, pvalues, pn = self._ports.read_raw()
         blocked = [{"source": self._source_text(raw), "until_ns": row[4], "reason": REASONS.get(row[10], str(row[10])),
                     "dropped": row[6]} for raw, row in sources if row[4] > now]
@@ -380,6 +412,8 @@ class DdosMonitor(Monitor):
                         "rules": [{"source": lpm_network(raw), "packets": packets,
                                    "protected": raw in self._protected} for raw, (_, packets) in allowed]},
             "non_ip": counters[CTR_NON_IP],
+            # syncookies: SYN-ACKs with an XDP SYN cookie sent; SYNs to protected ports left to the listener
+            "syncookies": {"sent": counters[CTR_SYNCOOKIES], "to_kernel": counters[CTR_SYN_TO_KERNEL]},
             "sources": len(sources),
             # ports that were ever switched into SYN protection (port_syn_pps), busiest first
             "syn_ports": sorted(({"port": int.from_bytes(pkeys[i * 2:i * 2 + 2], "big"), "syns": row[3],
@@ -410,6 +444,8 @@ class DdosMonitor(Monitor):
             dropped, blocked, events,
             CounterMetricFamily("ddos_allowed_packets", "Packets passed by the allow list",
                                 value=snap["allowed"]["packets"]),
+            CounterMetricFamily("ddos_syncookies_sent", "SYNs answered with an XDP SYN cookie",
+                                value=snap["syncookies"]["sent"]),
             GaugeMetricFamily("ddos_sources", "Sources in the kernel table", value=snap["sources"]),
             *self.self_families(snap["self"]),
         ]
@@ -428,6 +464,31 @@ def _delete(m: Map, key: bytes) -> None:
         m.delete(key)
     except KeyError:
         pass
+
+
+def _sysctl(path: str, netns: str | None, value: str) -> str:
+    """Write `value` to a /proc/sys file of network namespace `netns`; returns the value it had."""
+    with _netns.enter(netns):
+        with open(path) as f:
+            before = f.read().strip()
+        with open(path, "w") as f:
+            f.write(value)
+    return before
+
+
+SIOCGIFMTU = 0x8921
+
+
+def _mtu(interface: str, netns: str | None) -> int:
+    """The interface's MTU (SIOCGIFMTU from inside its namespace: /sys shows the mounting one's)."""
+    with _netns.enter(netns):
+        name = interface if not interface.isdigit() else socket.if_indextoname(int(interface))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                raw = fcntl.ioctl(s.fileno(), SIOCGIFMTU, struct.pack("16si12x", name.encode()[:15], 0))
+            except OSError as exc:
+                raise ConfigError([("interface", f"{interface}: {exc.strerror}")]) from None
+    return struct.unpack_from("16si", raw)[1]
 
 
 def _key_address(raw: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:

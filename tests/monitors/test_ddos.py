@@ -3,7 +3,9 @@ well-behaved source loses nothing; manual block/allow/unblock with exact counts;
 options named; close leaves no XDP program."""
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import socket
 import struct
 import time
@@ -13,7 +15,7 @@ from service.daemon import Daemon
 
 from pynetmon import monitors, netns
 from pynetmon.errors import ConfigError
-from pynetmon.link import xdp_programs
+from pynetmon.link import attach_xdp, xdp_programs
 from pynetmon.monitors.ddos import lpm_key, lpm_network, parse_cidr, prefix_mask
 from pynetmon.object import BPFObject
 from pynetmon.toolchain import compile_c
@@ -21,6 +23,7 @@ from pynetmon.toolchain import compile_c
 from .helpers import V6, finish_json, quiet, send_udp, settle, start_cli, udp_sink, wait_started
 
 FLOODER = "192.0.2.77"  # a second address on a's eth0: the flooding source
+FLOODER6 = "2001:db8::77"
 
 
 def _second_address(a) -> None:
@@ -384,3 +387,104 @@ def test_list_counts_follow_every_change(hosts):
         assert counts() == (1, 1) and prog.test_run(frame).retval == 1
         m.update(block=[])
         assert counts() == (1, 0) and prog.test_run(frame).retval == 2
+
+
+PASS_XDP = TX_XDP.replace("int tx", "int pass_all").replace("XDP_TX", "XDP_PASS")
+TCPI_OPT_TIMESTAMPS = 1  # tcp_info.tcpi_options (byte 5): the connection uses timestamps
+
+
+def _echo_server(sock: socket.socket, stop: threading.Event) -> None:
+    sock.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            continue
+        with conn:
+            conn.settimeout(5)
+            conn.sendall(conn.recv(64))
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
+def test_syncookies_answer_a_syn_flood_while_real_clients_connect(hosts, family):
+    """syncookies=true: a SYN flood (real SYNs from the flooder's kernel) switches the port into protection;
+    its SYNs are answered in XDP with the kernel's SYN cookies, and 20 real clients, connecting during the
+    flood, all complete and exchange data — most of them through an XDP cookie (the XDP SYN-ACK offers no
+    timestamps, the listener's own does). tcp_syncookies is 2 while the guard runs, as before afterwards.
+    IPv4 and IPv6."""
+    a, b = hosts
+    v6 = family == socket.AF_INET6
+    quiet(a, b, ipv6=v6)
+    flooder, a_ip, b_ip = (FLOODER6, V6[0], V6[1]) if v6 else (FLOODER, a.ip, b.ip)
+    a.run("ip", "addr", "add", f"{flooder}/{128 if v6 else 32}", "dev", "eth0", *(["nodad"] if v6 else []))
+    sysctl = "/proc/sys/net/ipv4/tcp_syncookies"
+
+    def syncookies_sysctl() -> str:
+        with b.enter(), open(sysctl) as f:
+            return f.read().strip()
+
+    before = syncookies_sysctl()
+    # The listener accepts a cookie only after sending one itself within two minutes: the SYNs the guard
+    # lets on to it must be answerable, so b routes the (unreachable) flooder as a server has a default route.
+    b.run("ip", "-6" if v6 else "-4", "route", "add", "default", "via", a_ip)
+    server = b.socket(family, socket.SOCK_STREAM)
+    server.bind((b_ip, 6009))
+    server.listen(8)
+    stop = threading.Event()
+    threads = [threading.Thread(target=_echo_server, args=(server, stop), daemon=True)]
+
+    def flood() -> None:
+        while not stop.is_set():
+            for _ in range(50):  # SYNs from the flooder, each socket closed in SYN_SENT
+                s = a.socket(family, socket.SOCK_STREAM)
+                s.bind((flooder, 0))
+                s.setblocking(False)
+                s.connect_ex((b_ip, 6009))
+                s.close()
+            time.sleep(0.01)
+
+    threads.append(threading.Thread(target=flood, daemon=True))
+    options, echoed = [], 0
+    try:
+        # A veth end takes XDP_TX frames from its peer only with NAPI on, i.e. with an XDP program (or GRO):
+        # a's eth0 gets one that passes everything, as a NIC would simply receive them.
+        with BPFObject(compile_c(PASS_XDP), name="pass_all") as pass_all:
+            pass_all.load()
+            stack = contextlib.ExitStack()
+            stack.enter_context(attach_xdp(pass_all.programs["pass_all"], "eth0", "native", netns=a.netns))
+        with stack, monitors.open("ddos", interface="eth0", netns=b.netns, pps=0, syn_pps=0, port_syn_pps=50,
+                                  syncookies=True) as m:
+            assert syncookies_sysctl() == "2"
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 10
+            while m.snapshot()["syncookies"]["sent"] < 100 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            for i in range(20):
+                c = a.socket(family, socket.SOCK_STREAM)
+                c.settimeout(5)
+                c.bind((a_ip, 0))
+                c.connect((b_ip, 6009))
+                c.sendall(b"hello %d" % i)
+                echoed += c.recv(64) == b"hello %d" % i
+                options.append(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[5])
+                c.close()
+            snap = m.snapshot()
+            stop.set()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        server.close()
+    assert echoed == 20
+    assert snap["syn_ports"][0]["port"] == 6009 and snap["syn_ports"][0]["protected"]
+    assert snap["syncookies"]["sent"] >= 100 and snap["syncookies"]["to_kernel"] >= 1
+    assert snap["dropped"] == {"rate": 0, "syn": 0, "blocklist": 0}  # answered, not dropped
+    via_xdp = sum(1 for o in options if not o & TCPI_OPT_TIMESTAMPS)
+    assert via_xdp >= 15, options  # one SYN a second goes on to the listener; the rest get XDP's cookie
+    assert syncookies_sysctl() == before
+
+
+def test_syncookies_needs_port_protection():
+    with pytest.raises(ConfigError, match="syncookies needs port_syn_pps"):
+        monitors.open("ddos", interface="eth0", syncookies=True)
