@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import socket
 import struct
+import threading
 import time
 
 import pytest
