@@ -28,7 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._binding import check, ffi, lib
 from .errors import NotSupportedError, error_from_errno
@@ -37,7 +37,7 @@ from .maps import Map
 if TYPE_CHECKING:  # the optional `pynetmon[data]` extra, imported by to_numpy()
     import numpy
 
-__all__ = ["BatchRing", "PerfBuffer", "RingBuffer", "split_records"]
+__all__ = ["BatchRing", "PerfBuffer", "RingBuffer", "RingWrite", "split_records"]
 
 DEFAULT_BATCH_LIMIT = 4 << 20  # a ring buffer poll returns once this many bytes are collected
 WAIT_SLICE_MS = 100  # the longest a close() from another thread waits for a poll in progress
@@ -333,6 +333,15 @@ class PerfBuffer(_BufferReader):
         return f"<PerfBuffer {self.map_name!r} {self.page_cnt} pages/CPU{' closed' if self.closed else ''}>"
 
 
+class RingWrite(NamedTuple):
+    """What `BatchRing.write_to` wrote."""
+
+    records: int
+    bytes: int
+    failed: int
+    error: OSError | None
+
+
 class BatchRing(_Closes):
     """A ring buffer read in whole batches by our own consumer in C (`_cffi_src/ringdrain.c`): records are
     copied back to back (or framed, see `split_records`) into one buffer per poll, and the ring space is
@@ -405,6 +414,31 @@ class BatchRing(_Closes):
     def consume_batch(self, *, copy: bool = True) -> tuple[bytes | memoryview, int]:
         """Take whatever records wait, without waiting (`copy` as in `poll_batch`)."""
         return self._take(0, 0, 0, copy)
+
+    def wait(self, timeout_ms: int = -1, delay_ms: int = 0, batch_bytes: int = 0) -> bool:
+        """The wait of `poll_batch` without the taking: False when it timed out or `notify()` ended it
+        (records may wait all the same: BPF_RB_NO_WAKEUP ones, or ones that came after)."""
+        with self._lock:
+            self._check_open()
+            ret = lib.pynetmon_ring_wait(self._ring, int(timeout_ms), int(delay_ms), int(batch_bytes))
+            if ret < 0:
+                raise error_from_errno(-ret, f"waiting on ring buffer {self.map_name!r}")
+        return ret == 1
+
+    def write_to(self, fd: int, max_records: int = 0) -> RingWrite:
+        """Write the waiting records to the file descriptor `fd` straight from the mapped ring (writev, no
+        copy in user space; only the records' own bytes, for records that are whole on their own such as
+        pcap records), at most `max_records` (0: all), giving the space back as they are written.
+
+        Returns (records, bytes, failed, error): after a failed write, `error` is the OSError and `failed`
+        the records taken from the ring but not written whole (the output may end inside the first)."""
+        out = ffi.new("struct pynetmon_ring_written *")
+        with self._lock:
+            self._check_open()
+            ret = lib.pynetmon_ring_write(self._ring, int(fd), int(max_records), out)  # GIL released
+            self._sink.records += out.records
+        error = OSError(-ret, os.strerror(-ret)) if ret < 0 else None
+        return RingWrite(int(out.records), int(out.bytes), int(out.failed), error)
 
     def notify(self) -> None:
         """End a `poll_batch` wait in progress in another thread (or the next one)."""

@@ -95,6 +95,11 @@ struct pynetmon_ring {
     uint64_t drains;
     ...;
 };
+struct pynetmon_ring_written {
+    uint64_t records;
+    uint64_t bytes;
+    uint64_t failed;
+};
 """
 
 FUNCTIONS = """
@@ -193,6 +198,7 @@ struct pynetmon_ring *pynetmon_ring_open(int map_fd, size_t size);
 int pynetmon_ring_wait(struct pynetmon_ring *r, int timeout_ms, int delay_ms, size_t batch_bytes);
 void pynetmon_ring_notify(struct pynetmon_ring *r);
 int pynetmon_ring_drain(struct pynetmon_ring *r, struct pynetmon_sink *sink);
+int pynetmon_ring_write(struct pynetmon_ring *r, int fd, uint64_t max_records, struct pynetmon_ring_written *out);
 void pynetmon_ring_close(struct pynetmon_ring *r);
 """
 

@@ -1,11 +1,13 @@
 /* Batch consumer of a BPF ring buffer: see ringdrain.h. The layout and the memory ordering follow the
  * kernel (kernel/bpf/ringbuf.c) and libbpf's ringbuf.c. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 #include <linux/bpf.h>
 
@@ -159,6 +161,93 @@ publish:
         r->drains++;
     }
     return taken;
+}
+
+/* writev the whole of iov[0, n): retries short writes (a pipe, a signal) and waits while a non-blocking
+ * descriptor is full. Returns 0, or -errno with *done_iov the number of iovecs written whole. */
+static int write_all(int fd, struct iovec *iov, int n, int *done_iov, uint64_t *bytes)
+{
+    int i = 0;
+    *done_iov = 0;
+    while (i < n) {
+        ssize_t w = writev(fd, iov + i, n - i);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                struct pollfd p = {.fd = fd, .events = POLLOUT};
+                if (poll(&p, 1, -1) >= 0 || errno == EINTR)
+                    continue;
+            }
+            *done_iov = i;
+            return -errno;
+        }
+        if (w == 0) {
+            *done_iov = i;
+            return -EIO; /* writev that takes nothing and reports no error: never retried forever */
+        }
+        *bytes += (uint64_t)w;
+        while (i < n && (size_t)w >= iov[i].iov_len) {
+            w -= (ssize_t)iov[i].iov_len;
+            i++;
+        }
+        if (i < n) { /* a short write ended inside iov[i] */
+            iov[i].iov_base = (uint8_t *)iov[i].iov_base + w;
+            iov[i].iov_len -= (size_t)w;
+        }
+    }
+    *done_iov = n;
+    return 0;
+}
+
+int pynetmon_ring_write(struct pynetmon_ring *r, int fd, uint64_t max_records, struct pynetmon_ring_written *out)
+{
+    unsigned long mask = r->size - 1;
+    unsigned long cons = __atomic_load_n(r->consumer_pos, __ATOMIC_ACQUIRE);
+    struct iovec iov[PYNETMON_RING_IOV];
+    unsigned long after[PYNETMON_RING_IOV]; /* the consumer position after iov[i]'s record */
+    out->records = out->bytes = out->failed = 0;
+    for (;;) {
+        unsigned long prod = __atomic_load_n(r->producer_pos, __ATOMIC_ACQUIRE);
+        unsigned long pos = cons;
+        int n = 0, busy = 0;
+        while (pos < prod && n < PYNETMON_RING_IOV && !(max_records && out->records + n >= max_records)) {
+            uint32_t *hdr = (uint32_t *)(r->data + (pos & mask));
+            uint32_t len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+            if (len & BPF_RINGBUF_BUSY_BIT) {
+                busy = 1; /* reserved, not committed yet: its commit wakes us (we stop right at it) */
+                break;
+            }
+            pos += record_bytes(len);
+            if (len & BPF_RINGBUF_DISCARD_BIT)
+                continue;
+            /* The data area is mapped twice in a row: a record that wraps is contiguous. */
+            iov[n].iov_base = (uint8_t *)hdr + BPF_RINGBUF_HDR_SZ;
+            iov[n].iov_len = len;
+            after[n++] = pos;
+        }
+        if (pos == cons)
+            return 0; /* nothing (more) committed, or the limit reached */
+        int done = 0;
+        int err = n ? write_all(fd, iov, n, &done, &out->bytes) : 0;
+        out->records += (uint64_t)done;
+        if (err) {
+            /* The records of this chunk that were not written whole are given back to the ring too:
+             * the caller counts them as lost and stops reading. */
+            out->failed = (uint64_t)(n - done);
+            __atomic_store_n(r->consumer_pos, after[n - 1], __ATOMIC_RELEASE);
+            r->drains++;
+            return err;
+        }
+        /* Give the space back, then look at the producer position again: a record committed after this
+         * store finds us caught up and wakes us; one committed before it is seen by the next pass. */
+        __atomic_store_n(r->consumer_pos, pos, __ATOMIC_RELEASE);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        r->drains++;
+        cons = pos;
+        if (busy || (max_records && out->records >= max_records))
+            return 0;
+    }
 }
 
 void pynetmon_ring_close(struct pynetmon_ring *r)

@@ -37,6 +37,19 @@ void pynetmon_ring_notify(struct pynetmon_ring *r);
 /* Append every committed record (in commit order, discarded ones skipped) to `sink`; stops once the
  * sink's limit is reached. Returns the records taken. */
 int pynetmon_ring_drain(struct pynetmon_ring *r, struct pynetmon_sink *sink);
+/* Write the sample bytes of every committed record (not the ring's 8-byte record headers and padding)
+ * to the file descriptor `fd`, straight from the mapped ring with writev (up to PYNETMON_RING_IOV records
+ * per call), at most `max_records` of them (0: no limit); the ring space is given back after each writev.
+ * For records that are complete on their own, such as pcap records: no copy in user space at all.
+ * Returns 0 or -errno of a failed write; `out` says what was written and, after a failure, how many
+ * records were taken from the ring but not (wholly) written (the file may end inside the first of them). */
+struct pynetmon_ring_written {
+    uint64_t records;
+    uint64_t bytes;
+    uint64_t failed;
+};
+#define PYNETMON_RING_IOV 1024
+int pynetmon_ring_write(struct pynetmon_ring *r, int fd, uint64_t max_records, struct pynetmon_ring_written *out);
 void pynetmon_ring_close(struct pynetmon_ring *r);
 
 #endif

@@ -23,6 +23,7 @@ from ..filter import policy
 from ..filter.cbpf import MAX_SNAPLEN, Insn
 from ..filter.policy import FilterSpec
 from ..link import DIRECTIONS
+from ..ringbuf import BatchRing
 from .clock import realtime_minus_tai_ns
 from .dataplane import Dataplane
 from .pcap import LINKTYPE_ETHERNET, PcapWriteError, PcapWriter, iter_records
@@ -135,7 +136,7 @@ class PacketCapture:
             self.dump_path = None if network_mode else self._writer.name
             self._wakeup_bytes = ring_bytes // 8
             self._configure()
-            self._reader = RingReader(self._dataplane.maps["capture_ring"], self._deliver, tick=self._tick,
+            self._reader = RingReader(self._dataplane.maps["capture_ring"], self._take, tick=self._tick,
                                       on_error=self._fail, tick_interval=flush_interval,
                                       poll_ms=max(1, round(max_delay * 1000)), batch_bytes=self._wakeup_bytes,
                                       name=name)
@@ -331,6 +332,21 @@ class PacketCapture:
             pass
 
     # ---- data path ------------------------------------------------------------------------------
+    def _take(self, ring: BatchRing) -> int:
+        """Move every record waiting in the ring to the output (the reader thread, after each wakeup)."""
+        if self._writer is not None and self._writer.direct_fd is not None and self._remaining != 0:
+            # Straight from the ring to the file: the records are pcap records already.
+            written = self._writer.write_from_ring(ring, self._remaining or 0)
+            if self._remaining is not None:
+                self._remaining -= written
+                if not self._remaining:
+                    self.finished.set()
+            return written
+        batch, count = ring.consume_batch(copy=False)
+        if count:
+            self._deliver(batch, count)
+        return count
+
     def _deliver(self, batch: bytes | memoryview, count: int) -> None:
         # `batch` is a view of the reader's buffer, reused by its next poll: written out here at once, or
         # copied into the stream buffer.

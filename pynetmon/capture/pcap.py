@@ -20,10 +20,13 @@ import stat
 import struct
 import time
 from collections.abc import Iterator
-from typing import BinaryIO, Self
+from typing import TYPE_CHECKING, BinaryIO, Self
 
 from ..errors import Error
 from ..filter.cbpf import MAX_SNAPLEN
+
+if TYPE_CHECKING:
+    from ..ringbuf import BatchRing
 
 __all__ = [
     "LINKTYPE_ETHERNET",
@@ -121,6 +124,7 @@ class PcapWriter:
             self._file = target
             self._owned = False
         self._seekable = self._owned and _seekable(self._file)
+        self.direct_fd = _direct_fd(self._file, self._owned)
         regular = self._owned and stat.S_ISREG(os.fstat(self._file.fileno()).st_mode)
         kept = _resume(self._file, linktype, self.name) if append and regular else None
         if kept is None:
@@ -144,6 +148,27 @@ class PcapWriter:
         self._pending_count += count
         if self._pending_bytes >= self.buffer_bytes:
             self.flush()
+
+    def write_from_ring(self, ring: BatchRing, max_records: int = 0) -> int:
+        """Write the pcap records waiting in `ring` to the file straight from the mapped ring (one writev
+        per PYNETMON_RING_IOV records, no copy in user space), at most `max_records` (0: all); returns how
+        many. Only where `direct_fd` is not None; what is pending in the writer's buffer goes first."""
+        if self.closed:
+            raise ValueError(f"pcap writer for {self.name!r} is closed")
+        if self.direct_fd is None:
+            raise ValueError(f"pcap writer for {self.name!r} writes through a file object, not a descriptor")
+        if self._pending or not self._owned:
+            self.flush()  # the order of the file: whatever waits in our buffer or the file object's first
+        result = ring.write_to(self.direct_fd, max_records)
+        self.packets += result.records
+        self.bytes_written += result.bytes
+        if result.error is not None:
+            self.lost += result.failed
+            self._abandon()
+            raise PcapWriteError("cannot write pcap file", result.error, self.name)
+        if result.records:
+            self._update_header()
+        return result.records
 
     def write_packet(self, data: bytes, ts_ns: int | None = None, wirelen: int | None = None) -> None:
         """Append one packet (cut to the snaplen); `ts_ns` defaults to now, `wirelen` to len(data)."""
@@ -279,6 +304,19 @@ def _resume(f, linktype: int, name: str) -> int | None:
         os.ftruncate(fd, end)
     f.seek(end)
     return fields[5]
+
+
+def _direct_fd(f, owned: bool) -> int | None:
+    """The descriptor batches may be written to directly, bypassing the file object: a file we opened,
+    or a plain file or pipe object passed in (io.FileIO, io.BufferedWriter, io.BufferedRandom - flushed
+    before each direct write). Never a wrapper: a compressing or encrypting file object has the fileno of
+    the file below it, which must not get raw records."""
+    if not owned and type(f) not in (io.FileIO, io.BufferedWriter, io.BufferedRandom):
+        return None
+    try:
+        return f.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def _seekable(f) -> bool:

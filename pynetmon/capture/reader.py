@@ -1,9 +1,11 @@
 """The one reader of a capture's ring buffer: a thread that moves record batches to the output.
 
-Records arrive as one concatenated batch per poll (`BatchRing`: our C consumer copies every waiting
-record and gives the ring space back once per batch), so the thread never touches single packets. Besides reading, it runs the periodic tick (flush the file,
-re-measure the clock offset). An exception from the output (a full disk) ends the thread and is handed
-to `on_error`; it never reaches the host program's other threads.
+The thread sleeps in C until the kernel wakes it (`BatchRing.wait`: a wakeup per batch, none while the
+link is idle), then hands the ring to `take`, which moves every waiting record at once - written to the
+file straight from the mapped ring (`BatchRing.write_to`), or copied in one C call into a batch for the
+stream - so the thread never touches single packets. Besides reading, it runs the periodic tick (flush
+the file, re-measure the clock offset). An exception from the output (a full disk) ends the thread and
+is handed to `on_error`; it never reaches the host program's other threads.
 """
 from __future__ import annotations
 
@@ -19,21 +21,21 @@ __all__ = ["RingReader"]
 
 log = logging.getLogger("pynetmon.capture")
 
-# (batch, record count): the batch is a view of the reader's buffer, valid only during the call.
-Deliver = Callable[[bytes | memoryview, int], None]
+# Takes every record that waits in the ring (writes or queues it); returns how many it took.
+Take = Callable[[BatchRing], int]
 
 
 class RingReader:
-    """Reads `ring` in a daemon thread, passing (batch, record count) to `deliver`.
+    """Reads `ring` in a daemon thread: `take(ring)` after each wakeup.
 
     `tick()` runs every `tick_interval` seconds; a record is taken at most `poll_ms` after the kernel
     woke the reader for it (or `batch_bytes` wait); `stop()` ends a wait at once.
     """
 
-    def __init__(self, ring: Map, deliver: Deliver, *, tick: Callable[[], None], on_error: Callable[[BaseException], None],
+    def __init__(self, ring: Map, take: Take, *, tick: Callable[[], None], on_error: Callable[[BaseException], None],
                  tick_interval: float = 1.0, poll_ms: int = 100, batch_bytes: int = 0, name: str = "capture"):
         self._ring = BatchRing(ring, concatenate=True)
-        self._deliver = deliver
+        self._take = take
         self._tick = tick
         self._on_error = on_error
         self.tick_interval = tick_interval
@@ -58,9 +60,8 @@ class RingReader:
                 # batch), then lets the batch grow for up to poll_ms; or until the tick is due or stop()
                 # notifies. An idle capture wakes once per tick; a packet waits at most poll_ms.
                 wait_ms = max(1, round((next_tick - time.monotonic()) * 1000))
-                batch, count = self._ring.poll_batch(wait_ms, self.poll_ms, self.batch_bytes, copy=False)
-                if count:
-                    self._deliver(batch, count)
+                self._ring.wait(wait_ms, self.poll_ms, self.batch_bytes)
+                self._take(self._ring)
                 now = time.monotonic()
                 if now >= next_tick:
                     self._tick()
@@ -80,11 +81,8 @@ class RingReader:
         if self._thread.is_alive():
             self._thread.join()
         if self.error is None:
-            while True:
-                batch, count = self._ring.consume_batch(copy=False)
-                if not count:
-                    break
-                self._deliver(batch, count)
+            while self._take(self._ring):
+                pass
 
     def close(self) -> None:
         self._ring.close()

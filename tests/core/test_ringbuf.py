@@ -5,6 +5,8 @@ so every sample is known in advance, lengths are odd as often as not, and order 
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import signal
 import struct
@@ -16,6 +18,8 @@ import pynetmon
 from pynetmon.errors import NotSupportedError
 from pynetmon.ringbuf import BatchRing, PerfBuffer, RingBuffer, split_records
 from pynetmon.toolchain import compile_c
+
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 EMITTER = r"""
 #include <linux/bpf.h>
@@ -333,6 +337,53 @@ def test_batch_ring_finds_quiet_samples_when_the_wait_ends_and_bounds_a_batch(em
         ring.close()
         with pytest.raises(ValueError, match="closed"):
             ring.poll_batch(0)
+
+
+def test_batch_ring_writes_records_straight_to_a_file_in_order_across_the_ring_end(emitter, tmp_path):
+    sent = packets(2000, seed=11)
+    path = tmp_path / "records"
+    with BatchRing(emitter.maps["ring2"]) as ring, open(path, "wb", buffering=0) as f:
+        for i in range(0, len(sent), 30):
+            emit(emitter, "to_ring2", sent[i:i + 30])
+            assert ring.write_to(f.fileno(), max_records=10) == (10, len(b"".join(sent[i:i + 10])), 0, None)
+            rest = ring.write_to(f.fileno())
+            assert rest.records == len(sent[i + 10:i + 30]) and rest.error is None
+        assert ring.write_to(f.fileno()) == (0, 0, 0, None)
+        assert ring.records == len(sent)
+    assert path.read_bytes() == b"".join(sent)
+
+
+def test_batch_ring_write_waits_out_short_writes_to_a_small_pipe(emitter):
+    sent = packets(30, seed=12)  # about 22 KB through a 4 KiB pipe: many short writev calls
+    r, w = os.pipe()
+    fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+    got = bytearray()
+    reader = threading.Thread(target=lambda: [got.extend(chunk) for chunk in iter(lambda: os.read(r, 1000), b"")])
+    reader.start()
+    try:
+        with BatchRing(emitter.maps["ring2"]) as ring:
+            emit(emitter, "to_ring2", sent)
+            assert ring.write_to(w).records == len(sent)
+    finally:
+        os.close(w)
+        reader.join(10)
+        os.close(r)
+    assert bytes(got) == b"".join(sent)
+
+
+def test_batch_ring_write_error_names_the_records_it_lost(emitter):
+    sent = packets(5, seed=13)
+    r, w = os.pipe()
+    os.close(r)  # EPIPE (Python ignores SIGPIPE)
+    try:
+        with BatchRing(emitter.maps["ring2"]) as ring:
+            emit(emitter, "to_ring2", sent)
+            result = ring.write_to(w)
+            assert (result.records, result.failed) == (0, len(sent))
+            assert isinstance(result.error, OSError) and result.error.errno == errno.EPIPE
+            assert ring.consume_batch() == (b"", 0)  # taken from the ring: the caller counts them lost
+    finally:
+        os.close(w)
 
 
 def test_batch_ring_refuses_other_maps(emitter):
