@@ -241,6 +241,11 @@ def test_one_metric_name_in_both_paths(monitor):
     assert text.count("# TYPE other_port counter") == 1
     assert 'other_port_total{L4="UDP",direction="ingress"} 3.0' in text
     assert 'other_port_total{L4="UDP",direction="egress"} 2.0' in text
+    if isinstance(client, Injector):  # the daemon's /metrics: one family too, with the monitor label
+        scrape = requests.get(client.url.removesuffix(BASE) + "/metrics", timeout=30,
+                              headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
+        assert scrape.count("# TYPE other_port counter") == 1, scrape
+        assert 'other_port_total{L4="UDP",direction="egress",monitor="names"} 2.0' in scrape, scrape
 
 
 @pytest.mark.parametrize("with_dataplane", [False, True])
