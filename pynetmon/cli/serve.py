@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="largest request body accepted (default 1M)")
     parser.add_argument("--compile-timeout", type=float, default=10.0, metavar="SECONDS",
                         help="wall-clock limit of one clang run on Dynmon code (default 10 s; docs/security.md)")
+    parser.add_argument("--pin-root", default="/sys/fs/bpf", metavar="DIR",
+                        help="Dynmon's _PINNED maps may only be pinned below this directory of the BPF file "
+                             "system (default /sys/fs/bpf, as BCC; docs/security.md)")
     from dataclasses import fields
 
     from ..service.config import Limits
@@ -69,13 +72,18 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
     from .. import sandbox
-    from ..errors import Error
+    from ..errors import ConfigError, Error
     from ..service import ServiceConfig, serve, state_file
     from ..service.config import Limits, parse_listen, read_token_file
 
     if not args.compile_timeout > 0:
         raise Error(f"--compile-timeout: {args.compile_timeout} is not a positive number of seconds")
     sandbox.configure(timeout=args.compile_timeout)
+    from ..dynmon.sharing import configure_pins
+    try:
+        configure_pins(args.pin_root.rstrip("/") or "/")
+    except ConfigError as exc:
+        raise Error(f"--pin-root: {exc.problems[0][1]}") from None
     logging.getLogger("pynetmon.service").setLevel(logging.DEBUG if args.verbose > 1 else logging.INFO)
     host, port = parse_listen(args.listen)
     if args.netns and not os.path.exists(f"/run/netns/{args.netns}"):

@@ -26,9 +26,10 @@ from ..errors import ConfigError
 from ..maps import Map
 from .dialect import EXTERN, MapDecl
 
-__all__ = ["LIBBPF", "SELF", "MapScope", "SharedMap", "check_pin_path", "scopes_of", "shares"]
+__all__ = ["LIBBPF", "SELF", "MapScope", "SharedMap", "check_pin_path", "configure_pins", "scopes_of", "shares"]
 
 PIN_ROOT = "/sys/fs/bpf"
+_pin_root = PIN_ROOT  # where configs may pin: configure_pins()
 _PIN_COMPONENT = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 _VISIBLE = frozenset({"shared", "public", EXTERN, "libbpf"})  # the other path may use it
 _WANTS = frozenset({EXTERN, "libbpf"})                         # uses the other path's map of its name
@@ -70,13 +71,26 @@ def shares(mine: MapScope, theirs: MapScope) -> bool:
     return (mine.kind in _WANTS and theirs.kind in _VISIBLE) or (mine.kind in _VISIBLE and theirs.kind in _WANTS)
 
 
-def check_pin_path(path: str, where: str) -> str:
-    """A pin path a config may use: absolute, normalised, under /sys/fs/bpf, plain names (the daemon runs
-    as root: a path must not climb out of the BPF file system or name a file anywhere else)."""
+def configure_pins(root: str = PIN_ROOT) -> str:
+    """Confine the pin paths of `_PINNED` maps to directory `root` of the BPF file system (process-wide;
+    `pynetmon serve --pin-root`). The default, /sys/fs/bpf, lets a config use any pinned map there, as
+    BCC does, including other programs' maps; a subdirectory keeps configs to their own pins."""
+    global _pin_root
+    if root != PIN_ROOT:
+        check_pin_path(root, "pin root", PIN_ROOT)
+    _pin_root = root
+    return root
+
+
+def check_pin_path(path: str, where: str, root: str | None = None) -> str:
+    """A pin path a config may use: absolute, normalised, under the pin root (/sys/fs/bpf unless
+    configured), plain names (the daemon runs as root: a path must not climb out of the BPF file system or
+    name a file anywhere else)."""
+    root = root or _pin_root
     reason = None
     parts = path.split("/")
-    if not path.startswith(PIN_ROOT + "/") or os.path.normpath(path) != path:
-        reason = f"must be a normalised absolute path under {PIN_ROOT}/"
+    if not path.startswith(root + "/") or os.path.normpath(path) != path:
+        reason = f"must be a normalised absolute path under {root}/"
     elif len(parts) > 8 or not all(_PIN_COMPONENT.fullmatch(p) and p not in (".", "..") for p in parts[4:]):
         reason = "may only have up to 5 components of letters, digits, '_', '-' and '.' below " + PIN_ROOT
     elif len(path) > 240:

@@ -361,3 +361,31 @@ def test_swap_on_read_with_tail_calls_and_pinned_maps(monitor):
         for path in (pin, pin + "_1"):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+def test_pin_root_confines_pinned_maps(hosts):
+    """`pynetmon serve --pin-root DIR`: a config may pin only below DIR (by default anywhere in /sys/fs/bpf,
+    as BCC, which lets it use other programs' pinned maps)."""
+    root = f"/sys/fs/bpf/pynetmon_root_{uuid.uuid4().hex[:8]}"
+    inside, outside = f"{root}/counts", f"/sys/fs/bpf/pynetmon_out_{uuid.uuid4().hex[:8]}"
+    with Daemon("--pin-root", root) as d:
+        url = d.url + BASE
+
+        def create(name: str, pin: str) -> requests.Response:
+            decl = f'BPF_TABLE_PINNED("array", int, u64, UDP_DATAGRAMS, 2, "{pin}");'
+            return requests.post(f"{url}/dynmon/{name}", json.dumps({"dataplane-config": sharing_config(decl, PLAIN)}),
+                                 timeout=60)
+        try:
+            refused = create("out", outside)
+            assert refused.status_code == 400, refused.text
+            assert f"must be a normalised absolute path under {root}/" in refused.json()["message"]
+            assert refused.json()["problems"][0]["path"] == "dataplane-config.ingress-path.code"
+            assert not os.path.exists(outside)
+            assert create("in", inside).status_code == 201
+            assert os.path.exists(inside)
+        finally:
+            for path in (inside, outside):
+                if os.path.exists(path):
+                    os.unlink(path)
+            if os.path.isdir(root):
+                os.rmdir(root)
