@@ -62,6 +62,13 @@ class SwapPathDataplane:
         try:
             check_metric_maps(path, direction, first)
             self.map_scopes: dict[str, MapScope] = scopes_of(decls, user_map_names(first))
+            externs = [(where, name) for name, where in self._option_paths.items()
+                       if self.map_scopes.get(name, MapScope("local")).kind == "extern"]
+            if externs:
+                raise ConfigError([(where, (f"map {name!r} is swap-on-read but declared \"extern\" (the other "
+                                            "path's map); a swap-on-read map exists once per instance and cannot be "
+                                            "shared between the paths: declare it in this path"))
+                                   for where, name in externs])
             # Swap maps are never taken from elsewhere: each instance needs its own copy.
             outside = {n: m for n, m in (shared or {}).items() if n not in self._option_paths}
             reuse_shared_maps(first, direction, outside, shared_origin, self.map_scopes)

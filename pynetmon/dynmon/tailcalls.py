@@ -44,5 +44,5 @@ def tail_call_targets(image: bytes) -> frozenset[str]:
                 if st_info & 0xF == _STT_FUNC:
                     targets.add(text(strtab, st_name))
         return frozenset(targets)
-    except (struct.error, IndexError, ValueError):
+    except (struct.error, IndexError, ValueError, OverflowError):
         return frozenset()  # not an object libbpf would open either: its own error says why

@@ -126,3 +126,20 @@ def test_pin_paths_outside_the_bpf_file_system_are_refused(bpf, path, reason):
         Dynmon("bad_pin", {"ingress-path": path_config(CODE % {"decl": pinned, "slot": 0}, ("c", "COUNTS"))})
     assert info.value.problems[0][0] == "ingress-path.code"
     assert not os.path.exists("/etc/x")
+
+
+def test_a_swap_on_read_map_cannot_be_an_extern_map(bpf):
+    config = _config(SHARED, EXTERN)
+    config["egress-path"]["metric-configs"][0]["extraction-options"] = {"swap-on-read": True}
+    with pytest.raises(ConfigError) as info:
+        Dynmon("swap_extern", config)
+    (where, reason), = info.value.problems
+    assert where == "egress-path.metric-configs[0].extraction-options.swap-on-read"
+    assert "'COUNTS' is swap-on-read but declared \"extern\"" in reason
+
+
+def test_a_swap_on_read_map_may_share_its_name_with_a_private_map_of_the_other_path(quiet_hosts):
+    # Two maps (Polycube's rule), so nothing is shared: refused before, accepted now.
+    config = _config(PLAIN, PLAIN)
+    config["ingress-path"]["metric-configs"][0]["extraction-options"] = {"swap-on-read": True}
+    assert _run(quiet_hosts, config) == ([4, 0], [0, 10])
