@@ -35,8 +35,8 @@ def classid(minor: int) -> int:
 
 
 def burst_bytes(rate_bps: int) -> int:
-    """Default HTB burst (and police bucket) of a class: 10 ms of its rate, at least two 64 KiB GSO
-    packets — a bucket smaller than one GSO packet would stall a TCP sender behind it."""
+    """Default HTB burst of a class: 10 ms of its rate, at least two 64 KiB GSO packets (a burst smaller
+    than one GSO packet makes HTB's rate coarse)."""
     return max(rate_bps // 8 // 100, 2 * 65_536)
 
 
