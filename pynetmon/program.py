@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass
 
 from ._binding import check, ffi, lib
+from .errors import Error
 
 PROG_TYPE_NAMES = {getattr(lib, n): n[len("BPF_PROG_TYPE_"):].lower()
                    for n in dir(lib) if n.startswith("BPF_PROG_TYPE_")}
@@ -49,6 +50,22 @@ class Program:
     @property
     def id(self) -> int:
         return self.info()["id"]
+
+    def map_ids(self) -> list[int]:
+        """The ids of the maps the program uses (BPF_OBJ_GET_INFO_BY_FD with a map id buffer)."""
+        for _ in range(4):  # the count cannot change after load; the loop only guards a racing reload
+            info = ffi.new("struct bpf_prog_info *")
+            size = ffi.new("__u32 *", ffi.sizeof("struct bpf_prog_info"))
+            check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"get info of program {self.name!r}")
+            count = info.nr_map_ids
+            ids = ffi.new("__u32[]", max(count, 1))
+            info = ffi.new("struct bpf_prog_info *")
+            info.nr_map_ids = count
+            info.map_ids = int(ffi.cast("uintptr_t", ids))
+            check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"get map ids of program {self.name!r}")
+            if info.nr_map_ids <= count:
+                return [ids[i] for i in range(info.nr_map_ids)]
+        raise Error(f"the map ids of program {self.name!r} kept changing")
 
     def info(self) -> dict:
         """Kernel's view: id, tag, run counts (run_cnt/run_time_ns need kernel.bpf_stats_enabled)."""

@@ -110,6 +110,7 @@ struct bpf_prog_info {
     __u32 jited_prog_len;
     __u32 xlated_prog_len;
     __u32 nr_map_ids;
+    __u64 map_ids;
     char name[16];
     __u32 btf_id;
     __u64 run_time_ns;

@@ -15,7 +15,8 @@ import logging
 from collections.abc import Mapping
 
 from .. import netns as _netns
-from ..link import Link, attach_tc, attach_xdp
+from ..link import Link, attach_tc
+from ..link.xdp_chain import attach_xdp_chained
 from ..program import Program
 
 log = logging.getLogger("pynetmon.dynmon")
@@ -50,7 +51,8 @@ class Attachment:
 
     def _attach(self, direction: str, program: Program) -> Link:
         if direction == "ingress" and self.mode != "tc":
-            return attach_xdp(program, self.ifname, MODES[self.mode], netns=self.netns)
+            # Chained: several XDP monitors run on one interface in attach order (link/xdp_chain.py).
+            return attach_xdp_chained(program, self.ifname, MODES[self.mode], netns=self.netns)
         return attach_tc(program, self.ifname, direction, netns=self.netns)
 
     def apply(self, programs: Mapping[str, Program | None]) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..btf_codec import per_cpu_stride
 from ..errors import CompileError, ConfigError
+from ..link.xdp_chain import NEXT_MAP as XDP_NEXT_MAP
 from ..maps import Map
 from ..object import BPFObject
 from ..program import Program
@@ -92,8 +93,10 @@ def open_path_object(image: bytes, direction: str, instance: str = "") -> BPFObj
 
 
 def user_map_names(obj: BPFObject) -> list[str]:
-    """The maps the user's code defines (not libbpf's .bss/.data/.rodata)."""
-    return [name for name, spec in obj.maps.items() if not getattr(spec, "internal", False) and "." not in name]
+    """The maps the user's code defines (not libbpf's .bss/.data/.rodata, nor the XDP wrapper's
+    `pnm_xdp_next`, the link to the next program of the interface's XDP chain)."""
+    return [name for name, spec in obj.maps.items()
+            if not getattr(spec, "internal", False) and "." not in name and name != XDP_NEXT_MAP]
 
 
 def check_metric_maps(path: PathConfig, direction: str, obj: BPFObject) -> None:

@@ -149,11 +149,17 @@ def _has_license(code: str) -> bool:
 def _wrapper(direction: str, hook: str) -> str:
     name = WRAPPER_PROGRAMS[direction]
     if hook == "xdp":
-        return (f'SEC("xdp")\nint {name}(struct xdp_md *ctx)\n{{\n'
+        # A packet that passes goes on to the next XDP program of the interface's chain (slot 0 of
+        # pnm_xdp_next, set by pynetmon/link/xdp_chain.py); with none there, the tail call falls through.
+        return ("struct {\n    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);\n    __uint(max_entries, 1);\n"
+                "    __type(key, __u32);\n    __type(value, __u32);\n} pnm_xdp_next SEC(\".maps\");\n"
+                f'SEC("xdp")\nint {name}(struct xdp_md *ctx)\n{{\n'
                 "    struct pkt_metadata md = {.in_port = (__u16)ctx->ingress_ifindex,\n"
                 "                              .packet_len = (__u32)(ctx->data_end - ctx->data)};\n"
                 "    int rc = handle_rx(ctx, &md);\n"
-                "    return (rc == RX_DROP || rc == RX_ERROR) ? XDP_DROP : XDP_PASS;\n}\n")
+                "    if (rc == RX_DROP || rc == RX_ERROR)\n        return XDP_DROP;\n"
+                "    bpf_tail_call(ctx, &pnm_xdp_next, 0);\n"
+                "    return XDP_PASS;\n}\n")
     # TC_ACT_UNSPEC rather than TC_ACT_OK: on tcx and clsact it lets the programs attached after this
     # one still run (a monitor must not end the chain); the packet passes either way.
     return (f'SEC("tc")\nint {name}(struct __sk_buff *skb)\n{{\n'

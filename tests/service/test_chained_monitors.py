@@ -68,3 +68,87 @@ def test_tc_monitors_chain_in_attach_order(host_daemon):
     time.sleep(0.3)
     assert (_count(url, "first"), _count(url, "second")) == (11, 11)
     assert len(tc_programs("eth0", "ingress", netns=b.netns)) == 3
+
+
+def test_xdp_monitors_chain_in_attach_order(host_daemon):
+    """XDP has one program per interface: pynetmon chains dynmon's XDP programs by tail calls
+    (pynetmon/link/xdp_chain.py), first attached runs first, as tcx does for TC."""
+    from pynetmon.link.xdp_chain import chain_of
+
+    d, a, b = host_daemon
+    url = f"{d.url}/polycube/v1"
+    for name, config in (("x1", counter_config()), ("x2", counter_config()), ("xdrop", DROPPER)):
+        r = requests.post(f"{url}/dynmon/{name}/", json.dumps({"dataplane-config": config, "type": "XDP_SKB"}),
+                          timeout=60)
+        assert r.status_code == 201, r.text
+
+    def attach(name):
+        r = requests.post(f"{url}/attach", json.dumps({"cube": name, "port": "eth0"}), timeout=10)
+        assert r.status_code == 200, r.text
+
+    def detach(name):
+        requests.post(f"{url}/detach", json.dumps({"cube": name, "port": "eth0"}), timeout=10).raise_for_status()
+
+    attach("x1")
+    attach("x2")
+    assert "xdpgeneric" in b.run("ip", "link", "show", "eth0").stdout
+    assert a.send_udp(b.ip, UDP_PORT, 5) == 5
+    time.sleep(0.3)
+    assert (_count(url, "x1"), _count(url, "x2")) == (5, 5)
+    attach("xdrop")  # last: the two before it still count
+    a.send_udp(b.ip, UDP_PORT, 4)
+    time.sleep(0.3)
+    assert (_count(url, "x1"), _count(url, "x2"), _count(url, "xdrop")) == (9, 9, 4)
+    # The first one leaves: the link moves to x2; x1 back at the end, after the dropper, sees nothing.
+    detach("x1")
+    attach("x1")
+    a.send_udp(b.ip, UDP_PORT, 3)
+    time.sleep(0.3)
+    assert (_count(url, "x2"), _count(url, "xdrop"), _count(url, "x1")) == (12, 7, 9)
+    # The middle one leaves: x2 hands packets to x1 directly.
+    detach("xdrop")
+    a.send_udp(b.ip, UDP_PORT, 2)
+    time.sleep(0.3)
+    assert (_count(url, "x2"), _count(url, "x1")) == (14, 11)
+    # A new dataplane for the first one (replaced in place in the chain): the rest keeps counting.
+    requests.put(f"{url}/dynmon/x2/dataplane-config", json.dumps(counter_config(name="again")),
+                 timeout=60).raise_for_status()
+    a.send_udp(b.ip, UDP_PORT, 6)
+    time.sleep(0.3)
+    assert (_count(url, "x2"), _count(url, "x1")) == (6, 17)  # x2's new maps count from zero
+    detach("x2")
+    detach("x1")
+    assert "xdp" not in b.run("ip", "link", "show", "eth0").stdout
+    assert chain_of("eth0", b.netns) == []  # (this process's view; the daemon's chain is its own)
+
+
+def test_xdp_chain_refuses_what_it_cannot_chain(host_daemon, counter_object):
+    """A program pynetmon did not attach holds the XDP hook: the kernel's EBUSY, a 409 naming the
+    interface, nothing attached. A program that cannot pass packets on may only be last."""
+    from pynetmon.link import attach_xdp
+    from pynetmon.link.xdp_chain import XdpChainError, attach_xdp_chained
+
+    d, a, b = host_daemon
+    url = f"{d.url}/polycube/v1"
+    r = requests.post(f"{url}/dynmon/x1/", json.dumps({"dataplane-config": counter_config(), "type": "XDP_SKB"}),
+                      timeout=60)
+    assert r.status_code == 201, r.text
+    foreign = attach_xdp(counter_object.programs["count_xdp"], "eth0", "skb", netns=b.netns)
+    try:
+        r = requests.post(f"{url}/attach", json.dumps({"cube": "x1", "port": "eth0"}), timeout=10)
+        assert r.status_code == 409 and "eth0" in r.json()["message"], r.text
+        assert requests.get(f"{url}/x1/", timeout=5).json()["status"] == "detached"
+    finally:
+        foreign.detach()
+    # In this process: the packaged counter has no pnm_xdp_next, so nothing can follow it.
+    first = attach_xdp_chained(counter_object.programs["count_xdp"], "eth0", "skb", netns=b.netns)
+    try:
+        try:
+            attach_xdp_chained(counter_object.programs["count_xdp"], "eth0", "skb", netns=b.netns)
+            raise AssertionError("a program was chained after one that cannot pass packets on")
+        except XdpChainError as exc:
+            assert "count_xdp" in str(exc) and "last" in str(exc) and exc.errno == 16
+        assert a.send_udp(b.ip, UDP_PORT, 3) == 3
+    finally:
+        first.detach()
+    assert "xdp" not in b.run("ip", "link", "show", "eth0").stdout
