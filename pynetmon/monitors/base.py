@@ -17,6 +17,7 @@ import abc
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
 from prometheus_client.core import Metric
@@ -66,6 +67,9 @@ class Monitor(abc.ABC):
     """Options `update()` may change while the monitor runs (the others need a restart)."""
     cli_flags: ClassVar[tuple[CliFlag, ...]] = ()
     """Shorthand flags of `pynetmon monitor KIND` (the article's controller flags), each adding options."""
+    actions: ClassVar[Mapping[str, type[MonitorOptions]]] = MappingProxyType({})
+    """Run-time operations beyond options (`m.block(...)`; REST `POST /monitors/NAME/ACTION`): the method's
+    name → the model of its keyword arguments. `act()` validates and runs one."""
     needs_interface: ClassVar[bool] = True
     """False for monitors on global hooks (tracepoints, fentry), which take `netns` as a filter instead."""
 
@@ -183,6 +187,26 @@ class Monitor(abc.ABC):
         """The families in the OpenMetrics text format."""
         from .exposition import render_openmetrics
         return render_openmetrics(self.families())
+
+    def act(self, action: str, args: Mapping[str, Any] | None) -> Any:
+        """Run the action `action` (one of `actions`) with `args` validated by its model: a ConfigError
+        names an unknown action or a bad argument (`args.cidr`). Returns what the method returns."""
+        model = self.actions.get(action)
+        if model is None:
+            known = ", ".join(sorted(self.actions)) or "none"
+            raise ConfigError([("action", f"{self.kind} has no action {action!r} (actions: {known})")])
+        if args is not None and not isinstance(args, Mapping):
+            raise ConfigError([("args", f"must be an object, not {type(args).__name__}")])
+        validated = validate(model, dict(args or {}), prefix="args")
+        return getattr(self, action)(**{name: getattr(validated, name) for name in type(validated).model_fields})
+
+    def runtime_state(self) -> dict[str, Any] | None:
+        """What `actions` changed that the options do not hold (the service's state file keeps it, so a
+        restarted daemon puts it back with `restore_runtime_state`); None when nothing."""
+        return None
+
+    def restore_runtime_state(self, state: Mapping[str, Any]) -> None:
+        """Put back what `runtime_state()` returned, in a monitor started with the same options."""
 
     def update(self, **options: Any) -> None:
         """Change `live_options` while running, all or nothing: the merged options are validated first,

@@ -19,7 +19,8 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -99,6 +100,10 @@ class BlockRule(MonitorOptions):
     seconds: float | None = Field(None, gt=0, le=365 * 86_400, description="how long (null: until unblocked)")
 
 
+class CidrArg(MonitorOptions):
+    cidr: Cidr = Field(description="IPv4/IPv6 address or CIDR")
+
+
 class DdosOptions(MonitorOptions):
     mode: Literal["native", "generic"] = Field(
         "native", description="XDP mode: native (driver, also veth) or generic (any interface, slower)")
@@ -151,6 +156,7 @@ class DdosMonitor(Monitor):
     summary = "XDP flood guard: per-source token buckets (pps, bps, SYN), block and allow lists"
     Options = DdosOptions
     live_options = frozenset({"top", "allow", "block"})
+    actions = MappingProxyType({"block": BlockRule, "unblock": CidrArg, "allow": CidrArg, "disallow": CidrArg})
     cli_flags = (CliFlag("--blacklist", ("IP", "SECONDS"), "drop IP (or CIDR) for SECONDS (repeatable)", _blacklist),)
 
     def _start(self) -> None:
@@ -188,12 +194,15 @@ class DdosMonitor(Monitor):
         self._events = RingEvents(obj.maps["ddos_events"])
         self._protected = {lpm_key(parse_cidr(c)) for c in opts.protect}
         self._manual = {"block": 0, "unblock": 0}
+        # entries made by block()/allow() (not by the options): runtime_state() keeps them for a restart
+        self._runtime_blocks: dict[bytes, int] = {}  # lpm key → CLOCK_MONOTONIC end, 0: no end
+        self._runtime_allows: set[bytes] = set()
         # protected before the first packet: the program is attached only after these are in its map
         for key in self._protected | {lpm_key(parse_cidr(c)) for c in opts.allow}:
             self._allow.update(key, _RULE.pack(0, 0))
         self._count_lists()
         for rule in opts.block:
-            self.block(rule.cidr, rule.seconds)
+            self._put_block(lpm_key(parse_cidr(rule.cidr)), rule.seconds)
         self._syncookies_before: str | None = None
         if opts.syncookies:
             # the listener must check the cookies of ACKs it never saw the SYN of (tcp_syncookies=2); put
@@ -256,6 +265,11 @@ class DdosMonitor(Monitor):
         """Drop every packet from `cidr` for `seconds` (None: until `unblock`). The allow list and the
         `protect` CIDRs still win. Blocking again replaces the expiry."""
         key = self._rule_key(cidr, "cidr")
+        with self.lock:
+            self._runtime_blocks[key] = self._put_block(key, seconds)
+        log.info("ddos on %s: blocked %s for %s", self.interface, cidr, "ever" if seconds is None else f"{seconds} s")
+
+    def _put_block(self, key: bytes, seconds: float | None) -> int:
         if seconds is not None and not 0 < seconds <= 365 * 86_400:
             raise ConfigError([("seconds", f"must be > 0 and at most a year, not {seconds!r}")])
         until = 0 if seconds is None else time.monotonic_ns() + int(seconds * NANO)
@@ -264,7 +278,7 @@ class DdosMonitor(Monitor):
             self._block.update(key, _RULE.pack(until, 0))
             self._count_lists()
             self._manual["block"] += 1
-        log.info("ddos on %s: blocked %s for %s", self.interface, cidr, "ever" if seconds is None else f"{seconds} s")
+        return until
 
     def unblock(self, cidr: str) -> int:
         """Remove the manual block of exactly `cidr` and release every source the kernel blocked inside it
@@ -277,6 +291,7 @@ class DdosMonitor(Monitor):
                 removed += 1
             except KeyError:
                 pass
+            self._runtime_blocks.pop(lpm_key(net), None)
             self._count_lists()
             for table, size, prefix in ((self._sources4, 4, _V4_MAPPED), (self._sources, 16, b"")):
                 keys, _, n = table.read_raw()
@@ -299,6 +314,7 @@ class DdosMonitor(Monitor):
             if key not in self._protected:
                 self._allow.update(key, _RULE.pack(0, 0))
                 self._count_lists()
+                self._runtime_allows.add(key)
         log.info("ddos on %s: allowed %s", self.interface, cidr)
 
     def disallow(self, cidr: str) -> None:
@@ -312,6 +328,7 @@ class DdosMonitor(Monitor):
             except KeyError:
                 raise ConfigError([("cidr", f"{cidr} is not on the allow list")]) from None
             self._count_lists()
+            self._runtime_allows.discard(key)
 
     @staticmethod
     def _rule_key(cidr: str, path: str) -> bytes:
@@ -326,7 +343,36 @@ class DdosMonitor(Monitor):
                     self._block.delete(key)
                 except KeyError:
                     pass
+        self._runtime_blocks = {k: u for k, u in self._runtime_blocks.items() if not u or u > now}
         self._count_lists()
+
+    # -- kept across restarts (the service's state file) ---------------------------------------
+    def runtime_state(self) -> dict[str, Any] | None:
+        """The blocks and allows made with `block()`/`allow()` (the option lists are in the options):
+        `{"block": [{"cidr", "until"}], "allow": [cidr]}`, `until` in wall-clock seconds (time.time(): a
+        reboot resets the monotonic clock), null for a block without end. None when there are none."""
+        with self.lock:
+            mono, wall = time.monotonic_ns(), time.time()
+            blocks = [{"cidr": lpm_network(key), "until": None if not until else wall + (until - mono) / NANO}
+                      for key, until in sorted(self._runtime_blocks.items()) if not until or until > mono]
+            allows = [lpm_network(key) for key in sorted(self._runtime_allows)]
+        return {"block": blocks, "allow": allows} if blocks or allows else None
+
+    def restore_runtime_state(self, state: Mapping[str, Any]) -> None:
+        """Put back blocks and allows from `runtime_state()`: each block for the time it had left (one
+        whose time ran out meanwhile is not restored). A bad entry is a ConfigError naming it; the ones
+        before it stay in force."""
+        now = time.time()
+        for i, entry in enumerate(state.get("block") or []):
+            until = entry.get("until") if isinstance(entry, Mapping) else "?"
+            if until is not None and not isinstance(until, (int, float)):
+                raise ConfigError([(f"runtime.block[{i}].until", f"must be a number or null, not {until!r}")])
+            if until is None:
+                self.block(str(entry.get("cidr")), None)
+            elif until > now:
+                self.block(str(entry.get("cidr")), min(until - now, 365 * 86_400))
+        for cidr in state.get("allow") or []:
+            self.allow(str(cidr))
 
     def _count_lists(self) -> None:
         """Tell the kernel how many entries each list holds (it skips the lookup in an empty one). Called

@@ -40,6 +40,8 @@ class MonitorCube(Cube):
         self._capture_dir = capture_dir
         self._spec: dict[str, Any] = {"kind": kind, "interface": interface, "netns": netns, "options": options}
         self._monitor: Monitor | None = None  # None while it waits for its interface
+        # what the monitor's actions changed (Monitor.runtime_state), kept while no monitor runs
+        self._runtime: dict[str, Any] | None = None
         if interface is not None:  # watched like any cube's: stopped when it vanishes, started when back
             self.wanted = interface
             if wait and not self._index_of(interface):
@@ -60,6 +62,32 @@ class MonitorCube(Cube):
         spec = self._spec
         self._monitor = self._start(spec["kind"], interface, spec["netns"], spec["options"], self._capture_dir)
         self._spec = self._monitor.describe()  # the options with their defaults
+        if self._runtime:
+            self._restore_runtime(self._monitor, self._runtime)
+
+    def _restore_runtime(self, monitor: Monitor, runtime: dict[str, Any]) -> None:
+        try:
+            monitor.restore_runtime_state(runtime)
+        except Exception as exc:  # noqa: BLE001 - the monitor runs with its options; say what is missing
+            log.error("monitor %r: cannot restore its run-time state %r: %s", self.name, runtime, exc)
+
+    def restore_runtime(self, runtime: dict[str, Any] | None) -> None:
+        """Put back what the monitor's actions had changed (the state file's `runtime`), now or when its
+        interface appears."""
+        with self.lock:
+            self._runtime = runtime if isinstance(runtime, dict) else None
+            if self._monitor is not None and self._runtime:
+                self._restore_runtime(self._monitor, self._runtime)
+
+    def act(self, action: str, args: Any) -> Any:
+        """Run one of the monitor's actions (`POST /monitors/NAME/ACTION`)."""
+        with self.lock:
+            try:
+                result = self.monitor.act(action, args)
+            except Exception as exc:
+                raise from_exception(exc) from exc
+            log.info("monitor %r: %s %s", self.name, action, args)
+            return result
 
     @staticmethod
     def _start(kind: str, interface: str | None, netns: str | None, options: dict[str, Any] | None,
@@ -100,6 +128,7 @@ class MonitorCube(Cube):
     def _close(self) -> None:
         if self._monitor is not None:
             monitor, self._monitor = self._monitor, None
+            self._runtime = monitor.runtime_state()  # back when the interface is
             monitor.close()
 
     def describe(self) -> dict[str, Any]:
@@ -110,8 +139,11 @@ class MonitorCube(Cube):
         return {**super().info(), **self.describe()}
 
     def snapshot(self) -> dict[str, Any]:
-        """What the state file keeps (the options as given plus defaults: a restart rebuilds the same)."""
-        return self._monitor.describe() if self._monitor is not None else dict(self._spec)
+        """What the state file keeps (the options as given plus defaults: a restart rebuilds the same), and
+        under `runtime` what the monitor's actions changed (blocks made with POST /monitors/NAME/block)."""
+        spec = self._monitor.describe() if self._monitor is not None else dict(self._spec)
+        runtime = self._monitor.runtime_state() if self._monitor is not None else self._runtime
+        return {**spec, "runtime": runtime} if runtime else spec
 
     def read(self) -> dict[str, Any]:
         """The monitor's snapshot, with what it is under "monitor"."""

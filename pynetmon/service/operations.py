@@ -102,6 +102,14 @@ def create_monitor(registry: Registry, name: str, body: Any, *, restored: bool =
         "monitor"))
 
 
+def monitor_action(registry: Registry, name: str, action: str, body: Any) -> Any:
+    """Run one of a monitor's actions (`POST /monitors/{name}/{action}`, e.g. ddos `block {"cidr",
+    "seconds"}`); the state file keeps its effect."""
+    result = registry.get(name, "monitor").act(action, body if body is not None else {})
+    registry.save()
+    return result
+
+
 def update_monitor(registry: Registry, name: str, body: Any) -> None:
     """Change a monitor's live options (`PUT /monitors/{name}`)."""
     cube = registry.get(name, "monitor")
@@ -144,7 +152,8 @@ def restore(registry: Registry, saved: list[dict[str, Any]]) -> list[str]:
                                                   if entry.get("dataplane-config") else {})})
             elif service == "monitor":
                 create_monitor(registry, name, {k: entry.get(k) for k in ("kind", "interface", "netns", "options")
-                                                if entry.get(k) is not None}, restored=True)
+                                                if entry.get(k) is not None}, restored=True
+                               ).restore_runtime(entry.get("runtime"))
                 continue  # a monitor attaches when created
             elif service == "packetcapture":
                 create_capture(registry, name, {k: v for k, v in entry.items()

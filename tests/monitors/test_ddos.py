@@ -488,3 +488,48 @@ def test_syncookies_answer_a_syn_flood_while_real_clients_connect(hosts, family)
 def test_syncookies_needs_port_protection():
     with pytest.raises(ConfigError, match="syncookies needs port_syn_pps"):
         monitors.open("ddos", interface="eth0", syncookies=True)
+
+
+def test_rest_actions_persist_blocks_and_allows_across_a_restart(hosts, tmp_path):
+    """POST /monitors/NAME/block|unblock|allow|disallow run the monitor's methods; the state file keeps the
+    blocks and allows they made (with the time left), so a restarted daemon drops and passes as before."""
+    a, b = hosts
+    quiet(a, b)
+    _second_address(a)
+    sink = udp_sink(b, 6010)
+    state = tmp_path / "state.json"
+    with Daemon("--netns", b.netns, "--state-file", str(state)) as d:
+        r = d.client.post("/monitors/g", json={"kind": "ddos", "interface": "eth0", "options": {"pps": 0}})
+        assert r.status_code == 201, r.text
+        r = d.client.post("/monitors/g/block", json={"cidr": f"{FLOODER}/32", "seconds": 600})
+        assert r.status_code == 200 and r.json() == {"action": "block", "result": None}, r.text
+        assert d.client.post("/monitors/g/block", json={"cidr": "203.0.113.0/24", "seconds": 0.5}).status_code == 200
+        assert d.client.post("/monitors/g/block", json={"cidr": "198.51.100.0/24"}).status_code == 200
+        assert d.client.post("/monitors/g/allow", json={"cidr": "10.0.0.0/8"}).status_code == 200
+        assert d.client.post("/monitors/g/allow", json={"cidr": "10.9.0.0/16"}).status_code == 200
+        assert d.client.post("/monitors/g/disallow", json={"cidr": "10.9.0.0/16"}).status_code == 200
+        assert d.client.post("/monitors/g/unblock", json={"cidr": "198.51.100.0/24"}).json()["result"] == 1
+        bad = d.client.post("/monitors/g/block", json={"cidr": "192.0.2.1/24"})
+        assert bad.status_code == 400 and bad.json()["problems"][0]["path"] == "args.cidr", bad.text
+        unknown = d.client.post("/monitors/g/reboot", json={})
+        assert unknown.status_code == 400 and "block" in unknown.json()["problems"][0]["reason"], unknown.text
+        _send_from(a, FLOODER, b.ip, 6010, 5)
+        settle()
+        assert _drain(sink) == {}
+        runtime = json.loads(state.read_text())["cubes"][0]["runtime"]
+        assert sorted(x["cidr"] for x in runtime["block"]) == ["192.0.2.77/32", "203.0.113.0/24"]
+        assert runtime["allow"] == ["10.0.0.0/8"]
+        time.sleep(0.6)  # the 0.5 s block runs out before the restart
+    with Daemon("--netns", b.netns, "--state-file", str(state)) as d:
+        snap = d.client.get("/monitors/g").json()
+        blocked = {x["source"]: x for x in snap["blocked"]}
+        assert set(blocked) == {f"{FLOODER}/32"}  # the expired one and the unblocked one stay gone
+        left = (blocked[f"{FLOODER}/32"]["until_ns"] - time.monotonic_ns()) / 1e9
+        assert 500 < left <= 600  # the time it had left, not a new 600 s
+        assert [x["source"] for x in snap["allowed"]["rules"]] == ["10.0.0.0/8"]
+        _send_from(a, FLOODER, b.ip, 6010, 3)
+        settle()
+        assert _drain(sink) == {}
+        assert d.client.get("/monitors/g").json()["dropped"]["blocklist"] == 3
+        assert d.client.delete("/monitors/g").status_code == 204
+    sink.close()

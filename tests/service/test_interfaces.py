@@ -141,3 +141,22 @@ def test_restored_ready_monitor_waits_for_its_interface(hosts, tmp_path):
         assert c.get("/monitors/f1").status_code == 200
         assert len(tc_programs("late0", "ingress", netns=b.netns)) == 1
     assert "Traceback" not in (tmp_path / "2.log").read_text()
+
+
+def test_ddos_blocks_come_back_with_its_interface(hosts, tmp_path):
+    """A ddos guard whose interface vanishes keeps the blocks its actions made, and puts them back on the
+    new interface."""
+    _, b = hosts
+    with Daemon("--netns", b.netns, log_path=tmp_path / "serve.log") as d:
+        c = d.client
+        assert c.post("/monitors/g", json={"kind": "ddos", "interface": "eth0"}).status_code == 201
+        assert c.post("/monitors/g/block", json={"cidr": "203.0.113.0/24", "seconds": 600}).status_code == 200
+        hosts.unlink()
+        _wait(lambda: _statuses(c) == {"g": "waiting for interface"}, "the guard to notice")
+        hosts.relink()
+        _wait(lambda: _statuses(c) == {"g": "attached"}, "the guard to start again")
+        blocked = c.get("/monitors/g").json()["blocked"]
+        assert [(x["source"], x["reason"]) for x in blocked] == [("203.0.113.0/24", "blocklist")]
+        assert 550 < (blocked[0]["until_ns"] - time.monotonic_ns()) / 1e9 <= 600
+        assert c.delete("/monitors/g").status_code == 204
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()

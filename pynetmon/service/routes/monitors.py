@@ -53,6 +53,14 @@ def update_monitor(call: Call) -> dict[str, Any]:
     return _cube(call).describe()
 
 
+@table.post(BASE + "/{name}/{action}", "Run one of the monitor's actions (ddos: block {cidr, seconds}, unblock, "
+            "allow, disallow {cidr}); a restart keeps its effect", body=dict[str, Any], answer=dict[str, Any])
+def monitor_action(call: Call) -> dict[str, Any]:
+    action = call.params["action"]
+    result = operations.monitor_action(call.registry, call.params["name"], action, parse_json(call.body))
+    return {"action": action, "result": result}
+
+
 @table.delete(BASE + "/{name}", "Stop a monitor: detach and free everything it added", status=204)
 def delete_monitor(call: Call) -> None:
     call.registry.delete(call.params["name"], "monitor")
