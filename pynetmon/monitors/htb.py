@@ -12,7 +12,9 @@ refused before anything changes, because it could not be restored exactly.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -61,17 +63,12 @@ class HtbTree:
     `7051:1` at `link_rate`, and leaf classes under it. Use as a context manager or call `close()`."""
 
     def __init__(self, ifname: str, netns: str | None, link_rate: int, default_minor: int):
-        from pyroute2 import IPRoute
+        self.ifname, self.netns = ifname, netns
         with _netns.enter(netns):
-            self._ipr = IPRoute()  # the netlink socket stays in the namespace it was opened in
-            try:
-                self.ifindex = _netns.ifindex(ifname)
-            except BaseException:
-                self._ipr.close()
-                raise
-        self.ifname = ifname
+            self.ifindex = _netns.ifindex(ifname)
         self.classes: dict[int, dict[str, int]] = {}
         self._created = False
+        self._closed = False
         try:
             self.saved = self._check_restorable()
             self._tc("replace", "htb", MAJOR << 16, default=default_minor)  # over the saved root
@@ -84,10 +81,21 @@ class HtbTree:
             raise
         log.info("qos on %s: HTB %x: replaces %s", ifname, MAJOR, self.saved)
 
+    @contextlib.contextmanager
+    def _ipr(self) -> Iterator[Any]:
+        """A netlink socket in the interface's namespace, for one operation. pyroute2's synchronous
+        IPRoute runs each calling thread's requests on a socket of that thread, opened in the thread's
+        namespace, so one kept from another thread (the service's) would reach another namespace's
+        interface of the same index: every call opens its own, inside the namespace."""
+        from pyroute2 import IPRoute
+        with _netns.enter(self.netns), IPRoute() as ipr:
+            yield ipr
+
     def _tc(self, command: str, kind: str | None, handle: int, **kw: Any) -> None:
         from pyroute2.netlink.exceptions import NetlinkError
         try:
-            self._ipr.tc(command, kind, self.ifindex, handle, **kw)
+            with self._ipr() as ipr:
+                ipr.tc(command, kind, self.ifindex, handle, **kw)
         except NetlinkError as exc:
             raise Error(f"tc {command} {kind or ''} {handle >> 16:x}:{handle & 0xFFFF:x} on {self.ifname} failed: "
                         f"{exc.args[1] if len(exc.args) > 1 else exc} (errno {exc.code})") from None
@@ -95,7 +103,9 @@ class HtbTree:
     def qdiscs(self) -> list[dict[str, Any]]:
         """The interface's qdiscs: [{"kind", "handle", "parent", "limit"}] (clsact/ingress included)."""
         out = []
-        for msg in self._ipr.get_qdiscs(index=self.ifindex):
+        with self._ipr() as ipr:
+            msgs = list(ipr.get_qdiscs(index=self.ifindex))
+        for msg in msgs:
             opts = msg.get_attr("TCA_OPTIONS")
             limit = opts.get("limit") if isinstance(opts, dict) else None
             out.append({"kind": msg.get_attr("TCA_KIND"), "handle": msg["handle"], "parent": msg["parent"],
@@ -146,7 +156,9 @@ class HtbTree:
         """{minor: {"bytes", "packets", "drops", "overlimits", "backlog"}} of the leaf classes, as the kernel
         counts them (after the queue: what was sent)."""
         out = {}
-        for msg in self._ipr.get_classes(index=self.ifindex):
+        with self._ipr() as ipr:
+            msgs = list(ipr.get_classes(index=self.ifindex))
+        for msg in msgs:
             handle = msg["handle"]
             if handle >> 16 != MAJOR or (handle & 0xFFFF) not in self.classes:
                 continue
@@ -166,23 +178,20 @@ class HtbTree:
 
     def close(self) -> None:
         """Remove the HTB tree and put the saved root qdisc back. Safe to call twice."""
-        if self._ipr is None:
+        if self._closed or not self._created:
+            self._closed = True
             return
-        try:
-            if self._created:
-                self._tc("del", "htb", MAJOR << 16)
-                self._created = False
-                if not self.saved.kernel_default:
-                    extra = {"limit": self.saved.limit} if self.saved.limit is not None else {}
-                    self._tc("replace", self.saved.kind, self.saved.handle, **extra)
-                now = self.root()
-                if now != self.saved:
-                    log.warning("qos on %s: root qdisc is %s after restoring, was %s (net.core.default_qdisc "
-                                "changed meanwhile?)", self.ifname, now, self.saved)
-                log.info("qos on %s: HTB removed, root qdisc %s again", self.ifname, now)
-        finally:
-            self._ipr.close()
-            self._ipr = None
+        self._closed = True  # once: when the interface is gone there is nothing to retry
+        self._tc("del", "htb", MAJOR << 16)
+        self._created = False
+        if not self.saved.kernel_default:
+            extra = {"limit": self.saved.limit} if self.saved.limit is not None else {}
+            self._tc("replace", self.saved.kind, self.saved.handle, **extra)
+        now = self.root()
+        if now != self.saved:
+            log.warning("qos on %s: root qdisc is %s after restoring, was %s (net.core.default_qdisc "
+                        "changed meanwhile?)", self.ifname, now, self.saved)
+        log.info("qos on %s: HTB removed, root qdisc %s again", self.ifname, now)
 
     def __enter__(self) -> Self:
         return self

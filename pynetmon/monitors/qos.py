@@ -327,7 +327,7 @@ class QosMonitor(Monitor):
         self._counters: Map = obj.maps["qos_counters"]
         self._slots: dict[str, int] = {}
         self._active = 0
-        self._history: deque[tuple[float, dict[int, int]]] = deque(maxlen=64)
+        self._history: deque[tuple[float, dict[int, int]]] = deque([(time.monotonic(), {})], maxlen=64)
         self._htb: HtbTree | None = None
         if opts.mode == "shape":
             self._htb = HtbTree(self.interface or "", self.netns, opts.link_rate, LEAF_MINOR + DEFAULT_SLOT)
