@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 
 from ._binding import check, ffi, lib
-from .errors import Error
+from .errors import Error, NotSupportedError
 
 PROG_TYPE_NAMES = {getattr(lib, n): n[len("BPF_PROG_TYPE_"):].lower()
                    for n in dir(lib) if n.startswith("BPF_PROG_TYPE_")}
@@ -61,7 +61,11 @@ class Program:
             ids = ffi.new("__u32[]", max(count, 1))
             info = ffi.new("struct bpf_prog_info *")
             info.nr_map_ids = count
-            info.map_ids = int(ffi.cast("uintptr_t", ids))
+            try:
+                info.map_ids = int(ffi.cast("uintptr_t", ids))
+            except AttributeError:  # an extension built before map_ids was declared (_cffi_src/bpf.py)
+                raise NotSupportedError("pynetmon's libbpf binding was built without bpf_prog_info.map_ids; "
+                                        "rebuild it (make build)") from None
             check(lib.bpf_obj_get_info_by_fd(self.fd, info, size), f"get map ids of program {self.name!r}")
             if info.nr_map_ids <= count:
                 return [ids[i] for i in range(info.nr_map_ids)]

@@ -21,7 +21,7 @@ import threading
 
 from .. import netns as _netns
 from ..btf_codec import IntCodec
-from ..errors import BPFError
+from ..errors import BPFError, NotSupportedError
 from ..maps import Map
 from ..program import Program
 from .base import Link
@@ -45,7 +45,11 @@ def next_map(program: Program) -> Map | None:
     """The one-slot PROG_ARRAY through which `program` passes packets on, or None."""
     from .._binding import check, lib
 
-    for map_id in program.map_ids():
+    try:
+        ids = program.map_ids()
+    except NotSupportedError:  # a stale build of the binding: the program is treated as unchainable
+        return None
+    for map_id in ids:
         fd = check(lib.bpf_map_get_fd_by_id(map_id), f"opening map {map_id} of program {program.name!r}")
         m = Map.from_fd(fd, IntCodec(4), IntCodec(4), owned=True)
         if m.name == NEXT_MAP and m.type == "prog_array":
