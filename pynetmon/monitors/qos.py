@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from ..btf_codec import per_cpu_stride
 from ..errors import ConfigError, Error
 from ..link import attach_tc
 from ..maps import Map
@@ -365,7 +366,7 @@ class QosMonitor(Monitor):
                         undo.append((minor, before))
                         self._htb.set_class(minor, **params)
             for slot in fresh:  # a slot starts from zero counters and a full bucket
-                self._stats.update(slot, bytes(self._stats._value_bytes))
+                self._stats.update(slot, bytes(_STATS.size))  # the same zeros on every CPU
                 self._buckets.update(slot, bytes(self._buckets.value_size))
             inactive = 1 - self._active
             self._sets.update(inactive, pack_set(new, slots))
@@ -405,14 +406,12 @@ class QosMonitor(Monitor):
 
     # -- reading -------------------------------------------------------------------------------------
     def _slot_stats(self) -> dict[int, tuple[int, ...]]:
+        """Each slot's `struct qos_stats`, summed over the CPUs."""
         _, values, n = self._stats.read_raw()
-        stride = self._stats._value_bytes // self._stats.ncpus
-        out = {}
-        for slot in range(n):
-            rows = [_STATS.unpack_from(values, slot * self._stats._value_bytes + cpu * stride)
-                    for cpu in range(self._stats.ncpus)]
-            out[slot] = tuple(map(sum, zip(*rows)))
-        return out
+        ncpus, stride = self._stats.ncpus, per_cpu_stride(_STATS.size)
+        return {slot: tuple(map(sum, zip(*(_STATS.unpack_from(values, (slot * ncpus + cpu) * stride)
+                                            for cpu in range(ncpus)))))
+                for slot in range(n)}
 
     def _measured(self, now: float, sent: dict[int, int]) -> dict[int, float]:
         """Bits per second of each slot over the last second or more (since the oldest sample within

@@ -329,6 +329,12 @@ def test_update_is_atomic(hosts):
         assert _class(snap, "two")["packets"] == 10 and _class(snap, "default")["packets"] >= 1
         shown = a.run("tc", "class", "show", "dev", "eth0").stdout
         assert "rate 5Mbit" in shown and "rate 10Mbit" not in shown
+        # a new class takes the slot "one" had, one update later: from zero, not from one's 6 packets
+        m.update(classes=[{"name": "two", "match": [{"dports": [p1]}], "rate": 5_000_000},
+                          {"name": "four", "match": [{"dports": [p2]}], "rate": 6_000_000}])
+        _send(a, b.ip, p2, 1, b"x")
+        settle()
+        assert _class(m.snapshot(), "four")["packets"] == 1 and m._slots["four"] == 1
     for s in sinks:
         s.close()
 
