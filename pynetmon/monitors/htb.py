@@ -3,8 +3,8 @@ was, an HTB qdisc with one root class and a leaf class per QoS class, their stat
 
 Putting an HTB tree on an interface replaces its root qdisc, so the one that was there is saved first
 and put back by `close()`. A root the kernel attached itself (handle 0: noqueue on veth, pfifo_fast,
-mq) comes back by deleting ours; a simple one somebody added (pfifo, bfifo, pfifo_fast with a handle)
-is re-created with its handle and limit; anything else (a configured tbf, htb, a tree of classes) is
+mq) comes back by deleting ours; a simple one somebody added (pfifo, bfifo, pfifo_fast, or mq over the
+kernel's own children, with a handle) is re-created with its handle and limit; anything else (a configured tbf, htb, a tree of classes) is
 refused before anything changes, because it could not be restored exactly.
 
 >>> with HtbTree("eth0", netns=None, link_rate=10**10) as tree:
@@ -27,7 +27,7 @@ MAJOR = 0x7051  # "qos": the handle of our HTB qdisc, so a tree left by a crashe
 ROOT_MINOR = 1
 TC_H_ROOT = 0xFFFFFFFF
 TC_H_INGRESS = 0xFFFFFFF1
-_RESTORABLE = {"pfifo", "bfifo", "pfifo_fast"}  # re-created from their dump (handle, limit)
+_RESTORABLE = {"pfifo", "bfifo", "pfifo_fast", "mq"}  # re-created from their dump (handle, limit)
 _MAX_QUANTUM = 200_000  # the kernel warns above it ("quantum of class is big")
 
 
@@ -126,7 +126,8 @@ class HtbTree:
         # the other qdiscs below the root (mq's per-queue children): only the kernel's own come back
         others = [q for q in found if q["parent"] not in (TC_H_ROOT, TC_H_INGRESS) and q["kind"] not in ("clsact", "ingress")]
         configured = [q for q in others if q["handle"] and q["handle"] >> 16 != root["handle"] >> 16]
-        if not saved.kernel_default and (saved.kind not in _RESTORABLE or others):
+        # a re-created mq gets the kernel's children again: restorable while those are the kernel's own
+        if not saved.kernel_default and (saved.kind not in _RESTORABLE or (others and saved.kind != "mq")):
             raise ConfigError([("interface", (f"{self.ifname}'s root qdisc {saved} was configured by someone else "
                                  "and shape mode could not restore it exactly; remove it, or use mode=police "
                                  "(works with any qdisc)"))])

@@ -279,6 +279,33 @@ def test_root_qdisc_restored_and_foreign_trees_refused(hosts):
         monitors.open("qos", interface="eth0", netns=a.netns)
 
 
+def test_kernel_default_pfifo_fast_and_mq_come_back_exactly(hosts):
+    """On ifb devices, whose roots the kernel attaches itself: pfifo_fast (one queue) and mq over four
+    pfifo_fast children (four queues); then an mq someone added with a handle. Every qdisc line the same
+    after close."""
+    a, _ = hosts
+    a.run("ip", "link", "add", "qifb0", "type", "ifb")
+    a.run("ip", "link", "add", "qifb1", "numtxqueues", "4", "numrxqueues", "4", "type", "ifb")
+    for dev in ("qifb0", "qifb1"):
+        a.run("ip", "link", "set", dev, "up")
+
+    def qdiscs(dev: str) -> list[str]:
+        return sorted(" ".join(w for w in line.split() if w != "refcnt" and not w.isdigit())
+                      for line in a.run("tc", "qdisc", "show", "dev", dev).stdout.splitlines())
+
+    before = {dev: qdiscs(dev) for dev in ("qifb0", "qifb1")}
+    assert "qdisc pfifo_fast 0: root" in before["qifb0"][0] and len(before["qifb1"]) == 5
+    for dev, added_mq in (("qifb0", False), ("qifb1", False), ("qifb1", True)):
+        if added_mq:
+            a.run("tc", "qdisc", "replace", "dev", dev, "root", "handle", "9:", "mq")
+            before[dev] = qdiscs(dev)
+            assert before[dev][0].startswith("qdisc mq 9: root") and len(before[dev]) == 5
+        with monitors.open("qos", interface=dev, netns=a.netns, classes=[
+                {"name": "x", "match": [{"protocol": "udp"}], "rate": 1_000_000}]):
+            assert qdiscs(dev)[0].startswith("qdisc htb 7051: root")
+        assert qdiscs(dev) == before[dev]
+
+
 def test_update_is_atomic(hosts):
     """A valid update moves traffic between classes and keeps the counters of kept names; a bad one is
     refused by path; an update the kernel refuses half-way (the second HTB change fails) leaves the HTB
