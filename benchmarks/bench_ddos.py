@@ -72,6 +72,28 @@ FLOOD_ROUNDS = 5
 FLOOD_FRAMES = 4_000_000
 TX_XDP = '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC("license") = "GPL";\n' \
          'SEC("xdp") int tx(struct xdp_md *ctx) { return XDP_TX; }\n'
+# Live frames are recycled as the receiver left them: a guard that turns the SYN into its SYN-ACK would
+# get the SYN-ACK back next time. This sender writes its 60-byte template into every frame before XDP_TX.
+TX_TEMPLATE_XDP = '''#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+char LICENSE[] SEC("license") = "GPL";
+const volatile __u32 template[15];
+SEC("xdp") int tx_template(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	int i;
+
+	if (data_end - data != 60 && bpf_xdp_adjust_tail(ctx, 60 - (int)(data_end - data)))
+		return XDP_ABORTED;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 60 > data_end)
+		return XDP_ABORTED;
+	for (i = 0; i < 15; i++)
+		((__u32 *)data)[i] = template[i];
+	return XDP_TX;
+}
+'''
 DROP_XDP = '#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\nchar LICENSE[] SEC("license") = "GPL";\n' \
            'SEC("xdp") int drop_all(struct xdp_md *ctx) { return XDP_DROP; }\n'
 BLOCKED_NET = "203.0.113.0/24"  # a manual block: the flood's second source address lies inside it
@@ -82,6 +104,19 @@ def _frame_64(src: str, dst: str, dst_mac: str, src_mac: str) -> bytes:
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 46, 1, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton(dst))
     return bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00" + ip + \
         struct.pack("!HHHH", 40000, 5201, 26, 0) + bytes(18)
+
+
+def _syn_64(src: str, dst: str, dst_mac: str, src_mac: str, dport: int) -> bytes:
+    """A 60-byte TCP SYN with an MSS option (58 bytes, padded as on the wire)."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 44, 1, 0x4000, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    tcp = struct.pack("!HHIIBBHHH", 40000, dport, 12345, 0, 6 << 4, 0x02, 64240, 0, 0) + bytes((2, 4, 0x05, 0xb4))
+    return bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00" + ip + \
+        tcp + bytes(2)
+
+
+def _handled(snap: dict) -> int:
+    """Frames the guard decided without passing them: dropped, or answered with a SYN cookie."""
+    return sum(snap["dropped"].values()) + snap["syncookies"]["sent"]
 
 
 def _rx_packets(host) -> int:
@@ -103,24 +138,37 @@ def test_flood_drop_rate():
     does generation, veth transfer and the verdict. Two pairs of test hosts, flooded in turn: one with the
     ddos guard (the flood's source rate-blocked, or inside a manual block), one with an empty XDP program
     that drops everything (the ceiling: the cost of XDP on veth itself). Drops of the guard are read from
-    its own per-CPU counters; the empty program's from b's rx_packets. Medians of interleaved rounds."""
+    its own per-CPU counters; the empty program's from b's rx_packets. Medians of interleaved rounds.
+    A third pair measures SYN cookies: a SYN flood to a protected port (syncookies=true), each SYN answered
+    with an XDP SYN-ACK that goes back to the sender's veth end, where an XDP program drops it."""
     cpu = min(os.sched_getaffinity(0))
-    with TestHosts() as (ga, gb), TestHosts() as (ea, eb), \
+    with TestHosts() as (ga, gb), TestHosts() as (ea, eb), TestHosts() as (sa, sb), \
             BPFObject(compile_c(TX_XDP, use_cache=False), name="tx") as tx, \
+            BPFObject(compile_c(TX_TEMPLATE_XDP, use_cache=False), name="tx_template") as tx_syn, \
             BPFObject(compile_c(DROP_XDP, use_cache=False), name="drop_all") as drop_all, \
-            monitors.open("ddos", interface="eth0", netns=gb.netns, pps=1, block_seconds=3600) as guard:
+            monitors.open("ddos", interface="eth0", netns=gb.netns, pps=1, block_seconds=3600) as guard, \
+            monitors.open("ddos", interface="eth0", netns=sb.netns, pps=0, syn_pps=0, port_syn_pps=1,
+                          syncookies=True) as cookies:
         tx.load()
+        syn = _syn_64(sa.ip, sb.ip, sb.mac, sa.mac, 6011)
+        tx_syn.set_rodata(template=syn)
+        tx_syn.load()
+        senders = {id(sa): tx_syn.programs["tx_template"]}
         drop_all.load()
         guard.block(BLOCKED_NET, seconds=3600)
-        guard_prog = guard.objects[0].programs["ddos_xdp"]
         with contextlib.ExitStack() as stack:
             stack.enter_context(attach_xdp(drop_all.programs["drop_all"], "eth0", "native", netns=eb.netns))
-            frames = {"empty XDP (drop all)": (ea, eb, _frame_64(ea.ip, eb.ip, eb.mac, ea.mac)),
-                      "ddos, rate-blocked source": (ga, gb, _frame_64(ga.ip, gb.ip, gb.mac, ga.mac)),
-                      "ddos, manual block (LPM hit)": (ga, gb, _frame_64("203.0.113.9", gb.ip, gb.mac, ga.mac))}
-            with netns.enter(ga.netns):
-                tx.programs["tx"].run_live_frames(frames["ddos, rate-blocked source"][2], 1000,
-                                                  socket.if_nametoindex("eth0"))  # the source gets blocked
+            # the SYN-ACKs' receiver: a veth end takes XDP_TX frames only with NAPI on (an XDP program)
+            stack.enter_context(attach_xdp(drop_all.programs["drop_all"], "eth0", "native", netns=sa.netns))
+            frames = {"empty XDP (drop all)": (ea, eb, _frame_64(ea.ip, eb.ip, eb.mac, ea.mac), None),
+                      "ddos, rate-blocked source": (ga, gb, _frame_64(ga.ip, gb.ip, gb.mac, ga.mac), guard),
+                      "ddos, manual block (LPM hit)": (ga, gb, _frame_64("203.0.113.9", gb.ip, gb.mac, ga.mac),
+                                                       guard),
+                      "ddos, SYN answered with an XDP SYN cookie": (
+                          sa, sb, syn, cookies)}
+            for src, _, frame, _ in list(frames.values())[1::2]:
+                with netns.enter(src.netns):  # the source gets blocked; the port gets protected
+                    senders.get(id(src), tx.programs["tx"]).run_live_frames(frame, 1000, socket.if_nametoindex("eth0"))
             rates: dict[str, list[float]] = {name: [] for name in frames}
             in_prog: dict[str, list[float]] = {name: [] for name in frames if name.startswith("ddos")}
             offered: dict[str, list[float]] = {name: [] for name in frames}
@@ -131,20 +179,21 @@ def test_flood_drop_rate():
             stats = selfcost.STATS.source or "off"  # the kernel's run-time stats cost every program alike
             try:
                 for _ in range(FLOOD_ROUNDS):
-                    for name, (src, dst, frame) in frames.items():
-                        before_snap = guard.snapshot()
-                        before_rx, before_prog = _rx_packets(dst), _prog_stats(guard_prog)
+                    for name, (src, dst, frame, mon) in frames.items():
+                        before_snap = mon.snapshot() if mon else {}
+                        prog = mon.objects[0].programs["ddos_xdp"] if mon else None
+                        before_rx, before_prog = _rx_packets(dst), _prog_stats(prog) if prog else (0, 0)
                         with netns.enter(src.netns):
                             ifindex = socket.if_nametoindex("eth0")
                             t0 = time.perf_counter()
-                            tx.programs["tx"].run_live_frames(frame, FLOOD_FRAMES, ifindex)
+                            senders.get(id(src), tx.programs["tx"]).run_live_frames(frame, FLOOD_FRAMES, ifindex)
                             elapsed = time.perf_counter() - t0
                         received = _rx_packets(dst) - before_rx
-                        if name.startswith("ddos"):
-                            after = guard.snapshot()
-                            dropped = sum(after["dropped"].values()) - sum(before_snap["dropped"].values())
+                        if mon and prog:
+                            after = mon.snapshot()
+                            dropped = _handled(after) - _handled(before_snap)
                             checks.append((dropped, after["passed"] - before_snap["passed"], received))
-                            cnt, ns = (x - y for x, y in zip(_prog_stats(guard_prog), before_prog))
+                            cnt, ns = (x - y for x, y in zip(_prog_stats(prog), before_prog))
                             if cnt:
                                 in_prog[name].append(ns / cnt)
                         else:
@@ -160,10 +209,10 @@ def test_flood_drop_rate():
         assert dropped + passed == received and passed < 10, (dropped, passed, received)
     med = statistics.median
     base = med(rates["empty XDP (drop all)"])
-    print(f"\nflood: {FLOOD_FRAMES:,} 64-byte UDP frames per round, XDP_TX live frames (BPF_PROG_TEST_RUN) from a "
+    print(f"\nflood: {FLOOD_FRAMES:,} 64-byte UDP frames (SYNs for the cookie row) per round, XDP_TX live frames (BPF_PROG_TEST_RUN) from a "
           f"veth end into native XDP on its peer, one core (CPU {cpu}), median of {FLOOD_ROUNDS} interleaved "
           f"rounds; load {load[0]:.2f} before, {load[-1]:.2f} after; run-time stats: {stats}")
-    print("| program on the receiving veth | dropped Mpps (one core) | ratio to empty | ns in the program "
+    print("| program on the receiving veth | dropped (or answered) Mpps, one core | ratio to empty | ns in the program "
           "| frames that reached it |")
     print("|---|---|---|---|---|")
     for name, values in rates.items():
