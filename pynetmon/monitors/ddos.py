@@ -150,6 +150,14 @@ def _blacklist(options: dict[str, Any], values: list[str]) -> None:
     block.append({"cidr": cidr, "seconds": seconds})
 
 
+def _whitelist(options: dict[str, Any], values: list[str]) -> None:
+    """`--whitelist CIDR` (the counterpart of --blacklist) → one more entry of `allow`."""
+    allow = options.setdefault("allow", [])
+    if not isinstance(allow, list):
+        raise ConfigError([("--set allow", "must be a list when --whitelist is given too")])
+    allow.append(values[0])
+
+
 @register
 class DdosMonitor(Monitor):
     kind = "ddos"
@@ -157,7 +165,8 @@ class DdosMonitor(Monitor):
     Options = DdosOptions
     live_options = frozenset({"top", "allow", "block"})
     actions = MappingProxyType({"block": BlockRule, "unblock": CidrArg, "allow": CidrArg, "disallow": CidrArg})
-    cli_flags = (CliFlag("--blacklist", ("IP", "SECONDS"), "drop IP (or CIDR) for SECONDS (repeatable)", _blacklist),)
+    cli_flags = (CliFlag("--blacklist", ("IP", "SECONDS"), "drop IP (or CIDR) for SECONDS (repeatable)", _blacklist),
+                 CliFlag("--whitelist", ("CIDR",), "never drop or rate-limit CIDR (repeatable)", _whitelist))
 
     def _start(self) -> None:
         opts: DdosOptions = self.options  # type: ignore[assignment]

@@ -291,13 +291,15 @@ def test_syn_protected_port_keeps_real_clients_connecting(hosts):
 
 
 def test_cli_blacklist_flag_as_the_article(hosts):
-    """`--blacklist IP SECONDS` (the article's controller flag) drops IP; `--set block=[...]` is the same."""
+    """`--blacklist IP SECONDS` (the article's controller flag) drops IP; `--set block=[...]` is the same.
+    `--whitelist CIDR` allows, and wins over a block."""
     a, b = hosts
     quiet(a, b)
     _second_address(a)
     sink = udp_sink(b, 6008)
     proc = start_cli("monitor", "ddos", "-i", "eth0", "--netns", b.netns, "--duration", "3", "--json",
-                     "--blacklist", FLOODER, "60", "--set", "pps=0")
+                     "--blacklist", FLOODER, "60", "--blacklist", a.ip, "60", "--whitelist", f"{a.ip}/32",
+                     "--set", "pps=0")
     wait_started(proc)
     _send_from(a, FLOODER, b.ip, 6008, 8)
     _send_from(a, a.ip, b.ip, 6008, 4)
@@ -306,7 +308,9 @@ def test_cli_blacklist_flag_as_the_article(hosts):
     snap = finish_json(proc)
     sink.close()
     assert snap["dropped"]["blocklist"] == 8
-    assert [(x["source"], x["reason"], x["dropped"]) for x in snap["blocked"]] == [(f"{FLOODER}/32", "blocklist", 8)]
+    assert sorted((x["source"], x["reason"], x["dropped"]) for x in snap["blocked"]) == sorted(
+        [(f"{FLOODER}/32", "blocklist", 8), (f"{a.ip}/32", "blocklist", 0)])
+    assert snap["allowed"]["rules"] == [{"source": f"{a.ip}/32", "packets": 4, "protected": False}]
     assert xdp_programs("eth0", netns=b.netns) == {"drv": 0, "skb": 0, "hw": 0}
 
 
