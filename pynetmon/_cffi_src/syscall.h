@@ -10,6 +10,10 @@
  * before them, so they are spelled here once; everything else comes from the installed headers. */
 #define PYNETMON_BPF_TCX_INGRESS 46
 #define PYNETMON_BPF_TCX_EGRESS 47
+/* mprog placement flags of BPF_LINK_CREATE (linux 6.6+ uapi: BPF_F_BEFORE, BPF_F_AFTER, BPF_F_ID). */
+#define PYNETMON_BPF_F_BEFORE (1U << 3)
+#define PYNETMON_BPF_F_AFTER (1U << 4)
+#define PYNETMON_BPF_F_ID (1U << 5)
 
 /* The members of union bpf_attr that pynetmon fills itself, laid out as in linux 6.6+'s
  * include/uapi/linux/bpf.h: Debian 12's 6.1 headers lack tcx's members. syscall.c checks every member the

@@ -10,14 +10,16 @@ __all__ = ["QUERY_MAX_IDS", "link_create", "prog_query"]
 QUERY_MAX_IDS = 64  # programs one hook query reports at most
 
 
-def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0) -> int:
-    """BPF_LINK_CREATE: the new link's fd, or -errno (for the caller to check or to probe with)."""
+def link_create(prog_fd: int, ifindex: int, attach_type: int, flags: int = 0, relative: int = 0) -> int:
+    """BPF_LINK_CREATE: the new link's fd, or -errno (for the caller to check or to probe with).
+    `relative`: tcx's relative_fd (a program id with BPF_F_ID in `flags`)."""
     attr = ffi.new("union pynetmon_bpf_attr *")
     create = attr.link_create
     create.prog_fd = prog_fd
     create.target_ifindex = ifindex
     create.attach_type = attach_type
     create.flags = flags
+    create.relative_fd = relative
     return lib.pynetmon_bpf_syscall(lib.BPF_LINK_CREATE, attr)
 
 

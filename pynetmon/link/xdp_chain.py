@@ -8,7 +8,7 @@ pass hands it to the next one by tail-calling slot 0 of its own one-slot PROG_AR
 (dynmon's generated XDP wrapper has it: pynetmon/dynmon/dialect.py). An empty slot ends the chain and the
 packet passes. A program that drops ends the chain for that packet.
 
-Order: programs run in the order they joined; leaving closes the gap (the previous program's slot points
+Order: programs run in the order they joined (or where `placement.placed()` puts them); leaving closes the gap (the previous program's slot points
 to the next one, or the link moves to the second program when the first leaves), each step a single
 atomic map update or BPF_LINK_UPDATE, so packets are never left unmonitored by the programs that stay.
 
@@ -24,6 +24,7 @@ from ..btf_codec import IntCodec
 from ..errors import BPFError, NotSupportedError
 from ..maps import Map
 from ..program import Program
+from . import placement
 from .base import Link
 from .xdp import XdpLink, attach_xdp
 
@@ -98,14 +99,18 @@ class XdpChain:
         else:
             member.next.update(0, target.program.fd)
 
-    def join(self, program: Program, mode: str) -> _Member:
+    def join(self, program: Program, mode: str, index: int | None = None) -> _Member:
+        """Insert `program` at `index` (None: last): it first points to the one that will follow it, then
+        the one before it (or the link) points to it, so no packet skips a program that stays."""
         if self.members and mode != self.mode:
             raise XdpChainError(f"{self.ifname} runs XDP in {self.mode} mode; a program in {mode} mode cannot "
                                 "join its chain")
+        index = len(self.members) if index is None else max(0, min(index, len(self.members)))
         member = _Member(program)
-        self._point(member, None)  # a program that ran in a chain before may still point somewhere
-        self._point(self.members[-1] if self.members else None, member)
-        self.members.append(member)
+        following = self.members[index] if index < len(self.members) else None
+        self._point(member, following)  # also clears a slot left from an earlier chain
+        self._point(self.members[index - 1] if index else None, member)
+        self.members.insert(index, member)
         return member
 
     def replace(self, member: _Member, program: Program) -> None:
@@ -166,7 +171,8 @@ class XdpChainLink(Link):
 
 def attach_xdp_chained(program: Program | int, ifname: str | int, mode: str = "auto", *,
                        netns: str | None = None) -> XdpChainLink:
-    """Attach `program` last in `ifname`'s XDP chain (the first one attaches the chain). XdpChainError
+    """Attach `program` in `ifname`'s XDP chain, last or where `placement.placed()` says (the first one
+    attaches the chain). XdpChainError
     when the program before it cannot pass packets on or the mode differs; the kernel's EBUSY when a
     program pynetmon did not attach holds the interface's XDP hook."""
     prog = program if isinstance(program, Program) else Program.from_fd(program)
@@ -177,7 +183,8 @@ def attach_xdp_chained(program: Program | int, ifname: str | int, mode: str = "a
         chain = _chains.get(key)
         if chain is None:
             chain = XdpChain(ifname, ifindex, mode, netns)
-        member = chain.join(prog, mode)
+        where = placement.current()
+        member = chain.join(prog, mode, where.index(chain.program_ids()) if where else None)
         _chains[key] = chain
     return XdpChainLink(chain, member, key)
 

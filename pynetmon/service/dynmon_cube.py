@@ -81,6 +81,11 @@ class DynmonCube(Cube):
         """`metrics()` as the JSON text of the answer, written in bulk (see `Dynmon.metrics_json`)."""
         return self.monitor.metrics_json(direction, metric)
 
+    def program_ids(self) -> set[int]:
+        """The ids of the programs this cube runs on its interface (what `before`/`after` place against)."""
+        attached = self.monitor.attachment or {}
+        return {link["program_id"] for link in attached.get("links", {}).values()}
+
     def open_metrics(self, fmt: str = "openmetrics") -> str:
         """The metrics as OpenMetrics text, or as Polycube writes them (`fmt="polycube"`)."""
         if fmt == "polycube":

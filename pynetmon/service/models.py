@@ -119,7 +119,10 @@ class AttachBody(StrictBody):
 
     cube: str = Field(pattern=NAME_PATTERN)
     port: str = Field(min_length=1, max_length=31, pattern=r"^[^/\s:]{1,15}(:[^/\s:]{1,15})?$")
-    position: str | None = None
+    position: Literal["auto", "first", "last"] | None = Field(
+        None, description="where among the programs already on the hooks: first, or last (auto: last)")
+    before: str | None = Field(None, pattern=NAME_PATTERN, description="go before this dynmon cube's programs")
+    after: str | None = Field(None, pattern=NAME_PATTERN, description="go after this dynmon cube's programs")
 
 
 MONITOR_NETNS_PATTERN = r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63}|/proc/[0-9]{1,10}/ns/net|/run/netns/[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$"

@@ -2,10 +2,13 @@
 and the start-up restore from the state file both go through here, so both behave the same."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError
+from ..link.placement import placed
 from .dynmon_cube import DynmonCube
 from .models import (
     AttachBody,
@@ -123,8 +126,35 @@ def attach(registry: Registry, body: Any) -> None:
     model = validate(AttachBody, body)
     cube = registry.get(model.cube)
     interface = resolve_port(model.port, registry.netns)
-    cube.attach(interface, alias=model.port if interface != model.port else None)
+    with _placement(registry, model, interface):
+        cube.attach(interface, alias=model.port if interface != model.port else None)
     registry.save()
+
+
+def _placement(registry: Registry, model: AttachBody, interface: str) -> AbstractContextManager[object]:
+    """Polycube's `position=first|last|auto`, `before=CUBE`, `after=CUBE` as a link placement (the new
+    programs go first, or before/after the other cube's programs on each hook; last by default)."""
+    given = [k for k in ("before", "after") if getattr(model, k)] + \
+        (["position"] if model.position not in (None, "auto", "last") else [])
+    if len(given) > 1:
+        raise ApiError(400, f"give one of position, before and after, not {' and '.join(given)}",
+                       [(k, "conflicts") for k in given])
+    if model.position == "first":
+        return placed(first=True)
+    for key in ("before", "after"):
+        name = getattr(model, key)
+        if name is None:
+            continue
+        other = registry.get(name)
+        if not isinstance(other, DynmonCube):
+            raise ApiError(400, f"{key} must name a dynmon cube; {name!r} is a {other.service} cube",
+                           [(key, "not a dynmon cube")])
+        if other.port != interface:
+            raise ApiError(409, f"dynmon {name!r} is not attached to {interface!r}",
+                           [(key, f"not attached to {interface}")])
+        ids = other.program_ids()
+        return placed(before=ids) if key == "before" else placed(after=ids)
+    return contextlib.nullcontext()
 
 
 def detach(registry: Registry, body: Any) -> None:

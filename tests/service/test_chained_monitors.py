@@ -152,3 +152,50 @@ def test_xdp_chain_refuses_what_it_cannot_chain(host_daemon, counter_object):
     finally:
         first.detach()
     assert "xdp" not in b.run("ip", "link", "show", "eth0").stdout
+
+
+def test_polycube_positions_first_before_after(host_daemon):
+    """Polycube's `polycubectl attach CUBE PORT position=first|last`, `before=CUBE`, `after=CUBE`: on tcx
+    (BPF_F_BEFORE with a program id) and in the XDP chain alike."""
+    d, a, b = host_daemon
+    url = f"{d.url}/polycube/v1"
+    cubes = {"tdrop": ("TC", DROPPER), "t1": ("TC", counter_config()), "t2": ("TC", counter_config()),
+             "xdrop": ("XDP_SKB", DROPPER), "x1": ("XDP_SKB", counter_config()), "x2": ("XDP_SKB", counter_config()),
+             "x3": ("XDP_SKB", counter_config())}
+    for name, (type_, config) in cubes.items():
+        r = requests.post(f"{url}/dynmon/{name}/", json.dumps({"dataplane-config": config, "type": type_}), timeout=60)
+        assert r.status_code == 201, r.text
+    requests.post(f"{url}/packetcapture/cap/", json.dumps({}), timeout=30).raise_for_status()
+
+    def attach(name, **where):
+        return requests.post(f"{url}/attach", json.dumps({"cube": name, "port": "eth0", **where}), timeout=10)
+
+    # TC: a dropper; t1 placed first, t2 after t1: both before the dropper, in that order.
+    assert attach("tdrop").status_code == 200
+    assert attach("t1", position="first").status_code == 200
+    assert attach("t2", after="t1").status_code == 200
+    ids = tc_programs("eth0", "ingress", netns=b.netns)
+    assert len(ids) == 3
+    assert a.send_udp(b.ip, UDP_PORT, 4) == 4
+    time.sleep(0.3)
+    assert (_count(url, "t1"), _count(url, "t2"), _count(url, "tdrop")) == (4, 4, 4)
+    # XDP: the same with before=; x3 attached last sees nothing behind the dropper (nor do the TC ones).
+    assert attach("xdrop").status_code == 200
+    assert attach("x1", before="xdrop").status_code == 200
+    assert attach("x2", position="first").status_code == 200
+    assert attach("x3", position="last").status_code == 200
+    a.send_udp(b.ip, UDP_PORT, 5)
+    time.sleep(0.3)
+    assert (_count(url, "x2"), _count(url, "x1"), _count(url, "xdrop"), _count(url, "x3")) == (5, 5, 5, 0)
+    assert _count(url, "t1") == 4  # dropped at XDP, before TC
+    # Bad placements: named, nothing attached.
+    r = attach("cap", position="first", before="t1")
+    assert r.status_code == 400 and {p["path"] for p in r.json()["problems"]} == {"position", "before"}, r.text
+    r = attach("cap", after="cap")
+    assert r.status_code == 400 and "dynmon" in r.json()["message"], r.text
+    requests.post(f"{url}/dynmon/lonely/", json.dumps({"dataplane-config": counter_config()}), timeout=60)
+    r = attach("cap", before="lonely")
+    assert r.status_code == 409 and "lonely" in r.json()["message"], r.text
+    r = attach("cap", position="middle")
+    assert r.status_code in (400, 422) and r.json()["problems"][0]["path"] == "position", r.text
+    assert requests.get(f"{url}/cap/", timeout=5).json()["status"] == "detached"
