@@ -18,12 +18,14 @@ force and switched in one map update.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import struct
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -224,6 +226,62 @@ def _prefix(cidr: str) -> tuple[int, int, int, int]:
     a0, a1 = struct.unpack("=QQ", raw)
     m0, m1 = struct.unpack("=QQ", mask)
     return a0 & m0, a1 & m1, m0, m1
+
+
+@dataclass(frozen=True)
+class Packet:
+    """What classification reads of a packet: `proto` (IP protocol number), addresses, ports (None for a
+    packet without TCP/UDP ports) and the DSCP it arrives with."""
+
+    proto: int
+    src: str
+    dst: str
+    sport: int | None = None
+    dport: int | None = None
+    dscp: int = 0
+
+
+def _in_ranges(values: list[int | str], port: int | None) -> bool:
+    return port is not None and any(lo <= port <= hi for lo, hi in map(port_range, values))
+
+
+def _in_prefixes(values: list[str], address: str) -> bool:
+    addr = ipaddress.ip_address(address)
+    return any(addr in parse_cidr(c) for c in values)
+
+
+def matches(match: Match, packet: Packet) -> bool:
+    """Whether one match entry holds for `packet`: the kernel's rule walk (qos.bpf.c, match_rule) in Python."""
+    proto = PROTOCOLS[match.protocol.lower()] if isinstance(match.protocol, str) else match.protocol
+    if proto and proto != packet.proto:
+        return False
+    if match.dscp and packet.dscp not in {dscp_value(d) for d in match.dscp}:
+        return False
+    has_ports = packet.proto in (6, 17) and packet.sport is not None and packet.dport is not None
+    if (match.ports or match.sports or match.dports) and not has_ports:
+        return False
+    if match.ports and not (_in_ranges(match.ports, packet.sport) or _in_ranges(match.ports, packet.dport)):
+        return False
+    if match.sports and not _in_ranges(match.sports, packet.sport):
+        return False
+    if match.dports and not _in_ranges(match.dports, packet.dport):
+        return False
+    if match.src and not _in_prefixes(match.src, packet.src):
+        return False
+    if match.dst and not _in_prefixes(match.dst, packet.dst):
+        return False
+    return not match.addresses or _in_prefixes(match.addresses, packet.src) or \
+        _in_prefixes(match.addresses, packet.dst)
+
+
+def classify(options: QosOptions, packet: Packet) -> str:
+    """The name of the class `packet` goes to under `options` (first class with a match entry that
+    holds; "default" otherwise) — what the kernel decides, answered without a packet.
+
+    >>> classify(m.options, Packet(proto=17, src="10.0.0.1", dst="10.0.0.2", sport=5000, dport=10010))
+    'voip'
+    """
+    return next((c.name for c in options.classes if any(matches(m, packet) for m in c.match)), "default")
 
 
 def pack_rule(slot: int, match: Match) -> bytes:

@@ -14,6 +14,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from service.daemon import Daemon
 
 from pynetmon import monitors
@@ -26,7 +28,9 @@ from pynetmon.monitors.qos import (
     MAX_CLASSES,
     MAX_RULES,
     Match,
+    Packet,
     assign_slots,
+    classify,
     dscp_value,
     pack_rule,
     port_range,
@@ -522,3 +526,83 @@ def test_rest_shape_mode_from_the_service_threads(hosts):
         assert "rate 30Mbit" in a.run("tc", "class", "show", "dev", "eth0").stdout
         assert d.client.delete("/monitors/s").status_code == 204
     assert _root(a) == "qdisc noqueue 0: root"
+
+
+V4 = ["10.0.0.1", "10.0.0.2", "10.1.2.3", "192.0.2.7"]
+V6S = ["fd00::1", "fd00::2", "2001:db8::5"]
+PREFIXES = ["10.0.0.0/8", "10.0.0.0/24", "192.0.2.7/32", "10.0.0.2/32", "fd00::/16", "2001:db8::/32", "fd00::2/128"]
+PORTS = [22, 53, 80, 443, 5000, 10010, 20000]
+RANGES = [22, 53, "80-443", "10000-20000", 5000]
+DSCPS = [0, 10, 46, "EF", "AF11", "CS1"]
+
+_FIELDS = {
+    "protocol": st.sampled_from(["tcp", "udp", "icmp", 6, 17]),
+    "ports": st.lists(st.sampled_from(RANGES), min_size=1, max_size=2),
+    "sports": st.lists(st.sampled_from(RANGES), min_size=1, max_size=2),
+    "dports": st.lists(st.sampled_from(RANGES), min_size=1, max_size=2),
+    "addresses": st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=2),
+    "src": st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=2),
+    "dst": st.lists(st.sampled_from(PREFIXES), min_size=1, max_size=2),
+    "dscp": st.lists(st.sampled_from(DSCPS), min_size=1, max_size=2)}
+# entries of zero to two fields, so that packets often match one of them and the order decides
+_match = st.lists(st.sampled_from(sorted(_FIELDS)), max_size=2, unique=True).flatmap(
+    lambda keys: st.fixed_dictionaries({k: _FIELDS[k] for k in keys}))
+_classes = st.lists(st.lists(_match, min_size=1, max_size=2), min_size=1, max_size=4).map(
+    lambda entries: [{"name": f"c{i}", "match": m} for i, m in enumerate(entries)])
+
+
+@st.composite
+def _packets(draw) -> Packet:
+    v6 = draw(st.booleans())
+    pool = V6S if v6 else V4
+    proto = draw(st.sampled_from([6, 17, 58 if v6 else 1]))
+    ports = proto in (6, 17)
+    return Packet(proto, draw(st.sampled_from(pool)), draw(st.sampled_from(pool)),
+                  draw(st.sampled_from(PORTS)) if ports else None, draw(st.sampled_from(PORTS)) if ports else None,
+                  draw(st.sampled_from([0, 8, 10, 46, 63])))
+
+
+def _wire(p: Packet) -> bytes:
+    """An Ethernet frame of `p` (TCP, UDP or ICMP/ICMPv6 header, 8 bytes of payload)."""
+    if p.proto == 6:
+        l4 = struct.pack("!HHIIBBHHH", p.sport, p.dport, 1, 0, 5 << 4, 0x10, 1024, 0, 0)
+    elif p.proto == 17:
+        l4 = struct.pack("!HHHH", p.sport, p.dport, 16, 0)
+    else:
+        l4 = struct.pack("!BBHHH", 8 if p.proto == 1 else 128, 0, 0, 1, 1)
+    l4 += bytes(8)
+    if ":" in p.src:
+        ip = struct.pack("!IHBB16s16s", 6 << 28 | p.dscp << 22, len(l4), p.proto, 64,
+                         socket.inet_pton(socket.AF_INET6, p.src), socket.inet_pton(socket.AF_INET6, p.dst))
+        return b"\x02" * 6 + b"\x04" * 6 + b"\x86\xdd" + ip + l4
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, p.dscp << 2, 20 + len(l4), 1, 0, 64, p.proto, 0,
+                     socket.inet_aton(p.src), socket.inet_aton(p.dst))
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + l4
+
+
+def test_kernel_classifies_as_the_reference(hosts):
+    """Random classes (protocol, port ranges either side or one side, prefixes, DSCP; IPv4 and IPv6) and
+    random packets through BPF_PROG_TEST_RUN: the class whose counter moves is the one `classify()` (the
+    rule walk in Python) names — first match wins, the default class otherwise."""
+    a, _ = hosts
+    quiet(a)
+    with monitors.open("qos", interface="eth0", netns=a.netns, mode="police") as m:
+        prog = m.objects[0].programs["qos_tc"]
+
+        @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(classes=_classes, packet=_packets())
+        @example([{"name": "c0", "match": [{"ports": [22]}]}], Packet(6, "10.0.0.1", "10.0.0.2", 22, 53))  # either side
+        @example([{"name": "c0", "match": [{"sports": [53]}]}], Packet(17, "10.0.0.1", "10.0.0.2", 22, 53))
+        @example([{"name": "c0", "match": [{"dst": ["10.0.0.0/8"]}]}], Packet(17, "fd00::1", "fd00::2", 22, 53))
+        @example([{"name": "c0", "match": [{"ports": [22]}]}], Packet(1, "10.0.0.1", "10.0.0.2"))  # no ports
+        @example([{"name": "c0", "match": [{"dscp": ["AF11"]}]}, {"name": "c1", "match": [{}]}],
+                 Packet(58, "fd00::1", "fd00::2", dscp=10))
+        def check(classes, packet):
+            m.update(classes=classes)
+            before = {c["name"]: c["packets"] for c in m.snapshot()["classes"]}
+            prog.test_run(_wire(packet))
+            after = {c["name"]: c["packets"] for c in m.snapshot()["classes"]}
+            moved = [name for name in after if after[name] != before.get(name, 0)]
+            assert moved == [classify(m.options, packet)], (classes, packet)
+
+        check()
