@@ -8,6 +8,7 @@ Run: `python -m pytest -q -s benchmarks/bench_qos.py` (root; about two minutes)
    omitted: slow start and the class's burst). HTB counts frames on the wire (1,514 bytes per full
    segment) and iperf3 counts TCP payload (1,448 with timestamps), so the wire rate is the goodput x
    1514/1448; the table also gives the class's own count (HTB's sent bytes over the run, from the snapshot).
+   The same at b's ingress for a few rates (shape mode there redirects to an ifb device with the HTB tree).
    Police mode (an eBPF bucket dropping, no queue) for comparison: at b's ingress with a bucket of 300 ms
    of the rate and with the default bucket, and at a's own egress (a local drop: TCP enters CWR and waits
    for a timeout). TCP through a policer loses whole 64 KiB GSO packets and backs off, so it needs a deep
@@ -34,6 +35,7 @@ from pynetmon.toolchain import compile_c
 
 RATES = [10, 50, 100, 250, 500, 1000]  # Mbit/s
 POLICE_RATES = [10, 100, 1000]
+INGRESS_RATES = [10, 100, 1000]
 BURST_MS = 300  # TCP through a policer on veth (RTT ~50 us, 64 KiB GSO packets) needs a bucket this deep
 ROUNDS = env_int("QOS_ROUNDS", 3)
 SECONDS = env_int("QOS_SECONDS", 5)
@@ -75,18 +77,22 @@ def _run(a, b, m) -> tuple[float, float]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)")
 def test_shaped_rate_against_configured():
-    shape: dict[int, list[tuple[float, float]]] = {r: [] for r in RATES}
+    shape: dict[tuple[str, int], list[tuple[float, float]]] = {("egress", r): [] for r in RATES}
+    shape.update({("ingress", r): [] for r in INGRESS_RATES})
     police: dict[tuple[str, int, int | None], list[tuple[float, float]]] = {("ingress", r, BURST_MS): []
                                                                             for r in POLICE_RATES}
     police[("ingress", 100, None)] = []
     police[("egress", 100, BURST_MS)] = []
     load_before = load_average()
     with iperf_hosts("bqos") as (a, b):
-        with monitors.open("qos", interface="eth0", netns=a.netns, classes=_class(RATES[0])) as m:
-            for _ in range(ROUNDS):
-                for rate in RATES:
-                    m.update(classes=_class(rate))
-                    shape[rate].append(_run(a, b, m))
+        for host, direction in ((a, "egress"), (b, "ingress")):  # ingress: the HTB tree on an ifb device
+            with monitors.open("qos", interface="eth0", netns=host.netns, direction=direction,
+                               classes=_class(RATES[0])) as m:
+                for _ in range(ROUNDS):
+                    for (where, rate), runs in shape.items():
+                        if where == direction:
+                            m.update(classes=_class(rate))
+                            runs.append(_run(a, b, m))
         # policing what arrives at b (a drop there is a loss TCP recovers from with SACK), and at a's own
         # egress (a local drop: TCP enters CWR and resends only after a timeout)
         for host, direction in ((b, "ingress"), (a, "egress")):
@@ -102,7 +108,7 @@ def test_shaped_rate_against_configured():
           f"rounds; {load_before} before, {load_average()} after")
     print("| mode | configured | goodput | wire rate (x 1514/1448) | wire / configured (min-max) | class's own count |")
     print("|---|---|---|---|---|---|")
-    rows = [("shape (egress)", rate, values) for rate, values in shape.items()]
+    rows = [(f"shape ({direction})", rate, values) for (direction, rate), values in shape.items()]
     rows += [(f"police ({direction}, burst {f'{burst} ms' if burst else 'default'})", rate, values)
              for (direction, rate, burst), values in police.items()]
     for mode, rate, values in rows:

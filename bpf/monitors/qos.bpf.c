@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /* qos: classify every packet into a QoS class at tcx (egress, or ingress for policing), then
  *   - shape: set skb->priority to the class's HTB class id, so the HTB tree that pynetmon put on the
- *     interface queues it in that class (HTB reads skb->priority before any filter);
+ *     interface queues it in that class (HTB reads skb->priority before any filter); at ingress the
+ *     packet is redirected to an ifb device that carries the HTB tree;
  *   - police: take the packet's bytes from the class's token bucket, drop it when the bucket is dry;
  *   - either: a per-flow bucket inside the class (flow_rate), and the DSCP rewrite (mark_dscp) with the
  *     IPv4 header checksum fixed (IPv6 has none).
@@ -16,6 +17,11 @@
 #include "qos.h"
 
 char LICENSE[] SEC("license") = "GPL";
+
+/* Shape mode at ingress: the ifb device whose HTB tree queues what arrives (set before load; 0: none).
+ * Packets are redirected to its egress; ifb hands them back to this interface's receive path with tc
+ * classification skipped, so they pass this program once. */
+const volatile __u32 qos_redirect_ifindex = 0;
 
 /* Two rule sets: user space fills the one not in use, then switches qos_active[0] to it. */
 struct {
@@ -292,5 +298,7 @@ int qos_tc(struct __sk_buff *skb)
 	}
 	st->packets++;
 	st->bytes += len;
+	if (qos_redirect_ifindex)
+		return bpf_redirect(qos_redirect_ifindex, 0);
 	return TC_ACT_UNSPEC;
 }

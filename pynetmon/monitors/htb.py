@@ -199,3 +199,42 @@ class HtbTree:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class IfbDevice:
+    """An ifb device `pnmqIFINDEX` beside the interface, for shaping what arrives: the qos program redirects
+    ingress packets to its egress, where an HTB tree queues them, and ifb hands them back to the
+    interface's receive path. Created up; `delete()` removes it (with whatever qdisc it has)."""
+
+    def __init__(self, ifname: str, netns: str | None):
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+        self.netns = netns
+        with _netns.enter(netns):
+            self.name = f"pnmq{_netns.ifindex(ifname)}"
+            with IPRoute() as ipr:
+                try:
+                    ipr.link("add", ifname=self.name, kind="ifb")
+                except NetlinkError as exc:
+                    if exc.code == 17:
+                        raise ConfigError([("interface", (f"an ifb device {self.name} exists already: left by a qos "
+                                                          "monitor that did not close (a killed process?); remove "
+                                                          f"it with `ip link del {self.name}`"))]) from None
+                    raise Error(f"creating ifb device {self.name} failed: {exc}") from None
+                self._deleted = False
+                try:
+                    self.ifindex = _netns.ifindex(self.name)
+                    ipr.link("set", index=self.ifindex, state="up")
+                except BaseException:
+                    self.delete()
+                    raise
+        log.info("qos on %s: ifb %s shapes what arrives", ifname, self.name)
+
+    def delete(self) -> None:
+        """Remove the device. Safe to call twice."""
+        if self._deleted:
+            return
+        self._deleted = True
+        from pyroute2 import IPRoute
+        with _netns.enter(self.netns), IPRoute() as ipr:
+            ipr.link("del", ifname=self.name)

@@ -38,7 +38,7 @@ from ..maps import Map
 from ..object import BPFObject
 from .base import CliFlag, Monitor, MonitorOptions
 from .ddos import Cidr, parse_cidr
-from .htb import HtbTree, burst_bytes, classid
+from .htb import HtbTree, IfbDevice, burst_bytes, classid
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -151,9 +151,10 @@ class QosClass(ClassSettings):
 
 
 class QosOptions(MonitorOptions):
-    mode: Literal["shape", "police"] = Field("shape", description="shape: HTB classes (egress); police: "
-                                             "eBPF token buckets that drop (any qdisc, egress or ingress)")
-    direction: Literal["egress", "ingress"] = Field("egress", description="the hook (ingress: police only)")
+    mode: Literal["shape", "police"] = Field("shape", description="shape: HTB classes (at ingress on an ifb "
+                                             "device); police: eBPF token buckets that drop (any qdisc)")
+    direction: Literal["egress", "ingress"] = Field("egress", description="what to shape or police: what leaves "
+                                                    "or what arrives")
     classes: list[QosClass] = Field([], max_length=MAX_NAMED, description="first match wins (live)")
     default: ClassSettings = Field(ClassSettings(), description="the class of everything else (live)")
     link_rate: Bits = Field(10_000_000_000, description="shape: the HTB root's rate in bits/s, which the "
@@ -194,8 +195,6 @@ def _problems(opts: QosOptions) -> list[tuple[str, str]]:
     rules = sum(len(c.match) for c in opts.classes)
     if rules > MAX_RULES:
         problems.append(("options.classes", f"{rules} match entries; at most {MAX_RULES}"))
-    if opts.direction == "ingress" and opts.mode == "shape":
-        problems.append(("options.direction", "shape mode is egress only (HTB queues what leaves); use mode=police"))
     settings: list[tuple[str, ClassSettings]] = [("options.default", opts.default)]
     settings += [(f"options.classes[{i}]", c) for i, c in enumerate(opts.classes)]
     for path, cs in settings:
@@ -378,6 +377,13 @@ class QosMonitor(Monitor):
         opts: QosOptions = self.options  # type: ignore[assignment]
         obj = self._own(BPFObject.from_package("monitors/qos"))
         obj.maps["qos_flows"].set_max_entries(opts.max_flows)
+        self._htb: HtbTree | None = None
+        self._ifb: IfbDevice | None = None
+        shaped = self.interface or ""
+        if opts.mode == "shape" and opts.direction == "ingress":  # HTB queues only what leaves: an ifb's egress
+            self._ifb = IfbDevice(shaped, self.netns)
+            shaped = self._ifb.name
+            obj.set_rodata(qos_redirect_ifindex=self._ifb.ifindex)
         obj.load()
         self._sets: Map = obj.maps["qos_sets"]
         self._active_map: Map = obj.maps["qos_active"]
@@ -387,9 +393,8 @@ class QosMonitor(Monitor):
         self._slots: dict[str, int] = {}
         self._active = 0
         self._history: deque[tuple[float, dict[int, int]]] = deque([(time.monotonic(), {})], maxlen=64)
-        self._htb: HtbTree | None = None
         if opts.mode == "shape":
-            self._htb = HtbTree(self.interface or "", self.netns, opts.link_rate, LEAF_MINOR + DEFAULT_SLOT)
+            self._htb = HtbTree(shaped, self.netns, opts.link_rate, LEAF_MINOR + DEFAULT_SLOT)
         self._apply(opts)  # rules and HTB classes in place before the first packet is classified
         self._keep(attach_tc(obj.programs["qos_tc"], self.interface or "", opts.direction, netns=self.netns))
 
@@ -398,8 +403,13 @@ class QosMonitor(Monitor):
             super()._release()  # the tcx program first: no packet is classified into a vanishing class
         finally:
             htb, self._htb = getattr(self, "_htb", None), None
-            if htb is not None:
-                htb.close()
+            ifb, self._ifb = getattr(self, "_ifb", None), None
+            try:
+                if htb is not None:
+                    htb.close()
+            finally:
+                if ifb is not None:
+                    ifb.delete()
 
     # -- applying classes ----------------------------------------------------------------------------
     def _htb_settings(self, c: ClassSettings, opts: QosOptions) -> dict[str, int]:
