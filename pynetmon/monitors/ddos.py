@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -27,7 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from pydantic import AfterValidator, Field, model_validator
 
 from .. import netns as _netns
-from ..errors import ConfigError, NotSupportedError, VerifierError
+from ..errors import ConfigError, Error, NotSupportedError, VerifierError
 from ..link import attach_xdp
 from ..maps import Map
 from ..object import BPFObject
@@ -216,7 +217,7 @@ class DdosMonitor(Monitor):
         if opts.syncookies:
             # the listener must check the cookies of ACKs it never saw the SYN of (tcp_syncookies=2); put
             # back on close
-            self._syncookies_before = _sysctl(SYNCOOKIES_SYSCTL, self.netns, "2")
+            self._syncookies_before = _SYNCOOKIES.acquire(self.netns)
         self._keep(attach_xdp(obj.programs["ddos_xdp"], self.interface or "", XDP_MODE[opts.mode], netns=self.netns))
 
     def update(self, **options: Any) -> None:
@@ -249,12 +250,15 @@ class DdosMonitor(Monitor):
         now = time.monotonic_ns()
         try:
             for key in old_b.keys() - new_b.keys():
-                _delete(self._block, key)
+                if key in self._runtime_blocks:  # also blocked with block(): that block stays, its end too
+                    self._block.update(key, _RULE.pack(self._runtime_blocks[key], 0))
+                else:
+                    _delete(self._block, key)
             for key, seconds in new_b.items():
                 if key not in old_b or old_b[key] != seconds:
                     self._block.update(key, _RULE.pack(0 if seconds is None else now + int(seconds * NANO), 0))
                     self._manual["block"] += 1
-            for key in old_a - new_a:
+            for key in old_a - new_a - self._runtime_allows:  # one also made with allow() stays
                 _delete(self._allow, key)
             for key in new_a - old_a:
                 self._allow.update(key, _RULE.pack(0, 0))
@@ -409,10 +413,9 @@ class DdosMonitor(Monitor):
         events = getattr(self, "_events", None)  # absent when _start failed early
         if events is not None:
             events.close()
-        before = getattr(self, "_syncookies_before", None)
-        if before is not None:
+        if getattr(self, "_syncookies_before", None) is not None:
             self._syncookies_before = None
-            _sysctl(SYNCOOKIES_SYSCTL, self.netns, before)
+            _SYNCOOKIES.release(self.netns)
 
     # -- reading -------------------------------------------------------------------------------
     @staticmethod
@@ -519,6 +522,39 @@ def _delete(m: Map, key: bytes) -> None:
         m.delete(key)
     except KeyError:
         pass
+
+
+class _SyncookiesSysctl:
+    """net.ipv4.tcp_syncookies=2 in a namespace while any guard of this process with syncookies runs
+    there; the last one to close puts back the value found by the first."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[int, tuple[int, str]] = {}  # namespace inode → (guards, value before)
+
+    def acquire(self, netns: str | None) -> str:
+        with self._lock:
+            ns = _netns.inode(netns)
+            users, before = self._users.get(ns, (0, ""))
+            if not users:
+                before = _sysctl(SYNCOOKIES_SYSCTL, netns, "2")
+            self._users[ns] = (users + 1, before)
+            return before
+
+    def release(self, netns: str | None) -> None:
+        with self._lock:
+            ns = _netns.inode(netns)
+            users, before = self._users.pop(ns, (1, "1"))
+            if users > 1:
+                self._users[ns] = (users - 1, before)
+            else:
+                try:
+                    _sysctl(SYNCOOKIES_SYSCTL, netns, before)
+                except (OSError, Error) as exc:  # the namespace is gone with its sysctl
+                    log.info("tcp_syncookies of %s not restored: %s", netns, exc)
+
+
+_SYNCOOKIES = _SyncookiesSysctl()
 
 
 def _sysctl(path: str, netns: str | None, value: str) -> str:

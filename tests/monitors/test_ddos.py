@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import selectors
 import socket
 import struct
 import threading
@@ -398,15 +399,32 @@ TCPI_OPT_TIMESTAMPS = 1  # tcp_info.tcpi_options (byte 5): the connection uses t
 
 
 def _echo_server(sock: socket.socket, stop: threading.Event) -> None:
-    sock.settimeout(0.2)
+    """Echo what each connection sends first, never waiting on one: the flooder's sockets complete their
+    handshakes too (their kernel answers the SYN-ACKs) and never send a byte."""
+    sel = selectors.DefaultSelector()
+    sock.setblocking(False)
+    sel.register(sock, selectors.EVENT_READ)
     while not stop.is_set():
-        try:
-            conn, _ = sock.accept()
-        except TimeoutError:
-            continue
-        with conn:
-            conn.settimeout(5)
-            conn.sendall(conn.recv(64))
+        for key, _ in sel.select(0.1):
+            if key.fileobj is sock:
+                try:
+                    conn, _ = sock.accept()
+                except BlockingIOError:
+                    continue
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ)
+                continue
+            conn = key.fileobj  # type: ignore[assignment]
+            sel.unregister(conn)
+            try:
+                conn.sendall(conn.recv(64))
+            except OSError:
+                pass
+            conn.close()
+    for key in list(sel.get_map().values()):
+        if key.fileobj is not sock:
+            key.fileobj.close()  # type: ignore[union-attr]
+    sel.close()
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
@@ -433,7 +451,7 @@ def test_syncookies_answer_a_syn_flood_while_real_clients_connect(hosts, family)
     b.run("ip", "-6" if v6 else "-4", "route", "add", "default", "via", a_ip)
     server = b.socket(family, socket.SOCK_STREAM)
     server.bind((b_ip, 6009))
-    server.listen(8)
+    server.listen(4096)
     stop = threading.Event()
     threads = [threading.Thread(target=_echo_server, args=(server, stop), daemon=True)]
 
@@ -537,3 +555,40 @@ def test_rest_actions_persist_blocks_and_allows_across_a_restart(hosts, tmp_path
         assert d.client.get("/monitors/g").json()["dropped"]["blocklist"] == 3
         assert d.client.delete("/monitors/g").status_code == 204
     sink.close()
+
+
+def test_option_list_update_leaves_runtime_entries(hosts):
+    """An entry both in an option list and made with block()/allow() stays when the option list drops it."""
+    a, b = hosts
+    quiet(a, b)
+    frame = _frame("203.0.113.9")
+    with monitors.open("ddos", interface="eth0", netns=b.netns, pps=0, syn_pps=0,
+                       block=[{"cidr": "203.0.113.0/24"}], allow=["198.51.100.0/24"]) as m:
+        prog = m.objects[0].programs["ddos_xdp"]
+        m.block("203.0.113.0/24", seconds=600)
+        m.allow("198.51.100.0/24")
+        m.update(block=[], allow=[])
+        assert prog.test_run(frame).retval == 1  # XDP_DROP: the block() stays
+        assert [x["source"] for x in m.snapshot()["allowed"]["rules"]] == ["198.51.100.0/24"]
+        assert m.runtime_state()["block"][0]["cidr"] == "203.0.113.0/24"
+
+
+def test_syncookies_sysctl_is_shared_by_the_guards_of_a_namespace(hosts):
+    """The first guard with syncookies in a namespace sets tcp_syncookies=2, the last one to close puts
+    back what the first found."""
+    from pynetmon.monitors.ddos import _SYNCOOKIES
+
+    _, b = hosts
+
+    def value() -> str:
+        with b.enter(), open("/proc/sys/net/ipv4/tcp_syncookies") as f:
+            return f.read().strip()
+
+    before = value()
+    _SYNCOOKIES.acquire(b.netns)
+    _SYNCOOKIES.acquire(b.netns)
+    assert value() == "2"
+    _SYNCOOKIES.release(b.netns)
+    assert value() == "2"
+    _SYNCOOKIES.release(b.netns)
+    assert value() == before
