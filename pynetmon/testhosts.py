@@ -337,3 +337,68 @@ class FrameRelay:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RouterHosts:
+    """`n` hosts around one router namespace: host i (`hosts[i]`, interface eth0) sits on its own /30 with
+    a default route through the router, whose end of that link is `h{i}`. The router forwards IPv4.
+    The place for a middle box that several hosts reach through different links (a load balancer with
+    clients on one side and backends on others).
+
+    >>> with RouterHosts(3) as r:
+    ...     client, server1, server2 = r.hosts
+    ...     client.run("ping", "-c1", server2.ip)
+    """
+
+    __test__ = False
+
+    def __init__(self, n: int, prefix: str = "pnm", mtu: int = 1500):
+        if not 2 <= n <= 64:
+            raise ValueError(f"a router with 2 to 64 hosts, not {n}")
+        tag = f"{prefix}{os.getpid() % 100000}r{next(_counter)}"
+        self.router = f"{tag}r"
+        self.names = [f"{tag}h{i}" for i in range(n)]
+        net = random.randrange(0, (1 << 15) // 64) * 64  # n adjacent /30s inside 198.18.0.0/15
+        self._created: list[str] = []
+        self.hosts: list[Host] = []
+        self.gateways: list[str] = []
+        try:
+            for name in (self.router, *self.names):
+                _ip("netns", "add", name)
+                self._created.append(name)
+                _ip("-n", name, "link", "set", "lo", "up")
+            for i, name in enumerate(self.names):
+                base = (198 << 24) | (18 << 16) | ((net + i) << 2)
+                gw, ip = (socket.inet_ntoa((base + k).to_bytes(4, "big")) for k in (1, 2))
+                v1, v2 = f"{tag}a{i}"[:15], f"{tag}b{i}"[:15]
+                _ip("link", "add", v1, "mtu", str(mtu), "type", "veth", "peer", "name", v2, "mtu", str(mtu))
+                _ip("link", "set", v1, "netns", self.router)
+                _ip("-n", self.router, "link", "set", v1, "name", f"h{i}")
+                _ip("link", "set", v2, "netns", name)
+                _ip("-n", name, "link", "set", v2, "name", "eth0")
+                _ip("-n", self.router, "addr", "add", f"{gw}/30", "dev", f"h{i}")
+                _ip("-n", name, "addr", "add", f"{ip}/30", "dev", "eth0")
+                _ip("-n", self.router, "link", "set", f"h{i}", "up")
+                _ip("-n", name, "link", "set", "eth0", "up")
+                mac = _ip("-n", name, "-br", "link", "show", "eth0").stdout.split()[2]
+                self.hosts.append(Host(name, "eth0", ip, mac))
+                self.gateways.append(gw)
+            for i, host in enumerate(self.hosts):
+                _wait_operational(host.netns)
+                _ip("-n", host.netns, "route", "add", "default", "via", self.gateways[i])
+            subprocess.run(["ip", "netns", "exec", self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                           check=True, capture_output=True)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for name in reversed(self._created):
+            _ip("netns", "del", name, check=False)
+        self._created.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
