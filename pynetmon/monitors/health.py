@@ -118,7 +118,10 @@ def _icmp(check: Check, netns: str | None) -> None:
             if left <= 0:
                 raise TimeoutError("no echo reply")
             s.settimeout(left)
-            data, (src, _) = s.recvfrom(2048)
+            try:
+                data, (src, _) = s.recvfrom(2048)
+            except TimeoutError:
+                raise TimeoutError("no echo reply") from None
             ihl = (data[0] & 0x0F) * 4
             if src != check.address or len(data) < ihl + 8:
                 continue
