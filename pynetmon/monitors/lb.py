@@ -105,7 +105,8 @@ class ServiceOptions(MonitorOptions):
 
 
 class LbOptions(MonitorOptions):
-    services: list[ServiceOptions] = Field(min_length=1, max_length=256)
+    services: list[ServiceOptions] = Field([], max_length=256, description="virtual services (none: every packet "
+                                           "passes untouched until a PUT adds some)")
     table_size: int = Field(4099, ge=7, le=65537, description="slots of each service's Maglev table (a prime; "
                             "at least 100 per backend keeps shares within about 1%)")
     max_services: int = Field(16, ge=1, le=256, description="services the kernel tables hold")

@@ -214,8 +214,9 @@ def test_bad_options_are_named():
         "options.table_size", "options.services", "options.services[0].backends[1]",
         "options.services[0].backends[2].address", "options.services[1]", "options.services[1].health.timeout"}
     with pytest.raises(ConfigError) as err:
-        monitors.create("lb", "eth0", None, {"services": []})
+        monitors.create("lb", "eth0", None, {"services": {"vip": "192.0.2.1"}})
     assert dict(err.value.problems).keys() == {"options.services"}
+    assert monitors.create("lb", "eth0").options.services == []  # none yet: a PUT adds them
 
 
 def test_failed_update_leaves_the_tables_in_force(net, monkeypatch):
