@@ -12,8 +12,12 @@ refused before anything changes, because it could not be restored exactly.
 """
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import logging
+import socket
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Self
@@ -238,3 +242,28 @@ class IfbDevice:
         from pyroute2 import IPRoute
         with _netns.enter(self.netns), IPRoute() as ipr:
             ipr.link("del", ifname=self.name)
+
+
+_SIOCETHTOOL = 0x8946
+_ETHTOOL_GSET = 1
+_ETHTOOL_CMD = struct.Struct("=IIIHBBBBBBIIHBBI8x")  # struct ethtool_cmd (44 bytes)
+FALLBACK_LINK_RATE = 10_000_000_000
+
+
+def link_speed_bps(ifname: str, netns: str | None) -> int | None:
+    """The interface's speed as its driver reports it (ETHTOOL_GSET, what `ethtool IF` shows), in bits/s;
+    None when it reports none (ifb, a link that is down) or refuses."""
+    buf = array.array("B", _ETHTOOL_CMD.pack(_ETHTOOL_GSET, *([0] * 15)))
+    addr, _ = buf.buffer_info()
+    ifreq = struct.pack("16sP", ifname.encode()[:15], addr)
+    with _netns.enter(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        fcntl.ioctl(s.fileno(), _SIOCETHTOOL, ifreq)
+    except OSError:
+        return None
+    finally:
+        s.close()
+    fields = _ETHTOOL_CMD.unpack(buf.tobytes())
+    mbps = fields[3] | fields[12] << 16
+    return None if mbps in (0, 0xFFFF, 0xFFFFFFFF) else mbps * 1_000_000

@@ -38,7 +38,7 @@ from ..maps import Map
 from ..object import BPFObject
 from .base import CliFlag, Monitor, MonitorOptions
 from .ddos import Cidr, parse_cidr
-from .htb import HtbTree, IfbDevice, burst_bytes, classid
+from .htb import FALLBACK_LINK_RATE, HtbTree, IfbDevice, burst_bytes, classid, link_speed_bps
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,10 @@ class QosOptions(MonitorOptions):
                                                     "or what arrives")
     classes: list[QosClass] = Field([], max_length=MAX_NAMED, description="first match wins (live)")
     default: ClassSettings = Field(ClassSettings(), description="the class of everything else (live)")
-    link_rate: Bits = Field(10_000_000_000, description="shape: the HTB root's rate in bits/s, which the "
-                            "classes share; unlimited classes get it")
-    max_flows: int = Field(65_536, ge=16, le=1 << 22, description="flows the per-flow bucket table holds (LRU)")
+    link_rate: Bits | None = Field(None, description="shape: the HTB root's rate in bits/s, which the classes "
+                                   "share and unlimited classes get (null: the interface's speed as its driver "
+                                   "reports it, else 10 Gbit/s)")
+    max_flows: int = Field(65_536, ge=16, le=1 << 20, description="flows the per-flow bucket table holds (LRU)")
 
 
 def _rate_limit(options: dict[str, Any], values: list[str]) -> None:
@@ -183,8 +184,10 @@ def _rate_limit(options: dict[str, Any], values: list[str]) -> None:
                             "rate": int(mbps * 1_000_000)})
 
 
-def _problems(opts: QosOptions) -> list[tuple[str, str]]:
-    """What the model alone cannot check, with JSON paths."""
+def _problems(opts: QosOptions, link_rate: int | None = None) -> list[tuple[str, str]]:
+    """What the model alone cannot check, with JSON paths; rates against the link's only once it is known
+    (`link_rate`, or the option)."""
+    link_rate = opts.link_rate or link_rate
     problems = []
     names: dict[str, int] = {}
     for i, c in enumerate(opts.classes):
@@ -200,14 +203,13 @@ def _problems(opts: QosOptions) -> list[tuple[str, str]]:
     for path, cs in settings:
         if opts.mode == "police" and cs.ceil is not None:
             problems.append((f"{path}.ceil", "applies to mode=shape only (a bucket has no ceiling)"))
-        if opts.mode == "shape":
-            rate, ceil = cs.rate or opts.link_rate, cs.ceil or cs.rate or opts.link_rate
-            if cs.rate and cs.rate > opts.link_rate:
-                problems.append((f"{path}.rate", f"above link_rate ({opts.link_rate})"))
-            elif ceil < rate:
-                problems.append((f"{path}.ceil", f"below rate ({rate})"))
-            elif ceil > opts.link_rate:
-                problems.append((f"{path}.ceil", f"above link_rate ({opts.link_rate})"))
+        if opts.mode == "shape" and cs.rate and cs.ceil and cs.ceil < cs.rate:
+            problems.append((f"{path}.ceil", f"below rate ({cs.rate})"))
+        elif opts.mode == "shape" and link_rate:
+            if cs.rate and cs.rate > link_rate:
+                problems.append((f"{path}.rate", f"above the link's rate ({link_rate})"))
+            elif cs.ceil and cs.ceil > link_rate:
+                problems.append((f"{path}.ceil", f"above the link's rate ({link_rate})"))
         if cs.flow_burst is not None and cs.flow_rate is None:
             problems.append((f"{path}.flow_burst", "needs flow_rate"))
         if opts.mode == "police" and cs.burst is not None and cs.rate is None:
@@ -375,6 +377,10 @@ class QosMonitor(Monitor):
 
     def _start(self) -> None:
         opts: QosOptions = self.options  # type: ignore[assignment]
+        self._link_rate = opts.link_rate or link_speed_bps(self.interface or "", self.netns) or FALLBACK_LINK_RATE
+        problems = _problems(opts, self._link_rate)
+        if problems:  # a class faster than the link's reported speed
+            raise ConfigError(problems)
         obj = self._own(BPFObject.from_package("monitors/qos"))
         obj.maps["qos_flows"].set_max_entries(opts.max_flows)
         self._htb: HtbTree | None = None
@@ -394,7 +400,7 @@ class QosMonitor(Monitor):
         self._active = 0
         self._history: deque[tuple[float, dict[int, int]]] = deque([(time.monotonic(), {})], maxlen=64)
         if opts.mode == "shape":
-            self._htb = HtbTree(shaped, self.netns, opts.link_rate, LEAF_MINOR + DEFAULT_SLOT)
+            self._htb = HtbTree(shaped, self.netns, self._link_rate, LEAF_MINOR + DEFAULT_SLOT)
         self._apply(opts)  # rules and HTB classes in place before the first packet is classified
         self._keep(attach_tc(obj.programs["qos_tc"], self.interface or "", opts.direction, netns=self.netns))
 
@@ -413,8 +419,8 @@ class QosMonitor(Monitor):
 
     # -- applying classes ----------------------------------------------------------------------------
     def _htb_settings(self, c: ClassSettings, opts: QosOptions) -> dict[str, int]:
-        rate = c.rate or opts.link_rate
-        ceil = c.ceil or c.rate or opts.link_rate
+        rate = c.rate or self._link_rate
+        ceil = c.ceil or c.rate or self._link_rate
         return {"rate": rate, "ceil": ceil, "burst": c.burst or burst_bytes(rate), "priority": c.priority}
 
     def _apply(self, new: QosOptions) -> None:
@@ -467,6 +473,9 @@ class QosMonitor(Monitor):
             old: QosOptions = self.options  # type: ignore[assignment]
             super().update(**options)
             try:
+                problems = _problems(self.options, self._link_rate)  # type: ignore[arg-type]
+                if problems:
+                    raise ConfigError(problems)
                 self._apply(self.options)  # type: ignore[arg-type]
             except BaseException:
                 self.options = old
@@ -523,6 +532,7 @@ class QosMonitor(Monitor):
                           "overlimits": q["overlimits"]} if q else None,
             })
         return {"mode": opts.mode, "direction": opts.direction, "classes": classes,
+                "link_rate_bps": self._link_rate if opts.mode == "shape" else None,
                 "non_ip": counters[CTR_NON_IP], "flow_table_full": counters[CTR_FLOW_FULL],
                 "mark_failed": counters[CTR_MARK_FAILED], "self": self.self_cost()}
 

@@ -616,3 +616,24 @@ def test_kernel_classifies_as_the_reference(hosts):
             assert moved == [classify(m.options, packet)], (classes, packet)
 
         check()
+
+
+def test_link_rate_is_the_interface_speed(hosts):
+    """Unset, link_rate is what the driver reports (veth: 10 Gbit/s): a class above it is refused by path
+    at start (nothing changed) and in an update (the old classes stay); set, it is the HTB root's rate."""
+    a, _ = hosts
+    quiet(a)
+    fast = [{"name": "fast", "match": [{}], "rate": 20_000_000_000}]
+    with pytest.raises(ConfigError) as err:
+        monitors.open("qos", interface="eth0", netns=a.netns, classes=fast)
+    assert dict(err.value.problems) == {"options.classes[0].rate": "above the link's rate (10000000000)"}
+    assert _root(a) == "qdisc noqueue 0: root" and not tc_programs("eth0", "egress", netns=a.netns)
+    with monitors.open("qos", interface="eth0", netns=a.netns) as m:
+        assert m.snapshot()["link_rate_bps"] == 10_000_000_000
+        assert "rate 10Gbit ceil 10Gbit" in a.run("tc", "class", "show", "dev", "eth0").stdout
+        with pytest.raises(ConfigError, match=r"options.classes\[0\].rate"):
+            m.update(classes=fast)
+        assert m.options.classes == []
+    with monitors.open("qos", interface="eth0", netns=a.netns, link_rate=1_000_000_000) as m:
+        assert "root rate 1Gbit ceil 1Gbit" in a.run("tc", "class", "show", "dev", "eth0").stdout
+        assert m.snapshot()["link_rate_bps"] == 1_000_000_000
