@@ -146,6 +146,14 @@ static __always_inline int port_protected(__u16 port, __u64 now, struct ddos_por
 	return 0;
 }
 
+/* The port is protected now (read only: for segments that are not SYNs). */
+static __always_inline int port_under_protection(__u16 port, __u64 now)
+{
+	struct ddos_port *p = bpf_map_lookup_elem(&ddos_ports, &port);
+
+	return p && now < p->protected_until_ns;
+}
+
 static __always_inline void port_dropped(__u16 port)
 {
 	struct ddos_port *p = bpf_map_lookup_elem(&ddos_ports, &port);
@@ -235,6 +243,12 @@ int ddos_xdp(struct xdp_md *ctx)
 	key[1] &= mask[1];
 	key4 = key[1] >> 32;	/* bytes 12..15: the IPv4 address, in memory order */
 	syn = pkt.key.proto == IPPROTO_TCP && (pkt.tcp_flags & 0x12) == 0x02;	/* SYN without ACK */
+	if (ddos_syncookies && !syn && pkt.key.proto == IPPROTO_TCP && port_under_protection(pkt.key.dport, now) &&
+	    !pnm_ack_ok(ctx, v4, pkt.l3_offset)) {
+		pnm_count(&ddos_counters, DDOS_CTR_BAD_COOKIE_ACKS, 1);
+		port_dropped(pkt.key.dport);
+		return drop(DDOS_CTR_DROP_SYN);
+	}
 	guarded = syn && ddos_port_syn_pps && port_protected(pkt.key.dport, now, &port);
 	/* one call site per map, so the verifier can inline each lookup */
 	if (v4)

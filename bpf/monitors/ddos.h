@@ -91,6 +91,8 @@ struct ddos_event {
 #define DDOS_CTR_LOST_EVENTS 8	/* events the full ring could not take */
 #define DDOS_CTR_SYNCOOKIES 9	/* SYNs answered with an XDP SYN cookie (XDP_TX) */
 #define DDOS_CTR_SYN_TO_KERNEL 10	/* SYNs to a protected port passed to the listener (also in PASSED) */
-#define DDOS_NR_CTR 11
+#define DDOS_CTR_BAD_COOKIE_ACKS 11	/* ACKs for the listener of a protected port without a valid cookie
+					 * (also in DROP_SYN) */
+#define DDOS_NR_CTR 12
 
 #endif

@@ -12,7 +12,13 @@
  * which (with tcp_syncookies=2) answers them with a cookie too.
  *
  * The checksums of the SYN are not verified: on veth a frame from the peer's stack still has a partial
- * checksum. A corrupted SYN only earns a cookie for a tuple nobody will complete. */
+ * checksum. A corrupted SYN only earns a cookie for a tuple nobody will complete.
+ *
+ * ACKs to a protected port (pnm_ack_ok): a segment of a connection the host has a socket for passes; one
+ * that only the listener would see must carry a valid cookie (bpf_tcp_raw_check_syncookie_ipv4/6), else it
+ * is dropped here instead of costing the listener a cookie check and a RST — an ACK flood ends in XDP.
+ * The socket lookup (bpf_skc_lookup_tcp) stands in for the selftest's conntrack lookup: no netfilter
+ * is needed. */
 #ifndef PYNETMON_MONITORS_SYNCOOKIE_BPF_H
 #define PYNETMON_MONITORS_SYNCOOKIE_BPF_H
 
@@ -234,6 +240,69 @@ static __always_inline int pnm_synack6(struct xdp_md *ctx)
 	sum = bpf_csum_diff(0, 0, (__be32 *)&ph, sizeof(ph), (__wsum)sum);
 	th->check = pnm_csum_fold(sum);
 	return PNM_SC_SENT;
+}
+
+/* 1 when a non-SYN TCP segment to a protected port may pass, 0 when it is an ACK for the listener that
+ * carries no valid cookie. Segments it cannot judge (VLAN, IPv4 options, IPv6 extension headers, RST,
+ * FIN, no ACK) pass. */
+static __always_inline int pnm_ack_ok(struct xdp_md *ctx, int v4, __u16 l3_offset)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	struct tcphdr *th;
+	__u32 state;
+	__u8 flags;
+
+	if (l3_offset != ETH_HLEN)
+		return 1;
+	if (v4) {
+		struct iphdr *iph = data + ETH_HLEN;
+
+		if ((void *)(iph + 1) > data_end || iph->ihl != 5)
+			return 1;
+		th = (void *)(iph + 1);
+		if ((void *)(th + 1) > data_end)
+			return 1;
+		flags = ((__u8 *)th)[13];
+		if ((flags & 0x17) != 0x10)	/* ACK without SYN, RST or FIN */
+			return 1;
+		tuple.ipv4.saddr = iph->saddr;
+		tuple.ipv4.daddr = iph->daddr;
+		tuple.ipv4.sport = th->source;
+		tuple.ipv4.dport = th->dest;
+		sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 1;	/* nobody listens: the stack answers with a RST */
+		state = sk->state;
+		bpf_sk_release(sk);
+		if (state != BPF_TCP_LISTEN)
+			return 1;	/* a connection (or request) of its own */
+		return bpf_tcp_raw_check_syncookie_ipv4(iph, th) == 0;
+	} else {
+		struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_TCP)
+			return 1;
+		th = (void *)(ip6 + 1);
+		if ((void *)(th + 1) > data_end)
+			return 1;
+		flags = ((__u8 *)th)[13];
+		if ((flags & 0x17) != 0x10)
+			return 1;
+		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
+		tuple.ipv6.sport = th->source;
+		tuple.ipv6.dport = th->dest;
+		sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
+		if (!sk)
+			return 1;
+		state = sk->state;
+		bpf_sk_release(sk);
+		if (state != BPF_TCP_LISTEN)
+			return 1;
+		return bpf_tcp_raw_check_syncookie_ipv6(ip6, th) == 0;
+	}
 }
 
 /* Answer the SYN in ctx (l3_offset: where its IP header starts). */

@@ -51,8 +51,8 @@ _LISTS = struct.Struct("=II")  # struct ddos_lists: allow block
 _V4_MAPPED = bytes(10) + b"\xff\xff"
 REASONS = {1: "rate", 2: "syn", 3: "blocklist"}  # DDOS_REASON_*
 CTR_PASSED, CTR_DROP_RATE, CTR_DROP_SYN, CTR_DROP_BLOCKLIST, CTR_ALLOWED, CTR_BLOCK_EVENTS, CTR_NON_IP, \
-    CTR_PROTECT_EVENTS, CTR_LOST_EVENTS, CTR_SYNCOOKIES, CTR_SYN_TO_KERNEL = range(11)
-NR_CTR = 11
+    CTR_PROTECT_EVENTS, CTR_LOST_EVENTS, CTR_SYNCOOKIES, CTR_SYN_TO_KERNEL, CTR_BAD_COOKIE_ACKS = range(12)
+NR_CTR = 12
 SYNCOOKIES_SYSCTL = "/proc/sys/net/ipv4/tcp_syncookies"  # per network namespace; IPv6 listeners use it too
 XDP_MODE = {"native": "native", "generic": "skb"}
 
@@ -471,7 +471,9 @@ class DdosMonitor(Monitor):
                                    "protected": raw in self._protected} for raw, (_, packets) in allowed]},
             "non_ip": counters[CTR_NON_IP],
             # syncookies: SYN-ACKs with an XDP SYN cookie sent; SYNs to protected ports left to the listener
-            "syncookies": {"sent": counters[CTR_SYNCOOKIES], "to_kernel": counters[CTR_SYN_TO_KERNEL]},
+            # bad_acks: ACKs for a protected port's listener without a valid cookie, dropped (also in "syn")
+            "syncookies": {"sent": counters[CTR_SYNCOOKIES], "to_kernel": counters[CTR_SYN_TO_KERNEL],
+                           "bad_acks": counters[CTR_BAD_COOKIE_ACKS]},
             "sources": len(sources),
             # ports that were ever switched into SYN protection (port_syn_pps), busiest first
             "syn_ports": sorted(({"port": int.from_bytes(pkeys[i * 2:i * 2 + 2], "big"), "syns": row[3],

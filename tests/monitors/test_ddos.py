@@ -592,3 +592,51 @@ def test_syncookies_sysctl_is_shared_by_the_guards_of_a_namespace(hosts):
     assert value() == "2"
     _SYNCOOKIES.release(b.netns)
     assert value() == before
+
+
+def _tcp_frame(src: str, dst: str, sport: int, dport: int, flags: int, seq: int, ack: int) -> bytes:
+    """An IPv4 TCP segment without options or payload (60 bytes with padding)."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0x4000, 64, 6, 0, socket.inet_aton(src), socket.inet_aton(dst))
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0)
+    return b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip + tcp + bytes(6)
+
+
+def test_syncookies_drop_acks_the_listener_would_refuse(hosts):
+    """While a port is protected, an ACK that only its listener would see must carry a valid cookie: a bogus
+    one is dropped in XDP (counted), the ACK answering the guard's own SYN-ACK passes, and a segment of an
+    established connection passes (the socket lookup finds it). BPF_PROG_TEST_RUN in b's namespace, as if
+    the frames arrived on b's eth0."""
+    a, b = hosts
+    quiet(a, b)
+    server = b.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind((b.ip, 6012))
+    server.listen(16)
+    with monitors.open("ddos", interface="eth0", netns=b.netns, pps=0, syn_pps=0, port_syn_pps=1,
+                       syncookies=True) as m:
+        client = a.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.settimeout(5)
+        client.connect((b.ip, 6012))  # before the port is protected
+        cport = client.getsockname()[1]
+        prog = m.objects[0].programs["ddos_xdp"]
+        with b.enter():
+            ifindex = socket.if_nametoindex("eth0")
+
+            def run(frame: bytes):
+                return prog.test_run(frame, ctx=struct.pack("6I", 0, len(frame), 0, ifindex, 0, 0))
+
+            syn = _tcp_frame("203.0.113.9", b.ip, 4444, 6012, 0x02, 1000, 0)
+            # the client's SYN took the port's bucket of 1: this one protects the port and goes on to the
+            # listener (the first SYN of a protected port each second does)
+            assert run(syn).retval == 2
+            synack = run(syn)
+            assert synack.retval == 3  # XDP_TX
+            cookie = struct.unpack_from("!I", synack.data, 14 + 20 + 4)[0]
+            good = run(_tcp_frame("203.0.113.9", b.ip, 4444, 6012, 0x10, 1001, (cookie + 1) & 0xFFFFFFFF))
+            bogus = run(_tcp_frame("203.0.113.9", b.ip, 4445, 6012, 0x10, 5000, 123456))
+            established = run(_tcp_frame(a.ip, b.ip, cport, 6012, 0x10, 1, 1))
+        snap = m.snapshot()
+        client.close()
+    server.close()
+    assert (good.retval, bogus.retval, established.retval) == (2, 1, 2)  # XDP_PASS, XDP_DROP, XDP_PASS
+    assert snap["syncookies"] == {"sent": 1, "to_kernel": 1, "bad_acks": 1}
+    assert snap["dropped"]["syn"] == 1 and snap["syn_ports"][0]["dropped"] == 1
