@@ -40,6 +40,7 @@ setup(
         "uvicorn>=0.29",
         "rich>=13",
         "typing_extensions>=4.6",
+        "PyYAML>=6",  # `pynetmon serve --config` (YAML or JSON)
     ],
     # NumPy arrays, DataFrames, plots and the Recorder's frames (pynetmon.frames, pynetmon.plot).
     extras_require={"data": ["numpy>=1.24", "pandas>=2.0", "matplotlib>=3.7"]},

@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="require the token for GET /metrics too")
     parser.add_argument("--state-file", metavar="PATH",
                         help="keep cubes (configs and attachments) in this JSON file and restore them at start")
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML or JSON file declaring the monitors, Dynmon configs and captures this node runs, "
+                             "per interface name or pattern, with ${VAR} from the environment; re-applied as a diff "
+                             "on SIGHUP and when its content changes (docs/deploy.md, Declarative configuration)")
+    parser.add_argument("--config-poll", type=float, default=2.0, metavar="SECONDS",
+                        help="how often the config file is looked at for changes (default 2)")
     parser.add_argument("--netns", metavar="NAME",
                         help="attach to interfaces of this network namespace (from /run/netns)")
     parser.add_argument("--capture-dir", default="/tmp/pynetmon", metavar="DIR",
@@ -93,12 +99,16 @@ def run(args: argparse.Namespace) -> int:
         # Read once before listening: a broken file is then a one-line error naming --state-file, not a
         # traceback from the ASGI server's start-up.
         state_file.load(Path(args.state_file))
+    if args.config:
+        _check_config(Path(args.config))
     config = ServiceConfig(host=host, port=port,
                            token=read_token_file(args.token_file) if args.token_file else None,
                            protect_metrics=args.protect_metrics, max_body=args.max_body,
                            netns=args.netns, state_file=Path(args.state_file) if args.state_file else None,
                            capture_dir=Path(args.capture_dir),
-                           limits=Limits(**{f.name: getattr(args, f"limit_{f.name}") for f in fields(Limits)}))
+                           limits=Limits(**{f.name: getattr(args, f"limit_{f.name}") for f in fields(Limits)}),
+                           config_file=Path(args.config).absolute() if args.config else None,
+                           config_poll=args.config_poll)
     code = serve(config)
     # Every cube is detached and every capture file flushed. Worker threads still inside a request (a
     # compile, a capture stream's read) would hold the exit for seconds while Python joins them: the
@@ -107,6 +117,18 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _check_config(path: Path) -> None:
+    """Read and check the config file once before listening: a broken file is a one-line error naming
+    --config and each problem's JSON path. (Reloads later keep the running set on a broken file.)"""
+    from ..errors import ConfigError, Error
+    from ..service import declared
+
+    try:
+        declared.load(path)
+    except ConfigError as exc:
+        raise Error(f"--config {str(path)!r}: {exc}") from None
 
 
 def _check_capture_dir(path: Path) -> None:

@@ -1,8 +1,10 @@
 """The ASGI application: route table + guards + lifecycle (restore at start, detach everything at stop)."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from .guards import BearerAuth, BodyLimit
 from .link_watch import LinkWatcher
 from .probes import Readiness
 from .problems import error_body
+from .reconciler import Reconciler
 from .registry import Registry
 from .routes import endpoints
 from .routing import CubePaths, NormalizePath, reserved_segments
@@ -36,6 +39,7 @@ class ServiceState:
     started: float = field(default_factory=time.time)
     restore_problems: list[str] = field(default_factory=list)
     readiness: Readiness = field(default_factory=Readiness)
+    reconciler: Reconciler | None = None  # with `--config`: applies and re-applies the file
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -47,9 +51,29 @@ def allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _on_link(state: ServiceState):
+    """Link events go to the cubes (detach, re-attach) and then to the config's patterns."""
+    def on_event(ifname: str, present: bool) -> None:
+        state.registry.interface_changed(ifname, present)
+        if state.reconciler is not None:
+            state.reconciler.link_event(ifname, present)
+    return on_event
+
+
+def _on_sweep(state: ServiceState):
+    def on_sweep() -> None:
+        state.registry.sweep()
+        if state.reconciler is not None:
+            state.reconciler.sweep()
+    return on_sweep
+
+
 def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
     """The daemon's ASGI app. `restore=False` ignores the state file (it is still written)."""
     state = ServiceState(config, Registry(config.netns, config.state_file, config.capture_dir, config.limits))
+    if config.config_file is not None:
+        state.reconciler = Reconciler(state.registry, config.config_file, poll_interval=config.config_poll)
+        state.readiness.reconciler = state.reconciler
     table = endpoints()
     document = openapi.build(table, token=config.token is not None)
 
@@ -74,10 +98,24 @@ def create_app(config: ServiceConfig, *, restore: bool = True) -> Starlette:
             if saved:
                 log.info("restoring %d cube(s) from %s", len(saved), config.state_file)
                 state.restore_problems = operations.restore(state.registry, saved)
-        watcher = LinkWatcher(config.netns, state.registry.interface_changed, state.registry.sweep).start()
+        reconciler = state.reconciler
+        if reconciler is not None:
+            # After the state file: REST-made cubes keep their names; a config entry that wants one fails.
+            reconciler.reload("start")
+        watcher = LinkWatcher(config.netns, _on_link(state), _on_sweep(state)).start()
+        if reconciler is not None:
+            reconciler.start()
+            try:
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reconciler.request_reload, "SIGHUP")
+            except (ValueError, RuntimeError):  # not the main thread (an app run by a test client)
+                log.warning("SIGHUP does not reload %s here (not the main thread)", config.config_file)
         state.readiness.restored.set()
         yield
         state.stopping.set()
+        if reconciler is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            reconciler.stop()
         watcher.stop()
         log.info("shutting down: detaching %d cube(s)", len(state.registry.cubes()))
         state.registry.close_all()

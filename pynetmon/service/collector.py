@@ -21,6 +21,7 @@ from .registry import Registry
 if TYPE_CHECKING:
     from .dynmon_cube import DynmonCube
     from .monitor_cube import MonitorCube
+    from .reconciler import Reconciler
 
 log = logging.getLogger("pynetmon.service")
 
@@ -37,8 +38,9 @@ class Scrape:
 class DaemonCollector:
     """Collects from every cube of `registry` at each scrape."""
 
-    def __init__(self, registry: Registry):
+    def __init__(self, registry: Registry, reconciler: Reconciler | None = None):
         self.registry = registry
+        self.reconciler = reconciler  # with `--config`: the reload metrics
 
     def scrape(self) -> Scrape:
         """Read every monitor once (each monitor's families come from `Dynmon.families`, unchanged)."""
@@ -60,7 +62,8 @@ class DaemonCollector:
                                 cube.service, cube.name, family.name, family.type, group[0].type)
                     continue
                 group.append(family)
-        out.daemon = [up, self._attached(), *self._captures()]
+        out.daemon = [up, self._attached(), *self._captures(),
+                      *(self.reconciler.families() if self.reconciler is not None else ())]
         return out
 
     def _attached(self) -> Metric:

@@ -82,7 +82,8 @@ class ServiceConfig:
     `protect_metrics` also requires it for `GET /metrics`; `netns` is the network namespace whose
     interfaces `attach` refers to (None: the daemon's own); `state_file` keeps configs and attachments
     across restarts (None: nothing is kept); packet captures write their files inside `capture_dir`;
-    `limits` bounds every resource the daemon uses.
+    `limits` bounds every resource the daemon uses; `config_file` declares the cubes this node runs
+    (re-applied on SIGHUP and when its content changes, looked at every `config_poll` seconds).
     """
 
     host: str = DEFAULT_HOST
@@ -94,6 +95,8 @@ class ServiceConfig:
     state_file: Path | None = None
     capture_dir: Path = Path("/tmp/pynetmon")
     limits: Limits = field(default_factory=Limits)
+    config_file: Path | None = None
+    config_poll: float = 2.0
 
     def __post_init__(self):
         problems = self.limits.problems()
@@ -109,6 +112,8 @@ class ServiceConfig:
             problems.append(("--token-file", "the token is shorter than 16 characters"))
         if self.protect_metrics and self.token is None:
             problems.append(("--protect-metrics", "needs --token-file"))
+        if not 0.1 <= self.config_poll <= 3600:
+            problems.append(("--config-poll", f"{self.config_poll} is not in 0.1..3600 seconds"))
         if problems:
             raise ConfigError(problems)
 

@@ -40,6 +40,10 @@ class Cube:
         self.alias: str | None = None   # the name it was attached by, if Polycube's `cube:port` (ports.py)
         self._ifindex = 0               # the index `port` had when attached (a re-created link has another)
         self.lock = threading.RLock()
+        # The config file that declares this cube and its entry there (`pynetmon serve --config`); None for
+        # cubes made through the REST API. Declared cubes change only with the file (registry.check_owner).
+        self.owner: str | None = None
+        self.entry: str | None = None
         # Kernel memory this cube's objects may use; the registry replaces it with one carrying the
         # daemon's per-monitor limit. Everything a cube loads must be loaded inside `with self.memory:`.
         self.memory = limits.MemoryAccount(f"{self.service} {name!r}")
@@ -66,7 +70,7 @@ class Cube:
         """The cube as Polycube shows it (`GET /polycube/v1/{service}/{name}`), plus its `status`."""
         return {"name": self.name, "uuid": self.uuid, "service-name": self.service, "type": self.type_name(),
                 "loglevel": "INFO", "parent": self.alias or self.wanted or "", "shadow": False, "span": False,
-                "status": self.status}
+                "status": self.status, **({"declared-in": f"{self.owner} ({self.entry})"} if self.owner else {})}
 
     def snapshot(self) -> dict[str, Any]:
         """What the state file keeps to rebuild this cube (the interface even while it is missing)."""

@@ -44,9 +44,10 @@ def check_dataplane_config(config: Any, path_prefix: str) -> None:
         raise err from None
 
 
-def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
+def create_dynmon(registry: Registry, name: str, body: Any, *, owner: tuple[str, str] | None = None) -> DynmonCube:
     """A new dynmon cube from a Polycube `dynmon` body; with a dataplane-config, it is loaded first,
-    and a config that fails to load leaves no cube behind."""
+    and a config that fails to load leaves no cube behind. `owner`: (config file, entry) of a declared
+    cube (see Registry.create)."""
     model = validate(DynmonBody, body if body is not None else {})
     config = model.dataplane_config
     if config is not None:
@@ -62,35 +63,37 @@ def create_dynmon(registry: Registry, name: str, body: Any) -> DynmonCube:
             raise
         return cube
 
-    return cast(DynmonCube, registry.create(name, build, "dynmon"))
+    return cast(DynmonCube, registry.create(name, build, "dynmon", owner))
 
 
 def set_dataplane_config(registry: Registry, name: str, config: Any) -> None:
     """Replace a dynmon cube's dataplane; the running one stays on any error."""
-    cube = registry.get(name, "dynmon")
+    cube = registry.get_mutable(name, "dynmon")
     check_dataplane_config(config, "")
     cube.set_config(config, path_prefix="")
     registry.save()
 
 
-def create_capture(registry: Registry, name: str, body: Any, *, restored: bool = False) -> CaptureCube:
+def create_capture(registry: Registry, name: str, body: Any, *, restored: bool = False,
+                   owner: tuple[str, str] | None = None) -> CaptureCube:
     """A new packetcapture cube from a Polycube `packetcapture` body (`restored`: from the state file, so
     its file is continued, not replaced)."""
     from .capture_cube import CaptureCube
     model = validate(PacketCaptureBody, body if body is not None else {})
     return cast(CaptureCube, registry.create(name, lambda: CaptureCube(name, model, registry.netns, registry.capture_dir,
                                                                        registry.limits, restored=restored),
-                                             "packetcapture"))
+                                             "packetcapture", owner))
 
 
 def update_capture(registry: Registry, name: str, body: Any) -> None:
     """Change a capture's settings at run time (only the fields given)."""
-    cube = registry.get(name, "packetcapture")
+    cube = registry.get_mutable(name, "packetcapture")
     cube.update(validate(PacketCaptureBody, body if body is not None else {}))
     registry.save()
 
 
-def create_monitor(registry: Registry, name: str, body: Any, *, restored: bool = False) -> MonitorCube:
+def create_monitor(registry: Registry, name: str, body: Any, *, restored: bool = False,
+                   owner: tuple[str, str] | None = None) -> MonitorCube:
     """A new, started ready monitor (`POST /monitors/{name}`); without `netns` it attaches in the
     daemon's namespace. Bad options are a 400 naming them (`options.top`); nothing is left behind.
     `restored` (from the state file): a missing interface is waited for instead of refused."""
@@ -102,7 +105,7 @@ def create_monitor(registry: Registry, name: str, body: Any, *, restored: bool =
     return cast(MonitorCube, registry.create(
         name, lambda: MonitorCube(name, model.kind, model.interface, netns, model.options, registry.capture_dir,
                                   wait=restored),
-        "monitor"))
+        "monitor", owner))
 
 
 def monitor_action(registry: Registry, name: str, action: str, body: Any) -> Any:
@@ -115,7 +118,7 @@ def monitor_action(registry: Registry, name: str, action: str, body: Any) -> Any
 
 def update_monitor(registry: Registry, name: str, body: Any) -> None:
     """Change a monitor's live options (`PUT /monitors/{name}`)."""
-    cube = registry.get(name, "monitor")
+    cube = registry.get_mutable(name, "monitor")
     cube.update(validate(MonitorUpdateBody, body).options)
     registry.save()
 
@@ -124,7 +127,7 @@ def attach(registry: Registry, body: Any) -> None:
     """Polycube's `attach {cube, port}`: `port` is an interface name in the daemon's namespace, or
     Polycube's `cube:port` form, a bridge's member interface (`br1:veth1`: see ports.py)."""
     model = validate(AttachBody, body)
-    cube = registry.get(model.cube)
+    cube = registry.get_mutable(model.cube)
     interface = resolve_port(model.port, registry.netns)
     with _placement(registry, model, interface):
         cube.attach(interface, alias=model.port if interface != model.port else None)
@@ -159,7 +162,7 @@ def _placement(registry: Registry, model: AttachBody, interface: str) -> Abstrac
 
 def detach(registry: Registry, body: Any) -> None:
     model = validate(AttachBody, body)
-    cube = registry.get(model.cube)
+    cube = registry.get_mutable(model.cube)
     # Detaching needs no check that the bridge still holds the port (it may be gone with it).
     names = candidates(model.port)
     cube.detach(cube.wanted if cube.wanted in names else split_port(model.port)[1])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..doctor import OK, Check, check_load
 from ..monitors import available
@@ -28,6 +29,7 @@ class Readiness:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _bpf: Check | None = None
     _bpf_at: float = 0.0
+    reconciler: Any = None  # with `--config`: ready once the file has been applied
 
     def bpf(self) -> Check:
         """The cached verdict of loading and running the packaged counter program (doctor's check)."""
@@ -47,6 +49,11 @@ class Readiness:
             {"name": "not stopping", "ok": not stopping,
              "detail": "shutting down: detaching everything" if stopping else "serving"},
         ]
+        if self.reconciler is not None:
+            applied = self.reconciler.last_success > 0
+            out.append({"name": "config applied", "ok": applied,
+                        "detail": f"{self.reconciler.path} applied" if applied else
+                        f"{self.reconciler.path} was never applied (GET /config says why)"})
         bpf = self.bpf()
         out.append({"name": "BPF usable", "ok": bpf.verdict == OK, "detail": bpf.detail})
         return out

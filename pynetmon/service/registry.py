@@ -92,15 +92,19 @@ class Registry:
         return iter(self.cubes())
 
     # -- changes -----------------------------------------------------------------------------
-    def create(self, name: str, build: Callable[[], Cube], service: str | None = None) -> Cube:
+    def create(self, name: str, build: Callable[[], Cube], service: str | None = None,
+               owner: tuple[str, str] | None = None) -> Cube:
         """Register the cube `build()` returns under `name`; 409 if the name is taken, 507 when the
         number of cubes of its kind (`service`, checked again on the built cube) is at its limit.
-        Whatever `build()` loads is charged to the cube's own kernel-memory account."""
+        Whatever `build()` loads is charged to the cube's own kernel-memory account. `owner`: (config
+        file, entry) of a declared cube (`pynetmon serve --config`), which REST requests cannot change."""
         check_name(name)
         with self._lock:
             if name in self._cubes:
                 existing = self._cubes[name]
                 what = "being created" if isinstance(existing, _Reserved) else f"a {existing.service} cube"
+                if not isinstance(existing, _Reserved) and existing.owner:
+                    what += f" declared in the config file {existing.owner} ({existing.entry})"
                 raise ApiError(409, f"there is already a cube named {name!r} ({what})",
                                [("name", "already exists")])
             if service is not None:
@@ -124,6 +128,8 @@ class Registry:
                 raise from_exception(exc) from exc
             raise
         cube.memory = account
+        if owner is not None:
+            cube.owner, cube.entry = owner
         with self._lock:
             self._cubes[name] = cube
         log.info("created %s %r", cube.service, name)
@@ -141,8 +147,25 @@ class Registry:
             raise ResourceLimitError(kind, f"{service} {name!r}", count + 1, limit, f"--max-{kind}",
                                      detail=f"{count} {kind} exist", unit=kind)
 
-    def delete(self, name: str, service: str | None = None) -> None:
-        cube = self.get(name, service)
+    def check_owner(self, cube: Cube, owner: str | None = None) -> Cube:
+        """`cube` if `owner` may change it: a declared cube only by its config file (the reload), a REST
+        cube only through REST (owner None); ApiError(409) naming the config file otherwise."""
+        if cube.owner != owner:
+            if cube.owner is None:
+                raise ApiError(409, f"{cube.service} {cube.name!r} was made through the REST API; the config "
+                                    "file does not change it", [("name", "made through the REST API")])
+            raise ApiError(409, f"{cube.service} {cube.name!r} is declared in the config file {cube.owner} "
+                                f"({cube.entry}); change it there (the daemon re-applies the file when it "
+                                "changes)", [("name", f"declared in {cube.owner}")])
+        return cube
+
+    def get_mutable(self, name: str, service: str | None = None) -> Any:
+        """The cube, for a REST request that changes it: 404 when missing, 409 when a config file owns it."""
+        return self.check_owner(self.get(name, service))
+
+    def delete(self, name: str, service: str | None = None, owner: str | None = None) -> None:
+        """Detach and free the cube; only its owner (None: the REST API) may (409 otherwise)."""
+        cube = self.check_owner(self.get(name, service), owner)
         with self._lock:
             if self._cubes.get(name) is cube:
                 del self._cubes[name]
@@ -182,6 +205,8 @@ class Registry:
         with self._save_lock:
             snapshot = []
             for cube in sorted(self.cubes(), key=lambda c: c.name):
+                if cube.owner is not None:
+                    continue  # declared in a config file: that file brings it back, not the state file
                 with cube.lock:
                     snapshot.append({"service": cube.service, "name": cube.name, **cube.snapshot()})
             names = {entry["name"] for entry in snapshot}

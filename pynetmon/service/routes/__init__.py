@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from ..routing import Endpoint
-from . import capture, cubes, dynmon, metrics, monitors, probes
+from . import capture, config, cubes, dynmon, metrics, monitors, probes
 
-TABLES = [cubes.table, dynmon.table, capture.table, monitors.table, metrics.table, probes.table]
+TABLES = [cubes.table, dynmon.table, capture.table, monitors.table, config.table, metrics.table, probes.table]
 
 
 def endpoints() -> list[Endpoint]:

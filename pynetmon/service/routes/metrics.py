@@ -29,5 +29,5 @@ def _exposition_of(registry) -> MetricsExposition:
            media_type="text/plain", answer=str)
 def metrics(call: Call) -> Response:
     exposition = _exposition_of(call.registry)
-    body, content_type = exposition.response(DaemonCollector(call.registry), call.request.headers.get("accept", ""))
+    body, content_type = exposition.response(DaemonCollector(call.registry, call.state.reconciler), call.request.headers.get("accept", ""))
     return Response(body, media_type=content_type)
