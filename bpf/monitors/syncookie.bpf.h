@@ -71,9 +71,10 @@ static __always_inline __u16 pnm_csum_fold(__s64 sum)
 	return (__u16)~s;
 }
 
-/* The cookie of a SYN (low 32 bits; the MSS it encodes in the next 16), or < 0. The helper wants the TCP
- * header's exact length as a size the verifier can bound, hence one call per possible doff. */
-static __always_inline __s64 pnm_cookie4(struct iphdr *iph, struct tcphdr *th, void *data_end)
+/* The cookie of a SYN (low 32 bits; the MSS it encodes in the next 16), or < 0; l3 is its IPv4 or IPv6
+ * header. The helper wants the TCP header's exact length as a size the verifier can bound, hence one call
+ * per possible doff. */
+static __always_inline __s64 pnm_cookie(void *l3, struct tcphdr *th, void *data_end, int v4)
 {
 	__u32 doff = th->doff;
 	__s64 v = -1;
@@ -84,24 +85,8 @@ static __always_inline __s64 pnm_cookie4(struct iphdr *iph, struct tcphdr *th, v
 		if (doff == i) {
 			if ((void *)th + i * 4 > data_end)
 				return -1;
-			v = bpf_tcp_raw_gen_syncookie_ipv4(iph, th, i * 4);
-		}
-	}
-	return v;
-}
-
-static __always_inline __s64 pnm_cookie6(struct ipv6hdr *ip6, struct tcphdr *th, void *data_end)
-{
-	__u32 doff = th->doff;
-	__s64 v = -1;
-	int i;
-
-#pragma unroll
-	for (i = 5; i <= 15; i++) {
-		if (doff == i) {
-			if ((void *)th + i * 4 > data_end)
-				return -1;
-			v = bpf_tcp_raw_gen_syncookie_ipv6(ip6, th, i * 4);
+			v = v4 ? bpf_tcp_raw_gen_syncookie_ipv4(l3, th, i * 4) :
+				 bpf_tcp_raw_gen_syncookie_ipv6(l3, th, i * 4);
 		}
 	}
 	return v;
@@ -155,7 +140,7 @@ static __always_inline int pnm_synack4(struct xdp_md *ctx)
 	th = (void *)(iph + 1);
 	if ((void *)(th + 1) > data_end)
 		return PNM_SC_UNANSWERABLE;
-	cookie = pnm_cookie4(iph, th, data_end);
+	cookie = pnm_cookie(iph, th, data_end, 1);
 	if (cookie < 0)
 		return PNM_SC_UNANSWERABLE;
 	saddr = iph->saddr;
@@ -210,7 +195,7 @@ static __always_inline int pnm_synack6(struct xdp_md *ctx)
 	th = (void *)(ip6 + 1);
 	if ((void *)(th + 1) > data_end)
 		return PNM_SC_UNANSWERABLE;
-	cookie = pnm_cookie6(ip6, th, data_end);
+	cookie = pnm_cookie(ip6, th, data_end, 0);
 	if (cookie < 0)
 		return PNM_SC_UNANSWERABLE;
 	__builtin_memcpy(ph.saddr, &ip6->daddr, 16);	/* the SYN-ACK's source: the SYN's destination */
@@ -248,61 +233,51 @@ static __always_inline int pnm_synack6(struct xdp_md *ctx)
 static __always_inline int pnm_ack_ok(struct xdp_md *ctx, int v4, __u16 l3_offset)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	void *l3 = data + ETH_HLEN;
 	struct bpf_sock_tuple tuple = {};
 	struct bpf_sock *sk;
 	struct tcphdr *th;
-	__u32 state;
-	__u8 flags;
+	__u32 state, tuple_len;
 
 	if (l3_offset != ETH_HLEN)
 		return 1;
 	if (v4) {
-		struct iphdr *iph = data + ETH_HLEN;
+		struct iphdr *iph = l3;
 
 		if ((void *)(iph + 1) > data_end || iph->ihl != 5)
 			return 1;
 		th = (void *)(iph + 1);
 		if ((void *)(th + 1) > data_end)
 			return 1;
-		flags = ((__u8 *)th)[13];
-		if ((flags & 0x17) != 0x10)	/* ACK without SYN, RST or FIN */
-			return 1;
 		tuple.ipv4.saddr = iph->saddr;
 		tuple.ipv4.daddr = iph->daddr;
 		tuple.ipv4.sport = th->source;
 		tuple.ipv4.dport = th->dest;
-		sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv4), BPF_F_CURRENT_NETNS, 0);
-		if (!sk)
-			return 1;	/* nobody listens: the stack answers with a RST */
-		state = sk->state;
-		bpf_sk_release(sk);
-		if (state != BPF_TCP_LISTEN)
-			return 1;	/* a connection (or request) of its own */
-		return bpf_tcp_raw_check_syncookie_ipv4(iph, th) == 0;
+		tuple_len = sizeof(tuple.ipv4);
 	} else {
-		struct ipv6hdr *ip6 = data + ETH_HLEN;
+		struct ipv6hdr *ip6 = l3;
 
 		if ((void *)(ip6 + 1) > data_end || ip6->nexthdr != IPPROTO_TCP)
 			return 1;
 		th = (void *)(ip6 + 1);
 		if ((void *)(th + 1) > data_end)
 			return 1;
-		flags = ((__u8 *)th)[13];
-		if ((flags & 0x17) != 0x10)
-			return 1;
 		__builtin_memcpy(tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(tuple.ipv6.daddr, &ip6->daddr, 16);
 		tuple.ipv6.sport = th->source;
 		tuple.ipv6.dport = th->dest;
-		sk = bpf_skc_lookup_tcp(ctx, &tuple, sizeof(tuple.ipv6), BPF_F_CURRENT_NETNS, 0);
-		if (!sk)
-			return 1;
-		state = sk->state;
-		bpf_sk_release(sk);
-		if (state != BPF_TCP_LISTEN)
-			return 1;
-		return bpf_tcp_raw_check_syncookie_ipv6(ip6, th) == 0;
+		tuple_len = sizeof(tuple.ipv6);
 	}
+	if ((((__u8 *)th)[13] & 0x17) != 0x10)	/* ACK without SYN, RST or FIN */
+		return 1;
+	sk = bpf_skc_lookup_tcp(ctx, &tuple, tuple_len, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 1;	/* nobody listens: the stack answers with a RST */
+	state = sk->state;
+	bpf_sk_release(sk);
+	if (state != BPF_TCP_LISTEN)
+		return 1;	/* a connection (or request) of its own */
+	return (v4 ? bpf_tcp_raw_check_syncookie_ipv4(l3, th) : bpf_tcp_raw_check_syncookie_ipv6(l3, th)) == 0;
 }
 
 /* Answer the SYN in ctx (l3_offset: where its IP header starts). */
