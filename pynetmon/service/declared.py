@@ -19,11 +19,13 @@ pattern (`*`, `?`, `[...]`) matches the interfaces that exist in the daemon's na
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,10 +149,10 @@ class _Loader(yaml.SafeLoader):
             event = self.peek_event()
             raise yaml.MarkedYAMLError("while composing", None, "aliases (*name) are not supported",
                                        event.start_mark)
-        node = super().compose_node(parent, index)
-        if getattr(node, "anchor", None) is not None:
-            raise yaml.MarkedYAMLError("while composing", None, "anchors (&name) are not supported", node.start_mark)
-        return node
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:
+            raise yaml.MarkedYAMLError("while composing", None, "anchors (&name) are not supported", event.start_mark)
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node, deep=False):
         seen: set[Any] = set()
@@ -164,14 +166,23 @@ class _Loader(yaml.SafeLoader):
 
 
 def read_bounded(path: Path, what: str) -> bytes:
-    """The bytes of `path` (a regular file of at most MAX_FILE_BYTES); ConfigError naming `what`."""
+    """The bytes of `path` (a regular file of at most MAX_FILE_BYTES); ConfigError naming `what`.
+    Opened without blocking: a FIFO or device planted at the path is refused, not waited on."""
     try:
-        with open(path, "rb") as f:
-            if not os.path.isfile(f"/proc/self/fd/{f.fileno()}"):
-                raise ConfigError([(what, f"{str(path)!r} is not a regular file")])
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.EISDIR:
+            raise ConfigError([(what, f"{str(path)!r} is not a regular file")]) from None
+        raise ConfigError([(what, f"cannot read {str(path)!r}: {exc.strerror}")]) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError([(what, f"{str(path)!r} is not a regular file")])
+        with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError([(what, f"cannot read {str(path)!r}: {exc.strerror}")]) from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError([(what, f"{str(path)!r} is larger than {MAX_FILE_BYTES >> 20} MiB")])
     return data

@@ -1,7 +1,7 @@
 """deploy/kubernetes/: every manifest valid against the Kubernetes API schemas (kubernetes-validate ships
 them: no cluster, no network), the pieces agree with each other (selectors, port names, the ConfigMap),
 the DaemonSet grants exactly what the daemon needs, its probes are open endpoints of the real app, and
-the ConfigMap's seed state is restored by a real daemon."""
+the ConfigMap's declarative config is applied by a real daemon."""
 from __future__ import annotations
 
 import json
@@ -110,22 +110,35 @@ def test_service_and_servicemonitor_select_the_daemon_pods():
     assert int(annotations["prometheus.io/port"]) in container_ports.values()
 
 
-def test_seed_configmap_is_restored_by_a_real_daemon(hosts, tmp_path):
-    """The ConfigMap's state.json, as the init container copies it, brings its monitors up on eth0."""
+def test_configmap_config_is_applied_by_a_real_daemon(hosts, tmp_path):
+    """The ConfigMap's config.yaml, mounted where the DaemonSet's --config points, brings its monitors up
+    on the interfaces its patterns match (eth0 of the test host; lo matches none), with the environment
+    the DaemonSet gives (NODE_NAME)."""
     _, b = hosts
     configmap = _one("ConfigMap")
     pod = _one("DaemonSet")["spec"]["template"]["spec"]
-    assert {"name": "seed", "configMap": {"name": configmap["metadata"]["name"]}} in pod["volumes"]
-    state = tmp_path / "state.json"
-    state.write_text(configmap["data"]["state.json"])
-    wanted = {c["name"]: c["kind"] for c in json.loads(state.read_text())["cubes"]}
-    d = Daemon("--netns", b.netns, "--state-file", str(state), log_path=tmp_path / "serve.log")
+    assert {"name": "config", "configMap": {"name": configmap["metadata"]["name"]}} in pod["volumes"]
+    args = _container()["args"]
+    config_path = Path(args[args.index("--config") + 1])
+    mounts = {m["name"]: m for m in _container()["volumeMounts"]}
+    assert config_path.parent == Path(mounts["config"]["mountPath"]) and "subPath" not in mounts["config"]
+    assert config_path.name in configmap["data"]
+    config = tmp_path / config_path.name
+    config.write_text(configmap["data"][config_path.name])
+    declared = yaml.safe_load(config.read_text())
+    wanted = {}
+    for name, entry in declared["monitors"].items():
+        wanted[f"{name}.eth0" if entry.get("interfaces") else name] = entry["kind"]
+    env = {e["name"]: "node-a" for e in _container()["env"] if "valueFrom" in e}
+    d = Daemon("--netns", b.netns, "--config", str(config), "--state-file", str(tmp_path / "state.json"),
+               log_path=tmp_path / "serve.log", env=env)
     try:
         running = {m["name"]: m["kind"] for m in d.client.get("/monitors").json()}
         assert running == wanted, d.log()
         for name in wanted:
             assert d.client.get(f"/monitors/{name}").status_code == 200, d.log()
-        assert "cannot restore" not in d.log()
+        status = d.client.get("/config").json()
+        assert status["last-reload"]["success"] is True, status
         assert d.client.get("/readyz").status_code == 200
     finally:
         assert d.stop() == 0, d.log()
