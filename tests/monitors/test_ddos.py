@@ -427,13 +427,14 @@ def _echo_server(sock: socket.socket, stop: threading.Event) -> None:
     sel.close()
 
 
-@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
-def test_syncookies_answer_a_syn_flood_while_real_clients_connect(hosts, family):
+@pytest.mark.parametrize(("family", "mode"), [(socket.AF_INET, "native"), (socket.AF_INET6, "native"),
+                                            (socket.AF_INET, "generic")])
+def test_syncookies_answer_a_syn_flood_while_real_clients_connect(hosts, family, mode):
     """syncookies=true: a SYN flood (real SYNs from the flooder's kernel) switches the port into protection;
     its SYNs are answered in XDP with the kernel's SYN cookies, and 20 real clients, connecting during the
     flood, all complete and exchange data — most of them through an XDP cookie (the XDP SYN-ACK offers no
     timestamps, the listener's own does). tcp_syncookies is 2 while the guard runs, as before afterwards.
-    IPv4 and IPv6."""
+    IPv4 and IPv6, native XDP; IPv4 in generic XDP."""
     a, b = hosts
     v6 = family == socket.AF_INET6
     quiet(a, b, ipv6=v6)
@@ -475,7 +476,7 @@ def test_syncookies_answer_a_syn_flood_while_real_clients_connect(hosts, family)
             stack = contextlib.ExitStack()
             stack.enter_context(attach_xdp(pass_all.programs["pass_all"], "eth0", "native", netns=a.netns))
         with stack, monitors.open("ddos", interface="eth0", netns=b.netns, pps=0, syn_pps=0, port_syn_pps=50,
-                                  syncookies=True) as m:
+                                  syncookies=True, mode=mode) as m:
             assert syncookies_sysctl() == "2"
             for t in threads:
                 t.start()
