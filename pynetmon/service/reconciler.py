@@ -148,32 +148,61 @@ class Reconciler:
         removed = [n for n in current if n not in desired]
         created: list[str] = []
         replaced: list[str] = []
+        updated: list[str] = []
+        doing: Desired | None = None
         try:
             for name in added:
-                self._create(desired[name])
+                doing = desired[name]
+                self._create(doing)
                 created.append(name)
             for name in changed:
+                doing = desired[name]
+                if self._update_live(current[name], doing):
+                    updated.append(name)
+                    continue
                 self._delete(name)
                 replaced.append(name)
-                self._create(desired[name])
+                self._create(doing)
         except Exception as exc:
-            problems = self._problems(exc, self._failing(desired, added, changed, created, replaced))
-            self._undo(created, replaced, current)
+            assert doing is not None
+            problems = self._problems(exc, doing)
+            self._undo(created, replaced, [(desired[n], current[n]) for n in updated], current)
             raise ApplyError(problems) from exc
         for name in removed:
             self._delete(name)
         self.applied = dict(desired)
-        return {"added": added, "replaced": changed, "removed": removed}
+        return {"added": added, "updated": updated, "replaced": replaced, "removed": removed}
 
-    def _failing(self, desired: dict[str, Desired], added: list[str], changed: list[str], created: list[str],
-                 replaced: list[str]) -> Desired:
-        if len(created) < len(added):
-            return desired[added[len(created)]]
-        return desired[replaced[-1]]
+    def _update_live(self, old: Desired, new: Desired) -> bool:
+        """A monitor whose only changes are options it can change while running (`live_options`: flows'
+        `top`, ...) is updated in place and keeps its counters. False when it has to be replaced."""
+        if old.service != "monitor" or new.service != "monitor":
+            return False
+        if {k: v for k, v in new.body.items() if k != "options"} != {k: v for k, v in old.body.items() if k != "options"}:
+            return False
+        from ..monitors import registry as kinds
+        cls = kinds.get(new.body["kind"])
+        before, after = dict(old.body.get("options", {})), dict(new.body.get("options", {}))
+        changes = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        if not changes <= cls.live_options:
+            return False
+        cube = self.registry.get(new.name, "monitor")
+        if cube.status != "attached" and new.interface is not None:
+            return False  # waiting for its interface: nothing runs to update
+        defaults = cls.Options.model_fields
+        cube.update({k: after[k] if k in after else defaults[k].default for k in changes})
+        return True
 
-    def _undo(self, created: list[str], replaced: list[str], previous: dict[str, Desired]) -> None:
+    def _undo(self, created: list[str], replaced: list[str], updated: list[tuple[Desired, Desired]],
+              previous: dict[str, Desired]) -> None:
         for name in reversed(created):
             self._delete(name)
+        for new, old in reversed(updated):
+            try:
+                self._update_live(new, old)
+            except Exception as exc:  # noqa: BLE001 - logged; the monitor runs with the new options
+                log.error("config %s: cannot restore the options of monitor %r after a failed reload: %s",
+                          self.path, old.name, exc)
         for name in reversed(replaced):
             self._delete(name)
             try:

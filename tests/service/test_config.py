@@ -113,7 +113,8 @@ def test_reload_by_diff_keeps_unchanged_monitors_and_their_counters(hosts, tmp_p
     a, b = hosts
     dataplane = counter_config()
     config1 = {"monitors": {"keep": {"kind": "flows", "interfaces": ["eth0"]},
-                            "gone": {"kind": "flows", "interfaces": ["eth0"], "options": {"aggregate": ["dport"]}}},
+                            "gone": {"kind": "flows", "interfaces": ["eth0"], "options": {"aggregate": ["dport"]}},
+                            "swap": {"kind": "flows", "interfaces": ["eth0"], "options": {"aggregate": ["dport"]}}},
                "dynmon": {"udp": {"interfaces": ["${TEST_IFACE}"], "dataplane-config": dataplane}}}
     cm = ConfigMapDir(tmp_path / "cm", {"config.yaml": _yaml(config1), "udp.json": json.dumps(dataplane)})
     d = _start(b, cm.path(), env={"TEST_IFACE": "eth0"}, tmp_path=tmp_path)
@@ -121,35 +122,41 @@ def test_reload_by_diff_keeps_unchanged_monitors_and_their_counters(hosts, tmp_p
         status = d.client.get("/config").json()
         assert status["last-reload"]["success"] is True, status
         assert status["file"] == str(cm.path().absolute())
-        assert sorted(c["name"] for c in status["cubes"]) == ["gone.eth0", "keep.eth0", "udp.eth0"]
+        assert sorted(c["name"] for c in status["cubes"]) == ["gone.eth0", "keep.eth0", "swap.eth0", "udp.eth0"]
         assert all(c["status"] == "attached" for c in status["cubes"]), status
         before = set(tc_programs("eth0", "ingress", netns=b.netns))
-        assert len(before) == 3
+        assert len(before) == 4
         assert a.send_udp(b.ip, UDP_PORT, 10) == 10
         _settle()
         assert _flow_packets(d, "keep.eth0") == 10
         assert _udp_counter(d, "udp.eth0") == 10
         assert _metric(d, "pynetmon_config_last_reload_success") == 1
 
-        # The ConfigMap changes: `gone` removed, `new` added, `udp` now read from its file (same dataplane:
-        # the same cube), `keep` untouched.
-        config2 = {"monitors": {"keep": config1["monitors"]["keep"],
+        # The ConfigMap changes: `gone` removed, `new` added, `swap` changed (an option fixed at start: a new
+        # monitor), `keep` given a live option (`top`: updated in place), `udp` now read from its file (the
+        # same dataplane: the same cube).
+        config2 = {"monitors": {"keep": {**config1["monitors"]["keep"], "options": {"top": 20}},
+                                "swap": {"kind": "flows", "interfaces": ["eth0"], "options": {"aggregate": ["proto"]}},
                                 "new": {"kind": "flows", "interfaces": ["eth0"], "options": {"aggregate": ["src"]}}},
                    "dynmon": {"udp": {"interfaces": ["eth0"], "dataplane-config-file": "udp.json"}}}
         cm.update({"config.yaml": _yaml(config2), "udp.json": json.dumps(dataplane)})
         status = _reloaded(d, 1)
         assert status["last-reload"]["success"] is True, status
         assert status["last-reload"]["trigger"] == "file change"
-        assert status["last-reload"]["changes"] == {"added": ["new.eth0"], "replaced": [], "removed": ["gone.eth0"]}
+        assert status["last-reload"]["changes"] == {"added": ["new.eth0"], "updated": ["keep.eth0"],
+                                                    "replaced": ["swap.eth0"], "removed": ["gone.eth0"]}
         after = set(tc_programs("eth0", "ingress", netns=b.netns))
-        assert len(after) == 3 and len(before & after) == 2, (before, after)  # keep and udp: the same programs
-        assert sorted(m["name"] for m in d.client.get("/monitors").json()) == ["keep.eth0", "new.eth0"]
+        assert len(after) == 4 and len(before & after) == 2, (before, after)  # keep and udp: the same programs
+        assert sorted(m["name"] for m in d.client.get("/monitors").json()) == ["keep.eth0", "new.eth0", "swap.eth0"]
+        assert d.client.get("/monitors/keep.eth0").json()["monitor"]["options"]["top"] == 20
         assert d.client.get("/monitors/gone.eth0").status_code == 404
 
         assert a.send_udp(b.ip, UDP_PORT, 5) == 5
         _settle()
         assert _flow_packets(d, "keep.eth0") == 15   # no reset
         assert _udp_counter(d, "udp.eth0") == 15     # no reset
+        assert sum(f["packets"] for f in d.client.get("/monitors/swap.eth0").json()["flows"]
+                   if f["direction"] == "ingress" and f["proto"] == "udp") == 5  # a new monitor since the reload
         assert sum(f["packets"] for f in d.client.get("/monitors/new.eth0").json()["flows"]
                    if f["direction"] == "ingress" and f["src"] == a.ip) == 5
         assert _metric(d, "pynetmon_config_reloads_total") == 2
@@ -206,7 +213,7 @@ def test_a_broken_config_leaves_the_running_set_untouched(hosts, tmp_path):
         cm.update({"config.yaml": _yaml(good)})
         status = _reloaded(d, 1 + len(broken))
         assert status["last-reload"]["success"] is True, status
-        assert status["last-reload"]["changes"] == {"added": [], "replaced": [], "removed": []}
+        assert status["last-reload"]["changes"] == {"added": [], "updated": [], "replaced": [], "removed": []}
         assert _metric(d, "pynetmon_config_last_reload_success") == 1
         assert _metric(d, "pynetmon_config_last_reload_success_timestamp_seconds") == status["last-reload"]["time"]
         assert _flow_packets(d, "keep.eth0") == 10
@@ -339,3 +346,25 @@ def test_a_broken_config_at_start_is_refused_naming_it(tmp_path):
     assert proc.returncode == 1
     assert f"--config {str(path)!r}: monitors.x.interfaces[0]: unknown environment variable PYNETMON_TEST_UNSET" \
         in proc.stderr, proc.stderr
+
+
+def test_a_config_that_fails_to_apply_at_start_keeps_the_daemon_unready(hosts, tmp_path):
+    """It validates, it cannot be applied (code that does not compile): the daemon serves, says why in
+    GET /config and is not ready until a config has been applied."""
+    _, b = hosts
+    path = tmp_path / "config.yaml"
+    path.write_text(_yaml({"dynmon": {"bad": {"interfaces": ["eth0"], "dataplane-config": broken_config()}}}))
+    d = _start(b, path, tmp_path=tmp_path)
+    try:
+        status = d.client.get("/config").json()
+        assert status["last-reload"]["success"] is False and status["applied-sha256"] is None, status
+        assert status["last-reload"]["trigger"] == "start"
+        ready = d.client.get("/readyz")
+        assert ready.status_code == 503
+        assert [c["name"] for c in ready.json()["checks"] if not c["ok"]] == ["config applied"], ready.json()
+        assert tc_programs("eth0", "ingress", netns=b.netns) == []
+        path.write_text(_yaml({"monitors": {"t": {"kind": "flows", "interfaces": ["eth0"]}}}))
+        assert _reloaded(d, 1)["last-reload"]["success"] is True
+        assert d.client.get("/readyz").status_code == 200
+    finally:
+        assert d.stop() == 0, d.log()
