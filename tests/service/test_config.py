@@ -10,15 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from pynetmon.link import tc_programs
 
-from .daemon import Daemon
+from .daemon import Daemon, wait_until
 from .dataplanes import UDP_PORT, broken_config, counter_config
 
 
@@ -59,23 +57,12 @@ def _yaml(doc: dict) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
 def _reloaded(d: Daemon, after: int) -> dict:
     """The /config status once more than `after` reloads happened."""
     def check():
         status = d.client.get("/config").json()
         return status if status["reloads"] > after else None
-    return wait_until(check, f"reload number {after + 1}\n{d.log()}")
+    return wait_until(check, f"reload number {after + 1}\n{d.log()}", timeout=30)
 
 
 def _settle() -> None:

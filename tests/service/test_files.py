@@ -15,7 +15,7 @@ from pynetmon.errors import ConfigError
 from pynetmon.link import tc_programs
 from pynetmon.service.config import read_token_file
 
-from .daemon import REPO, Daemon
+from .daemon import REPO, Daemon, wait_until
 from .dataplanes import UDP_PORT, counter_config
 
 
@@ -24,16 +24,6 @@ def _tcpdump(path) -> list[str]:
     assert proc.returncode == 0, proc.stderr.decode()
     return proc.stdout.decode().splitlines()
 
-
-def _wait(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_dump_stays_inside_the_capture_dir_and_never_follows_links(bpf, tmp_path):
@@ -108,7 +98,7 @@ def test_restored_cube_waits_for_its_interface(hosts, tmp_path):
         text = d.client.get("/metrics", headers={"Accept": "text/plain"}).text
         assert 'pynetmon_attached{cube="m",interface="late0"} 0.0' in text, text
         b.run("ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1")
-        _wait(lambda: d.client.get("/polycube/v1/dynmon/m").json()["status"] == "attached", "the re-attach")
+        wait_until(lambda: d.client.get("/polycube/v1/dynmon/m").json()["status"] == "attached", "the re-attach")
         assert len(tc_programs("late0", "ingress", netns=b.netns)) == 1
         text = d.client.get("/metrics", headers={"Accept": "text/plain"}).text
         assert 'pynetmon_attached{cube="m",interface="late0"} 1.0' in text

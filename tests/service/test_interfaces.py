@@ -9,16 +9,8 @@ import time
 
 from pynetmon.link import tc_programs
 
-from .daemon import Daemon
+from .daemon import Daemon, wait_until
 from .dataplanes import UDP_PORT, counter_config
-
-
-def _wait(predicate, what: str, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _statuses(c) -> dict[str, str]:
@@ -51,8 +43,8 @@ def test_interface_deleted_and_created_again(hosts, tmp_path):
                                       'pynetmon_attached{cube="m",interface="eth0"}': "1.0"}
 
         hosts.unlink()
-        _wait(lambda: _statuses(c) == {"m": "waiting for interface", "cap": "waiting for interface"},
-              "both cubes to notice")
+        wait_until(lambda: _statuses(c) == {"m": "waiting for interface", "cap": "waiting for interface"},
+                   "both cubes to notice")
         assert c.get("/polycube/v1/dynmon/m").json()["parent"] == "eth0"
         assert set(_attached_gauge(c).values()) == {"0.0"}
         # Changes while the interface is gone: no 500s; a request naming a missing interface is a 404.
@@ -67,7 +59,7 @@ def test_interface_deleted_and_created_again(hosts, tmp_path):
         assert _statuses(c)["other"] == "detached"
 
         hosts.relink()
-        _wait(lambda: set(_statuses(c).values()) == {"attached", "detached"}, "both cubes to attach again")
+        wait_until(lambda: set(_statuses(c).values()) == {"attached", "detached"}, "both cubes to attach again")
         assert len(tc_programs("eth0", "ingress", netns=b.netns)) == 2
         assert a.send_udp(b.ip, UDP_PORT, 7) == 7
         time.sleep(0.2)
@@ -110,10 +102,10 @@ def test_ready_monitor_follows_its_interface(hosts, tmp_path):
         assert r.status_code == 201, r.text
         assert _statuses(c) == {"f1": "attached"}
         hosts.unlink()
-        _wait(lambda: _statuses(c) == {"f1": "waiting for interface"}, "the monitor to notice")
+        wait_until(lambda: _statuses(c) == {"f1": "waiting for interface"}, "the monitor to notice")
         assert _attached_gauge(c) == {'pynetmon_attached{cube="f1",interface="eth0"}': "0.0"}
         hosts.relink()
-        _wait(lambda: _statuses(c) == {"f1": "attached"}, "the monitor to start again")
+        wait_until(lambda: _statuses(c) == {"f1": "attached"}, "the monitor to start again")
         assert len(tc_programs("eth0", "ingress", netns=b.netns)) == 1
         assert c.get("/monitors/f1").json()["monitor"]["interface"] == "eth0"
         assert c.delete("/monitors/f1").status_code == 204
@@ -137,7 +129,7 @@ def test_restored_ready_monitor_waits_for_its_interface(hosts, tmp_path):
         assert [m["interface"] for m in c.get("/monitors").json()] == ["late0"]
         assert _attached_gauge(c) == {'pynetmon_attached{cube="f1",interface="late0"}': "0.0"}
         b.run("ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1")
-        _wait(lambda: _statuses(c) == {"f1": "attached"}, "the monitor to start")
+        wait_until(lambda: _statuses(c) == {"f1": "attached"}, "the monitor to start")
         assert c.get("/monitors/f1").status_code == 200
         assert len(tc_programs("late0", "ingress", netns=b.netns)) == 1
     assert "Traceback" not in (tmp_path / "2.log").read_text()
@@ -152,9 +144,9 @@ def test_ddos_blocks_come_back_with_its_interface(hosts, tmp_path):
         assert c.post("/monitors/g", json={"kind": "ddos", "interface": "eth0"}).status_code == 201
         assert c.post("/monitors/g/block", json={"cidr": "203.0.113.0/24", "seconds": 600}).status_code == 200
         hosts.unlink()
-        _wait(lambda: _statuses(c) == {"g": "waiting for interface"}, "the guard to notice")
+        wait_until(lambda: _statuses(c) == {"g": "waiting for interface"}, "the guard to notice")
         hosts.relink()
-        _wait(lambda: _statuses(c) == {"g": "attached"}, "the guard to start again")
+        wait_until(lambda: _statuses(c) == {"g": "attached"}, "the guard to start again")
         blocked = c.get("/monitors/g").json()["blocked"]
         assert [(x["source"], x["reason"]) for x in blocked] == [("203.0.113.0/24", "blocklist")]
         assert 550 < (blocked[0]["until_ns"] - time.monotonic_ns()) / 1e9 <= 600
