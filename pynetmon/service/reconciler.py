@@ -174,10 +174,32 @@ class Reconciler:
         return {"added": added, "updated": updated, "replaced": replaced, "removed": removed}
 
     def _update_live(self, old: Desired, new: Desired) -> bool:
-        """A monitor whose only changes are options it can change while running (`live_options`: flows'
-        `top`, ...) is updated in place and keeps its counters. False when it has to be replaced."""
-        if old.service != "monitor" or new.service != "monitor":
+        """Change a running cube in place where its service can, keeping what it counted: a ready
+        monitor whose only changes are options it can change while running (`live_options`: flows'
+        `top`, ...); a Dynmon whose dataplane changed (same type and interface: the new one is loaded
+        beside the old, which runs until the swap and stays on error); a capture whose filter, snaplen or
+        direction changed (same file). False when the cube has to be replaced."""
+        if old.service != new.service or old.interface != new.interface:
             return False
+        if new.service == "monitor":
+            return self._update_monitor(old, new)
+        if new.service == "dynmon":
+            if old.body["type"] != new.body["type"]:
+                return False
+            self.registry.get(new.name, "dynmon").set_config(new.body["dataplane-config"])
+            return True
+        live = ("capture", "filter", "snaplen")
+        if {k: v for k, v in new.body.items() if k not in live} != {k: v for k, v in old.body.items() if k not in live}:
+            return False
+        from .models import PacketCaptureBody
+        from .models import validate as validate_body
+        changes = {k: new.body[k] for k in live if k in new.body and new.body.get(k) != old.body.get(k)}
+        if "snaplen" in old.body and "snaplen" not in new.body:
+            return False  # back to the default: a new capture
+        self.registry.get(new.name, "packetcapture").update(validate_body(PacketCaptureBody, changes))
+        return True
+
+    def _update_monitor(self, old: Desired, new: Desired) -> bool:
         if {k: v for k, v in new.body.items() if k != "options"} != {k: v for k, v in old.body.items() if k != "options"}:
             return False
         from ..monitors import registry as kinds
@@ -201,8 +223,8 @@ class Reconciler:
             try:
                 self._update_live(new, old)
             except Exception as exc:  # noqa: BLE001 - logged; the monitor runs with the new options
-                log.error("config %s: cannot restore the options of monitor %r after a failed reload: %s",
-                          self.path, old.name, exc)
+                log.error("config %s: cannot restore %s %r as it was after a failed reload: %s",
+                          self.path, old.service, old.name, exc)
         for name in reversed(replaced):
             self._delete(name)
             try:

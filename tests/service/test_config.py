@@ -355,3 +355,47 @@ def test_a_config_that_fails_to_apply_at_start_keeps_the_daemon_unready(hosts, t
         assert d.client.get("/readyz").status_code == 200
     finally:
         assert d.stop() == 0, d.log()
+
+
+def test_dynmon_and_capture_changes_are_made_in_place(hosts, tmp_path):
+    """A changed dataplane is swapped into the running Dynmon cube (the same cube; a dataplane that
+    fails to load leaves the old one counting); a changed capture filter goes to the running capture,
+    which keeps writing its file."""
+    a, b = hosts
+    captures = tmp_path / "captures"
+    config = {"dynmon": {"udp": {"interfaces": ["eth0"], "dataplane-config": counter_config(UDP_PORT)}},
+              "captures": {"cap": {"interfaces": ["eth0"], "filter": f"udp dst port {UDP_PORT}"}}}
+    path = tmp_path / "config.yaml"
+    path.write_text(_yaml(config))
+    d = _start(b, path, "--capture-dir", str(captures), tmp_path=tmp_path)
+    try:
+        uuids = {n: d.client.get(f"/polycube/v1/cubes/{n}").json()["uuid"] for n in ("udp.eth0", "cap.eth0")}
+        a.send_udp(b.ip, UDP_PORT, 3)
+        _settle()
+        assert _udp_counter(d, "udp.eth0") == 3
+
+        config["dynmon"]["udp"]["dataplane-config"] = counter_config(UDP_PORT + 1)
+        config["captures"]["cap"]["filter"] = f"udp dst port {UDP_PORT + 1}"
+        path.write_text(_yaml(config))
+        status = _reloaded(d, 1)
+        assert status["last-reload"]["changes"] == {"added": [], "updated": ["udp.eth0", "cap.eth0"],
+                                                    "replaced": [], "removed": []}, status
+        assert {n: d.client.get(f"/polycube/v1/cubes/{n}").json()["uuid"] for n in uuids} == uuids
+        a.send_udp(b.ip, UDP_PORT, 2)
+        a.send_udp(b.ip, UDP_PORT + 1, 4)
+        _settle()
+        assert _udp_counter(d, "udp.eth0") == 4  # the new dataplane counts the new port
+        stats = d.client.get("/polycube/v1/packetcapture/cap.eth0").json()["stats"]
+        assert stats["matched"] == 3 + 4, stats  # 3 under the old filter, 4 under the new
+
+        config["dynmon"]["udp"]["dataplane-config"] = broken_config()
+        path.write_text(_yaml(config))
+        status = _reloaded(d, 2)
+        assert status["last-reload"]["success"] is False
+        assert status["last-reload"]["problems"][0]["path"] == "dynmon.udp.dataplane-config.code"
+        a.send_udp(b.ip, UDP_PORT + 1, 5)
+        _settle()
+        assert _udp_counter(d, "udp.eth0") == 9  # the old dataplane never stopped
+        assert d.client.get("/polycube/v1/cubes/udp.eth0").json()["uuid"] == uuids["udp.eth0"]
+    finally:
+        assert d.stop() == 0, d.log()
