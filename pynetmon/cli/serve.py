@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML or JSON file declaring the monitors, Dynmon configs and captures this node runs, "
                              "per interface name or pattern, with ${VAR} from the environment; re-applied as a diff "
                              "on SIGHUP and when its content changes (docs/deploy.md, Declarative configuration)")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check --config FILE, print the cubes it makes on this node's interfaces (as JSON), "
+                             "and exit: 0 when valid, 1 naming every problem (nothing is loaded or attached)")
     parser.add_argument("--config-poll", type=float, default=2.0, metavar="SECONDS",
                         help="how often the config file is looked at for changes (default 2)")
     parser.add_argument("--netns", metavar="NAME",
@@ -99,8 +102,12 @@ def run(args: argparse.Namespace) -> int:
         # Read once before listening: a broken file is then a one-line error naming --state-file, not a
         # traceback from the ASGI server's start-up.
         state_file.load(Path(args.state_file))
+    if args.check_config and not args.config:
+        raise Error("--check-config needs --config FILE")
     if args.config:
-        _check_config(Path(args.config))
+        loaded = _check_config(Path(args.config))
+        if args.check_config:
+            return _print_cubes(loaded, args.netns)
     config = ServiceConfig(host=host, port=port,
                            token=read_token_file(args.token_file) if args.token_file else None,
                            protect_metrics=args.protect_metrics, max_body=args.max_body,
@@ -119,16 +126,34 @@ def run(args: argparse.Namespace) -> int:
     os._exit(code)
 
 
-def _check_config(path: Path) -> None:
+def _check_config(path: Path):
     """Read and check the config file once before listening: a broken file is a one-line error naming
     --config and each problem's JSON path. (Reloads later keep the running set on a broken file.)"""
     from ..errors import ConfigError, Error
     from ..service import declared
 
     try:
-        declared.load(path)
+        return declared.load(path)
     except ConfigError as exc:
         raise Error(f"--config {str(path)!r}: {exc}") from None
+
+
+def _print_cubes(loaded, netns: str | None) -> int:
+    """`--check-config`: the cubes the config makes here, one JSON object a line."""
+    import json
+    import socket
+    import sys
+
+    from .. import netns as _netns
+    from ..service import declared
+
+    with _netns.enter(netns):
+        present = [name for _, name in socket.if_nameindex()]
+    for d in declared.expand(loaded, present).values():
+        print(json.dumps({"name": d.name, "service": d.service, "entry": d.entry, "interface": d.interface,
+                          "present": d.interface is None or d.interface in present}))
+    print(f"{loaded.path}: valid (sha256 {loaded.sha256})", file=sys.stderr)
+    return 0
 
 
 def _check_capture_dir(path: Path) -> None:

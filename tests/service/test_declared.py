@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,23 @@ def test_cube_names_are_valid_and_distinct(entry, one, other):
     a, b = declared.cube_name(entry, one), declared.cube_name(entry, other)
     assert NAME_RE.match(a) and len(a) <= 64
     assert (a == b) == (one == other)
+
+
+def test_check_config_prints_the_cubes_or_every_problem(tmp_path):
+    """`pynetmon serve --config FILE --check-config`, as an operator (or CI) runs it before shipping a file."""
+    good = tmp_path / "good.yaml"
+    good.write_text("monitors:\n  f: {kind: flows, interfaces: [\"l?\", nosuch0]}\n  t: {kind: tcp}\n")
+    run = [sys.executable, "-m", "pynetmon", "serve", "--check-config", "--config"]
+    proc = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    cubes = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert cubes == [
+        {"name": "f.lo", "service": "monitor", "entry": "monitors.f", "interface": "lo", "present": True},
+        {"name": "f.nosuch0", "service": "monitor", "entry": "monitors.f", "interface": "nosuch0", "present": False},
+        {"name": "t", "service": "monitor", "entry": "monitors.t", "interface": None, "present": True}]
+    assert "valid (sha256 " in proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("monitors:\n  f: {kind: flows, interfaces: [eth0], options: {top: -1}}\n  g: {kind: nope}\n")
+    proc = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "monitors.f.options.top:" in proc.stderr and "monitors.g.kind: no monitor kind 'nope'" in proc.stderr
