@@ -163,7 +163,7 @@ int lb_ingress(struct __sk_buff *skb)
 	struct lb_reverse rev = {};
 	struct lb_backend *be;
 	struct pnm_packet pkt;
-	__u32 slot, *id;
+	__u32 slot, *id, seq = 0;
 	int syn, new_conn = 0;
 
 	if (parse(skb, &pkt, &k) < 0) {
@@ -179,6 +179,8 @@ int lb_ingress(struct __sk_buff *skb)
 		return TC_ACT_UNSPEC;
 	}
 	syn = k.proto == IPPROTO_TCP && (pkt.tcp_flags & 0x12) == 0x02;	/* SYN without ACK */
+	if (syn)
+		bpf_skb_load_bytes(skb, pkt.l4_offset + 4, &seq, 4);
 	found = bpf_map_lookup_elem(&lb_conns, &k);
 	if (found)
 		conn = *found;
@@ -197,11 +199,12 @@ int lb_ingress(struct __sk_buff *skb)
 		if (!be)
 			return TC_ACT_SHOT;
 		new_conn = !found || conn.backend_id != *id || conn.backend_addr != be->addr ||
-			   conn.backend_port != be->port;
+			   conn.backend_port != be->port || conn.syn_seq != seq;
 		if (new_conn) {
 			conn.backend_addr = be->addr;
 			conn.backend_port = be->port;
 			conn.backend_id = *id;
+			conn.syn_seq = seq;
 			bpf_map_update_elem(&lb_conns, &k, &conn, BPF_ANY);
 			rk.saddr = conn.backend_addr;
 			rk.daddr = k.saddr;

@@ -51,7 +51,8 @@ struct lb_conn {
 	__u16 backend_port;
 	__u16 pad;
 	__u32 backend_id;
-	__u32 pad2;
+	__u32 syn_seq;		/* sequence number of the SYN that opened it: a SYN with another one is a new
+				 * connection on a reused 5-tuple, one with the same is a retransmission */
 };
 
 /* The reply direction (backend → client) is keyed by the same lb_conn_key layout with the backend as
@@ -66,7 +67,8 @@ struct lb_reverse {
 
 /* Per backend id, per CPU: both directions counted. */
 struct lb_backend_stats {
-	__u64 connections;	/* new connections sent to it (TCP SYN, or the first UDP datagram of a flow) */
+	__u64 connections;	/* new connections sent to it (a TCP SYN that is no retransmission, or the first
+				 * UDP datagram of a flow) */
 	__u64 packets;
 	__u64 bytes;
 };

@@ -46,7 +46,7 @@ _VIP = struct.Struct("=4sHBx")  # struct lb_vip
 _SERVICE = struct.Struct("=II")  # struct lb_service: ring_base flags
 _BACKEND = struct.Struct("=4sHxx")  # struct lb_backend
 _CONN_KEY = struct.Struct("=4s4sHHB3x")  # struct lb_conn_key
-_CONN = struct.Struct("=4sHxxIxxxx")  # struct lb_conn: backend_addr port id
+_CONN = struct.Struct("=4sHxxII")  # struct lb_conn: backend_addr port id syn_seq
 _U32 = struct.Struct("=I")
 F_STICKY, F_EMPTY = 1, 2  # LB_F_*
 COUNTERS = ("forwarded", "replies", "new_connections", "no_backend", "other", "rewrite_failed")  # LB_CTR_*
@@ -322,7 +322,7 @@ class LbMonitor(Monitor):
         removed = 0
         for i in range(n):
             key = bytes(keys[i * _CONN_KEY.size:(i + 1) * _CONN_KEY.size])
-            baddr, bport, bid = _CONN.unpack_from(values, i * self._conns.value_size)
+            baddr, bport, bid, _ = _CONN.unpack_from(values, i * self._conns.value_size)
             if bid != backend_id:
                 continue
             saddr, _, sport, _, proto = _CONN_KEY.unpack(key)
