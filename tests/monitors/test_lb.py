@@ -274,3 +274,61 @@ def test_rest_create_and_put_through_the_service(net):
         assert all('monitor="web"' in line and f'service="{VIP}:80/tcp"' in line for line in up), up
         assert d.client.delete("/monitors/web").status_code == 204
     assert tc_programs("h0", "ingress", netns=net.router) == []
+
+
+def _udp_namer(host, port: int, name: str) -> socket.socket:
+    """A UDP socket on `host` answering every datagram with `name` (in a thread of its own)."""
+    import threading
+    s = host.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+
+    def serve():
+        while True:
+            try:
+                _, peer = s.recvfrom(2048)
+                s.sendto(name.encode(), peer)
+            except OSError:
+                return
+    threading.Thread(target=serve, daemon=True).start()
+    return s
+
+
+def test_udp_service_balances_flows_and_answers_from_the_vip(net):
+    port = net.port + 1
+    servers = [_udp_namer(net.hosts[i], port, f"b{i}") for i in (1, 2, 3)]
+    svc = {"vip": VIP, "port": 53, "proto": "udp", "health": {"type": "none"},
+           "backends": [{"address": net.hosts[i].ip, "port": port} for i in (1, 2, 3)]}
+    got: dict[str, int] = {}
+    with monitors.open("lb", interface="h0", netns=net.router, services=[svc]) as m:
+        for _ in range(60):  # one flow per socket (a new source port)
+            c = net.hosts[0].socket(socket.AF_INET, socket.SOCK_DGRAM)
+            c.settimeout(3)
+            c.sendto(b"q", (VIP, 53))
+            reply, src = c.recvfrom(2048)
+            c.sendto(b"q", (VIP, 53))  # the second datagram of the flow: the same backend
+            again, _ = c.recvfrom(2048)
+            c.close()
+            assert src == (VIP, 53) and again == reply
+            got[reply.decode()] = got.get(reply.decode(), 0) + 1
+        snap = m.snapshot()
+    for s in servers:
+        s.close()
+    assert set(got) == {"b1", "b2", "b3"}, got
+    stats = backends_by_name(net, snap)
+    assert {name: stats[name]["connections"] for name in got} == got  # one connection per flow
+    assert sum(b["packets"] for b in stats.values()) == 60 * 4 and snap["packets"]["rewrite_failed"] == 0
+
+
+def test_cli_runs_the_balancer(net):
+    import json
+
+    from .helpers import finish_json, start_cli, wait_started
+    svc = json.dumps([service(net, (1, 2))])
+    proc = start_cli("monitor", "lb", "-i", "h0", "--netns", net.router, "--duration", "3", "--json",
+                     "--set", f"services={svc}")
+    wait_started(proc)
+    got = spread(net.hosts[0], 20)
+    snap = finish_json(proc)
+    assert set(got) <= {"b1", "b2"} and sum(got.values()) == 20
+    assert sum(b["connections"] for b in snap["services"][0]["backends"]) == 20
+    assert tc_programs("h0", "ingress", netns=net.router) == []
