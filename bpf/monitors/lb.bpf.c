@@ -26,7 +26,7 @@ const volatile __u64 lb_seed = 0;		/* hash seed: the table cannot be aimed at fr
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16);	/* option max_services */
+	__uint(max_entries, 32);	/* 2 * option max_services */
 	__type(key, struct lb_vip);
 	__type(value, struct lb_service);
 } lb_services SEC(".maps");

@@ -20,6 +20,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ class Check:
     fall: int = 3
     path: str = "/"
     expect_status: int = 200
+    window: int = 0  # > 0: keep a score, the share of the last `window` checks that passed
 
 
 @dataclass
@@ -58,6 +60,20 @@ class TargetState:
     last_error: str | None = None
     next_due: float = field(default=0.0)
     running: bool = False
+    recent: deque = field(default_factory=deque)  # results of the last `window` checks (True: passed)
+
+    @property
+    def score(self) -> float:
+        """The share of the last `window` checks that passed (1.0 without a window or a check yet)."""
+        if not self.check.window or not self.recent:
+            return 1.0
+        return sum(self.recent) / len(self.recent)
+
+    def record(self, passed: bool) -> None:
+        if self.check.window:
+            if len(self.recent) >= self.check.window:
+                self.recent.popleft()
+            self.recent.append(passed)
 
 
 def _socket(netns: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:
@@ -148,11 +164,14 @@ def probe(check: Check, netns: str | None = None) -> str | None:
 
 class HealthChecker:
     """Checks targets (any hashable keys) in a thread of its own. `on_change(key, healthy)` is called from
-    that thread when a target crosses `rise` or `fall`; it must not call back into the checker."""
+    that thread when a target crosses `rise` or `fall`, `on_score(key)` when the score of a healthy
+    target with a window changed; neither may call back into the checker."""
 
-    def __init__(self, netns: str | None, on_change: Callable[[Hashable, bool], None]):
+    def __init__(self, netns: str | None, on_change: Callable[[Hashable, bool], None],
+                 on_score: Callable[[Hashable], None] | None = None):
         self.netns = netns
         self.on_change = on_change
+        self.on_score = on_score
         self.targets: dict[Hashable, TargetState] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -188,6 +207,7 @@ class HealthChecker:
             with self._lock:
                 state = states[key]
                 state.healthy, state.streak, state.last_error = error is None, 0, error
+                state.record(error is None)
                 if error is None:
                     state.ok += 1
                 else:
@@ -209,6 +229,10 @@ class HealthChecker:
     def healthy(self, key: Hashable) -> bool:
         state = self.targets.get(key)
         return state is None or state.healthy
+
+    def score(self, key: Hashable) -> float:
+        state = self.targets.get(key)
+        return 1.0 if state is None else state.score
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -234,6 +258,9 @@ class HealthChecker:
         with self._lock:
             state.running = False
             state.last_error = error
+            score = state.score
+            state.record(error is None)
+            rescored = state.score != score
             if error is None:
                 state.ok += 1
             else:
@@ -248,6 +275,12 @@ class HealthChecker:
                     changed = state.healthy
             current = self.targets.get(key) is state
         self._wake.set()
+        if changed is None and rescored and state.healthy and current and self.on_score is not None \
+                and not self._stop.is_set():
+            try:
+                self.on_score(key)
+            except Exception:
+                log.exception("lb: applying the health score of %s:%d failed", state.check.address, state.check.port)
         if changed is not None and current and not self._stop.is_set():
             c = state.check
             log.warning("lb: %s:%d is %s%s", c.address, c.port, "up" if changed else "down",

@@ -84,6 +84,9 @@ class HealthOptions(MonitorOptions):
     port: int | None = Field(None, ge=1, le=65535, description="port to check (default: the backend's)")
     path: HttpPath = Field("/", description="HTTP path of the http check")
     expect_status: int = Field(200, ge=100, le=599, description="HTTP status the http check expects")
+    score_window: int = Field(0, ge=0, le=100, description="0: off; N: while a backend is up, its weight is "
+                              "scaled by the share of its last N checks that passed (a flapping backend gets "
+                              "fewer new connections)")
 
 
 class BackendOptions(MonitorOptions):
@@ -127,7 +130,8 @@ def _backend_key(s: ServiceOptions, b: BackendOptions) -> BackendKey:
 
 def _check(s: ServiceOptions, b: BackendOptions) -> Check:
     h = s.health
-    return Check(h.type, b.address, h.port or b.port, h.interval, h.timeout, h.rise, h.fall, h.path, h.expect_status)
+    return Check(h.type, b.address, h.port or b.port, h.interval, h.timeout, h.rise, h.fall, h.path, h.expect_status,
+                 h.score_window)
 
 
 @register
@@ -174,7 +178,8 @@ class LbMonitor(Monitor):
     def _start(self) -> None:
         opts: LbOptions = self.options  # type: ignore[assignment]
         obj = self._own(BPFObject.from_package("monitors/lb"))
-        obj.maps["lb_services"].set_max_entries(opts.max_services)
+        # twice: an update adds the new services before it deletes the ones they replace
+        obj.maps["lb_services"].set_max_entries(2 * opts.max_services)
         obj.maps["lb_ring"].set_max_entries(opts.max_services * 2 * opts.table_size)
         obj.maps["lb_backends"].set_max_entries(opts.max_backends)
         obj.maps["lb_stats"].set_max_entries(opts.max_backends)
@@ -193,10 +198,10 @@ class LbMonitor(Monitor):
         self._free_ids: list[int] = []  # ids given back by removed pairs, reused oldest first
         self._next_id = 0
         self._slots: dict[tuple[str, int, str], int] = {}  # service → its slot (pair of tables) in lb_ring
-        self._halves: dict[tuple[str, int, str], int] = {}  # service → the half in use
+        self._halves: dict[int, int] = {}  # slot → the half last switched to (a reused slot's user reads it)
         self._transitions = {"up": 0, "down": 0, "reset_connections": 0}
         self._events: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1024)
-        self._health = HealthChecker(self.netns, self._health_changed)
+        self._health = HealthChecker(self.netns, self._health_changed, self._score_changed)
         self._health.check_now(self._health.set_targets(self._checks(opts)))
         self._apply(opts, None)
         # replies first: from the first rewritten packet on, its answers are rewritten back
@@ -227,12 +232,16 @@ class LbMonitor(Monitor):
             raise ConfigError([("options.services", f"no room for {len(fresh)} new backends (max_backends)")])
         new_ids = dict(zip(fresh, free, strict=False))
         vips = [_vip_key(s) for s in new.services]
-        taken = {self._slots[v] for v in vips if v in self._slots}
-        open_slots = [i for i in range(new.max_services) if i not in taken]
+        # a new service takes a slot no service uses, before the slots of services this update removes
+        # (those are read by packets until their entry is deleted, at the very end)
+        kept = {self._slots[v] for v in vips if v in self._slots}
+        leaving = set(self._slots.values()) - kept
+        open_slots = [i for i in range(new.max_services) if i not in kept and i not in leaving] + sorted(leaving)
         new_slots = {v: open_slots.pop(0) for v in vips if v not in self._slots}
         ids = {**self._ids, **new_ids}
         slots = {**self._slots, **new_slots}
         switched: list[tuple[bytes, bytes | None]] = []
+        halves = dict(self._halves)
         try:
             for key, i in new_ids.items():
                 self._backends.update(_U32.pack(i), _BACKEND.pack(socket.inet_aton(key[3]), socket.htons(key[4])))
@@ -256,8 +265,7 @@ class LbMonitor(Monitor):
                         self._services.update(raw, before)
                 except (KeyError, OSError):
                     pass
-            for v in new_slots:
-                self._halves.pop(v, None)
+            self._halves = halves  # the halves switched back to are the ones in use again
             raise
         # committed: forget the pairs and services that are gone (their connections keep their backends)
         live = set(keys)
@@ -267,16 +275,13 @@ class LbMonitor(Monitor):
         self._next_id = max([self._next_id, *(i + 1 for i in new_ids.values())])
         self._ids = ids
         self._slots = {v: slots[v] for v in vips}
-        self._halves = {v: h for v, h in self._halves.items() if v in self._slots}
 
     def _write_service(self, s: ServiceOptions, slot: int, ids: dict[BackendKey, int]) -> None:
         """Write the service's Maglev table over its healthy backends into the half not in use, then switch."""
         opts: LbOptions = self.options  # type: ignore[assignment]
-        vk = _vip_key(s)
-        weights = [(f"{b.address}:{b.port}", b.weight if self._health.healthy(_backend_key(s, b)) else 0)
-                   for b in s.backends]
+        weights = [(f"{b.address}:{b.port}", self._effective_weight(s, b)) for b in s.backends]
         table = maglev_table(weights, opts.table_size)
-        half = 1 - self._halves.get(vk, 1)
+        half = 1 - self._halves.get(slot, 1)
         base = (slot * 2 + half) * opts.table_size
         flags = (F_STICKY if s.sticky else 0)
         if table[0] == NO_BACKEND:
@@ -287,7 +292,23 @@ class LbMonitor(Monitor):
                                          b"".join(_U32.pack(bids[t]) for t in table), opts.table_size)
         raw = _VIP.pack(socket.inet_aton(s.vip), socket.htons(s.port), PROTOS[s.proto])
         self._services.update(raw, _SERVICE.pack(base, flags))
-        self._halves[vk] = half
+        self._halves[slot] = half
+
+    def _effective_weight(self, s: ServiceOptions, b: BackendOptions) -> int:
+        """The backend's weight in the table: 0 while down; in hundredths, scaled by the health score."""
+        key = _backend_key(s, b)
+        if not self._health.healthy(key):
+            return 0
+        return round(b.weight * 100 * self._health.score(key))
+
+    def _score_changed(self, key: Hashable) -> None:
+        with self.lock:
+            if not hasattr(self, "_ids") or key not in self._ids:
+                return
+            opts: LbOptions = self.options  # type: ignore[assignment]
+            service = next((s for s in opts.services if _vip_key(s) == key[:3]), None)
+            if service is not None:
+                self._write_service(service, self._slots[_vip_key(service)], self._ids)
 
     def _health_changed(self, key: Hashable, healthy: bool) -> None:
         with self.lock:
@@ -382,7 +403,7 @@ class LbMonitor(Monitor):
                     state = self._health.targets.get(key)
                     backends.append({
                         "address": b.address, "port": b.port, "healthy": self._health.healthy(key),
-                        "weight": b.weight, "connections": conns, "packets": packets, "bytes": nbytes,
+                        "weight": b.weight, "score": self._health.score(key), "connections": conns, "packets": packets, "bytes": nbytes,
                         "checks": {"ok": state.ok if state else 0, "failed": state.failed if state else 0,
                                    "last_error": state.last_error if state else None}})
                 services.append({"vip": s.vip, "port": s.port, "proto": s.proto, "sticky": s.sticky,

@@ -14,20 +14,30 @@ VIP = "192.0.2.80"  # TEST-NET-1: routed to the balancer by the client's default
 class NamedBackend:
     """An HTTP/1.1 server in `host`'s namespace on `port`: every GET answers 200 with `name` as the body
     (keep-alive). `stop()` closes the listening socket (new connections are refused, connections already
-    accepted go on being served), `start()` listens again."""
+    accepted go on being served), `start()` listens again. With `flaky`, GET /health answers 200 and 503
+    in turn (a backend that fails every other health check)."""
 
-    def __init__(self, host: Host, port: int, name: str):
-        self.host, self.port, self.name = host, port, name
+    def __init__(self, host: Host, port: int, name: str, flaky: bool = False):
+        self.host, self.port, self.name, self.flaky = host, port, name, flaky
+        self.health_calls = 0
         self._server: ThreadingHTTPServer | None = None
         self.start()
 
     def start(self) -> None:
         name = self.name.encode()
+        backend = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:
+                if self.path == "/health" and backend.flaky:
+                    backend.health_calls += 1
+                    if backend.health_calls % 2 == 0:
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(name)))
                 self.end_headers()

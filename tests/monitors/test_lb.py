@@ -332,3 +332,40 @@ def test_cli_runs_the_balancer(net):
     assert set(got) <= {"b1", "b2"} and sum(got.values()) == 20
     assert sum(b["connections"] for b in snap["services"][0]["backends"]) == 20
     assert tc_programs("h0", "ingress", netns=net.router) == []
+
+
+def test_health_score_scales_the_weight_of_a_flapping_backend(net):
+    net.servers[0].stop()
+    net.servers[0] = NamedBackend(net.hosts[1], net.port, "b1", flaky=True)  # every other check fails
+    health = {"type": "http", "path": "/health", "interval": 0.5, "timeout": 0.45, "fall": 3, "rise": 1,
+              "score_window": 4}
+    with monitors.open("lb", interface="h0", netns=net.router, services=[service(net, health=health)]) as m:
+        _wait(lambda: net.servers[0].health_calls >= 6, 10, "six checks of b1")
+        time.sleep(0.1)
+        snap = m.snapshot()
+        got = spread(net.hosts[0], 150)
+    stats = backends_by_name(net, snap)
+    assert stats["b1"]["healthy"] and stats["b1"]["score"] == 0.5  # never `fall` failures in a row
+    assert stats["b2"]["score"] == stats["b3"]["score"] == 1.0
+    # weights 0.5 : 1 : 1 → b1 gets a fifth (30 of 150), the others two fifths each
+    assert got["b1"] < 0.75 * min(got["b2"], got["b3"]), got
+
+
+def test_a_service_replaced_in_one_update_reuses_its_slot(net):
+    """max_services=1: the new service must take the slot of the one it replaces, writing the half of
+    it the old service does not read until its entry is gone."""
+    client = net.hosts[0]
+    with monitors.open("lb", interface="h0", netns=net.router, max_services=1, services=[service(net, (1,))]) as m:
+        assert spread(client, 5) == {"b1": 5}
+        for port, backend in ((81, 2), (80, 3), (81, 4)):
+            m.update(services=[{**service(net, (backend,)), "port": port}])
+            assert spread(client, 5, port=port) == {f"b{backend}": 5}
+            s = client.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(0.5)
+            with pytest.raises(OSError):  # the service replaced is gone: its port is not balanced
+                s.connect((VIP, 161 - port))
+            s.close()
+        with pytest.raises(ConfigError) as err:
+            m.update(services=[service(net, (1,)), {**service(net, (2,)), "port": 81}])
+        assert dict(err.value.problems).keys() == {"options.services"}
+        assert spread(client, 5, port=81) == {"b4": 5}
