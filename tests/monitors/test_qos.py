@@ -183,7 +183,10 @@ def test_police_real_datagrams_exact(hosts, direction):
     with monitors.open("qos", interface="eth0", netns=host.netns, mode="police", direction=direction, classes=[
             {"name": "p", "match": [{"protocol": "udp", "dports": [port]}], "rate": 8_000, "burst": 20_000}]) as m:
         assert _root(a) == "qdisc noqueue 0: root"
+        t = time.monotonic()
         _send(a, b.ip, port, 200)
+        # refilled while sending (1 byte/ms) beside the 202 left: none unless it took 0.84 s
+        extra = (20_000 - 19 * 1042 + int((time.monotonic() - t) * 1000)) // 1042
         _send(a, b.ip, port + 1, 50)
         settle()
         snap = m.snapshot()
@@ -192,7 +195,7 @@ def test_police_real_datagrams_exact(hosts, direction):
     other.close()
     p = _class(snap, "p")
     # 19 x 1,042 = 19,798 bytes; a 20th needs 818 more bytes of refill = 818 ms of sending 200 datagrams
-    assert got == p["packets"] == 19 and p["dropped"] == 181 and p["bytes"] == 19 * 1042
+    assert 19 <= got == p["packets"] <= 19 + extra and p["dropped"] == 200 - got and p["bytes"] == got * 1042
     assert got_other == 50
     assert not tc_programs("eth0", direction, netns=host.netns)
 
@@ -447,6 +450,7 @@ def test_rest_create_put_and_a_refused_put_keeps_the_rules(hosts, tmp_path):
                                                "options": {"mode": "police", "classes": [police]}})
         assert r.status_code == 201, r.text
         _send(a, b.ip, port, 10)  # 4 of 1,042 bytes fit in 5,000
+        first = time.monotonic()
         settle()
         assert _drain(sink) == 4
         bad = d.client.put("/monitors/q", json={"options": {"classes": [{**police, "match": [{"dports": [70000]}]}]}})
@@ -454,11 +458,12 @@ def test_rest_create_put_and_a_refused_put_keeps_the_rules(hosts, tmp_path):
         fixed = d.client.put("/monitors/q", json={"options": {"mode": "shape"}})
         assert fixed.status_code == 400 and "options.mode" in fixed.text
         _send(a, b.ip, port, 10)  # the old rule still drops
+        refilled = 5_000 - 4 * 1042 + int((time.monotonic() - first) * 1000)  # 8 kbit/s: 1,000 bytes/s
         settle()
         second = _drain(sink)
-        assert second <= 1
+        assert second <= refilled // 1042 < 10  # only what the bucket refilled meanwhile (usually 0 or 1)
         p = _class(d.client.get("/monitors/q").json(), "p")
-        assert p["packets"] == 4 + second and p["packets"] + p["dropped"] == 20  # a refill of at most one more
+        assert p["packets"] == 4 + second and p["packets"] + p["dropped"] == 20
         r = d.client.put("/monitors/q", json={"options": {"classes": [{**police, "burst": 50_000}]}})
         assert r.status_code == 200, r.text
         _send(a, b.ip, port, 10)  # a new burst: a changed bucket starts full
@@ -484,13 +489,15 @@ def test_cli_rate_limit_flag_as_the_article(hosts):
     proc = start_cli("monitor", "qos", "-i", "eth0", "--netns", a.netns, "--duration", "3", "--json",
                      "--rate-limit", b.ip, "1", "--set", "mode=police")
     wait_started(proc)
+    t = time.monotonic()
     _send(a, b.ip, port, 400)
+    refill = int((time.monotonic() - t) * 125_000) // 1042 + 1  # 1 Mbit/s while the 400 go out
     settle()
     got = _drain(sink)
     snap = finish_json(proc)
     sink.close()
     [limit] = [c for c in snap["classes"] if c["name"] == f"limit-{b.ip}/32"]
-    assert limit["rate_bps"] == 1_000_000 and 125 <= got <= 140 and limit["packets"] == got
+    assert limit["rate_bps"] == 1_000_000 and 125 <= got <= 125 + refill and limit["packets"] == got
     assert limit["dropped"] == 400 - got
     bad = start_cli("monitor", "qos", "-i", "eth0", "--netns", a.netns, "--rate-limit", "10.0.0.1/8", "x")
     _, err = bad.communicate(timeout=60)
@@ -507,15 +514,19 @@ def test_per_flow_limit_of_the_default_class_with_real_datagrams(hosts):
     with monitors.open("qos", interface="eth0", netns=a.netns, mode="police", classes=[
             {"name": "free", "match": [{"dports": [ports[3]]}]}],
             default={"flow_rate": 8_000, "flow_burst": 20_000}) as m:
+        t = time.monotonic()
         for p in ports:
             _send(a, b.ip, p, 100)
+        # refilled meanwhile (1 byte/ms) beside the 202 left: none unless it took 0.84 s
+        extra = (20_000 - 19 * 1042 + int((time.monotonic() - t) * 1000)) // 1042
         settle()
         snap = m.snapshot()
-    assert [_drain(s) for s in sinks] == [19, 19, 19, 100]
+    got = [_drain(s) for s in sinks]
+    assert all(19 <= n <= 19 + extra for n in got[:3]) and got[3] == 100
     for s in sinks:
         s.close()
     default = _class(snap, "default")
-    assert default["drops"] == {"class": 0, "flow": 3 * 81, "queue": 0} and default["rate_bps"] is None
+    assert default["drops"] == {"class": 0, "flow": 300 - sum(got[:3]), "queue": 0} and default["rate_bps"] is None
     assert _class(snap, "free")["packets"] == 100 and snap["flow_table_full"] == 0
 
 
