@@ -246,9 +246,10 @@ def test_failed_update_leaves_the_tables_in_force(net, monkeypatch):
         assert spread(client, 10) == {"b3": 10} and spread(client, 10, port=81) == {"b4": 10}
 
 
-def test_rest_create_and_put_through_the_service(net):
+def test_rest_create_and_put_through_the_service(net, tmp_path):
     client = net.hosts[0]
-    with Daemon("--netns", net.router) as d:
+    state = tmp_path / "state.json"
+    with Daemon("--netns", net.router, "--state-file", str(state)) as d:
         body = {"kind": "lb", "interface": "h0",
                 "options": {"services": [service(net, (1, 2), health={"interval": 0.5, "timeout": 0.4})]}}
         r = d.client.post("/monitors/web", json=body)
@@ -272,6 +273,12 @@ def test_rest_create_and_put_through_the_service(net):
         up = [line for line in metrics.splitlines() if line.startswith("lb_backend_up{")]
         assert len(up) == 2 and all(line.endswith((" 1.0", " 1")) for line in up), up
         assert all('monitor="web"' in line and f'service="{VIP}:80/tcp"' in line for line in up), up
+    assert tc_programs("h0", "ingress", netns=net.router) == []  # the daemon stopped: nothing left attached
+    with Daemon("--netns", net.router, "--state-file", str(state)) as d:  # restored with the updated services
+        [restored] = d.client.get("/monitors").json()
+        assert [b["address"] for b in restored["options"]["services"][0]["backends"]] == \
+            [net.hosts[3].ip, net.hosts[4].ip]
+        assert set(spread(client, 20)) == {"b3", "b4"}
         assert d.client.delete("/monitors/web").status_code == 204
     assert tc_programs("h0", "ingress", netns=net.router) == []
 
