@@ -35,7 +35,7 @@ from ..errors import ConfigError
 from ..link import attach_tc
 from ..maps import Map
 from ..object import BPFObject
-from .base import Monitor, MonitorOptions
+from .base import CliFlag, Monitor, MonitorOptions
 from .health import Check, HealthChecker
 from .maglev import NO_BACKEND, is_prime, maglev_table
 from .registry import register
@@ -134,12 +134,42 @@ def _check(s: ServiceOptions, b: BackendOptions) -> Check:
                  h.score_window)
 
 
+def _endpoint(text: str, flag: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError([(flag, f"{text!r} is not ADDRESS:PORT")])
+    return host, int(port)
+
+
+def _vip_flag(options: dict[str, Any], values: list[str]) -> None:
+    """`--vip VIP:PORT[/PROTO] IP:PORT[*WEIGHT],...` → one more entry of `services` (health: tcp)."""
+    vip, backends = values
+    flag = f"--vip {vip} {backends}"
+    where, _, proto = vip.partition("/")
+    address, port = _endpoint(where, flag)
+    service: dict[str, Any] = {"vip": address, "port": port, "backends": []}
+    if proto:
+        service["proto"] = proto
+    for item in backends.split(","):
+        endpoint, _, weight = item.partition("*")
+        baddr, bport = _endpoint(endpoint, flag)
+        if weight and not weight.isdigit():
+            raise ConfigError([(flag, f"weight {weight!r} is not a whole number")])
+        service["backends"].append({"address": baddr, "port": bport, **({"weight": int(weight)} if weight else {})})
+    services = options.setdefault("services", [])
+    if not isinstance(services, list):
+        raise ConfigError([("--set services", "must be a list when --vip is given too")])
+    services.append(service)
+
+
 @register
 class LbMonitor(Monitor):
     kind = "lb"
     summary = "L4 load balancer on tc: Maglev over healthy backends, connection table, NAT back to the VIP"
     Options = LbOptions
     live_options = frozenset({"services"})
+    cli_flags = (CliFlag("--vip", ("VIP:PORT[/PROTO]", "IP:PORT[*WEIGHT],..."),
+                         "balance VIP:PORT over the backends (repeatable; health checks: tcp)", _vip_flag),)
 
     @classmethod
     def parse_options(cls, options: MonitorOptions | Mapping[str, Any] | None) -> MonitorOptions:

@@ -329,15 +329,21 @@ def test_udp_service_balances_flows_and_answers_from_the_vip(net):
 def test_cli_runs_the_balancer(net):
     import json
 
-    from .helpers import finish_json, start_cli, wait_started
-    svc = json.dumps([service(net, (1, 2))])
+    from .helpers import cli, finish_json, start_cli, wait_started
+    svc = json.dumps([{**service(net, (1, 2)), "port": 81}])
+    b3, b4 = (f"{net.hosts[i].ip}:{net.port}" for i in (3, 4))
     proc = start_cli("monitor", "lb", "-i", "h0", "--netns", net.router, "--duration", "3", "--json",
-                     "--set", f"services={svc}")
+                     "--set", f"services={svc}", "--vip", f"{VIP}:80", f"{b3},{b4}*3")
     wait_started(proc)
-    got = spread(net.hosts[0], 20)
+    got = spread(net.hosts[0], 20, port=81)
+    via_flag = spread(net.hosts[0], 40)
     snap = finish_json(proc)
     assert set(got) <= {"b1", "b2"} and sum(got.values()) == 20
-    assert sum(b["connections"] for b in snap["services"][0]["backends"]) == 20
+    assert set(via_flag) <= {"b3", "b4"} and via_flag.get("b4", 0) > via_flag.get("b3", 0), via_flag
+    assert [sum(b["connections"] for b in s["backends"]) for s in snap["services"]] == [20, 40]
+    assert [b["weight"] for b in snap["services"][1]["backends"]] == [1, 3]
+    bad = cli("monitor", "lb", "-i", "h0", "--netns", net.router, "--vip", "192.0.2.1", "10.0.0.1:80")
+    assert bad.returncode != 0 and "--vip 192.0.2.1 10.0.0.1:80" in bad.stderr and "ADDRESS:PORT" in bad.stderr
     assert tc_programs("h0", "ingress", netns=net.router) == []
 
 
