@@ -14,7 +14,9 @@ size: 8 MiB). Both write to a file on the same disk.
 Per mode: throughput of the monitored traffic (TCP bits/s at the receiver, UDP datagrams/s received)
 and its ratio to no capture; packets captured and dropped as each tool reports them at exit; CPU time
 of the capturing process (all its threads, from /proc/PID/task/*/schedstat, taken from just before the
-traffic starts to half a second after it ends) per captured packet. Each round runs the three modes one
+traffic starts to half a second after it ends) per captured packet; and the sending iperf3's CPU per unit
+sent (byte or datagram), as a ratio to no capture: the capture's cost to the traffic in CPU time, which,
+unlike the throughput, a loaded machine does not swamp. Each round runs the three modes one
 after the other; every ratio (to no capture, pynetmon to tcpdump) is taken within a round and reported as
 median (min-max) over the rounds. Nothing is asserted on time. `PYNETMON_BENCH_RUNS` and
 `PYNETMON_BENCH_SECONDS` set the rounds and the seconds per run (`make bench-quick` lowers both).
@@ -85,13 +87,24 @@ def stop_capture(proc: subprocess.Popen) -> tuple[int, int]:
     return captured, int(dropped.group(1))
 
 
-def run_iperf(a, b, options: list[str]) -> float:
+def run_iperf(a, b, options: list[str]) -> tuple[float, float]:
+    """(throughput, sender CPU per unit sent): TCP bits/s received and CPU s per byte sent; UDP datagrams/s
+    received and CPU s per datagram sent. The sender's CPU (iperf3's own getrusage: user + system) holds
+    the kernel's transmit path, the capture's TC program on a's egress and, on veth, the receive softirq;
+    unlike the throughput it does not depend on whether the receiving iperf3 got a CPU in time, so it
+    shows what capturing costs the traffic even on a loaded machine."""
     proc = a.run("iperf3", "-c", b.ip, "-t", str(DURATION), "-J", *options, timeout=DURATION + 30)
     result = json.loads(proc.stdout)["end"]
     if "-u" in options:
         total = result["sum"]
-        return (total["packets"] - total["lost_packets"]) / total["seconds"]
-    return result["sum_received"]["bits_per_second"]
+        sent = total["packets"]
+        rate = (total["packets"] - total["lost_packets"]) / total["seconds"]
+    else:
+        total = result["sum_sent"]
+        sent = total["bytes"]
+        rate = result["sum_received"]["bits_per_second"]
+    sender_cpu = result["cpu_utilization_percent"]["host_total"] / 100 * total["seconds"]
+    return rate, sender_cpu / sent if sent else float("nan")
 
 
 def measure(a, b, scenario: dict, mode: str, workdir: str) -> dict:
@@ -99,14 +112,14 @@ def measure(a, b, scenario: dict, mode: str, workdir: str) -> dict:
     proc = start_capture(mode, a, path, scenario["filter"])
     try:
         cpu_before = cpu_seconds(proc.pid) if proc else 0.0
-        rate = run_iperf(a, b, scenario["iperf"])
+        rate, sender_cpu = run_iperf(a, b, scenario["iperf"])
         time.sleep(0.5)  # the reader takes what is still buffered
         cpu = cpu_seconds(proc.pid) - cpu_before if proc else 0.0
     finally:
         counts = stop_capture(proc) if proc else (0, 0)
     if os.path.exists(path):
         os.unlink(path)
-    return {"rate": rate, "captured": counts[0], "dropped": counts[1], "cpu": cpu}
+    return {"rate": rate, "sender_cpu": sender_cpu, "captured": counts[0], "dropped": counts[1], "cpu": cpu}
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, BPF, tcpdump)")
@@ -142,6 +155,12 @@ def print_table(results: dict, load_before: str) -> None:
             print(f"| {name} | {mode} | {unit} | {fmt_spread(ratios([r['rate'] for r in runs], base), 3)} | "
                   f"{med(r['captured'] for r in runs):.0f} | {med(r['dropped'] for r in runs):.0f} | "
                   f"{med(r['cpu'] for r in runs):.2f} | {fmt_spread(spread(per_packet[mode]))} |")
+        cost = ratios([r["sender_cpu"] for r in results[(name, "pynetmon")]],
+                      [r["sender_cpu"] for r in results[(name, "none")]])
+        cost_tcpdump = ratios([r["sender_cpu"] for r in results[(name, "tcpdump")]],
+                              [r["sender_cpu"] for r in results[(name, "none")]])
+        print(f"| {name} | sender CPU per unit sent vs no capture: pynetmon {fmt_spread(cost, 3)}, "
+              f"tcpdump {fmt_spread(cost_tcpdump, 3)} | | | | | | |")
         ahead = ratios([r["rate"] for r in results[(name, "pynetmon")]], [r["rate"] for r in results[(name, "tcpdump")]])
         print(f"| {name} | pynetmon/tcpdump throughput | | {fmt_spread(ahead, 3)} | | | | |")
         print(f"| {name} | pynetmon/tcpdump CPU per packet | | | | | | "
