@@ -8,18 +8,20 @@ and `make fleet-demo` (`python -m pynetmon.testfleet`: the same steps, with the 
     node-1 eth0 198.18.x.2   node-2 eth0 198.18.x.3   node-3 eth0 198.18.x.4
     (pynetmon serve on ADDRESS:9000 in each, with a token; /metrics open for Prometheus)
 
-Each node's monitors come from a declaration in the format of `pynetmon serve --config` (sections
-`monitors`, `dynmon`, `captures`; a cube per entry and interface, named ENTRY.INTERFACE). Everything is
-removed on exit: daemons stopped (they detach what they attached), namespaces deleted, files removed.
+Each node's monitors come from `pynetmon serve --config FILE` (docs/deploy.md), the file kept as the kubelet
+keeps a mounted ConfigMap (`config.json` → `..data/config.json`, `..data` swapped to a new directory on
+every `rewrite()`), so a config change reaches every node as it would on a cluster. Everything is removed
+on exit: daemons stopped (they detach what they attached), namespaces deleted, files removed.
 
 >>> with TestFleet() as fleet:
-...     fleet.start({"monitors": {"flows": {"kind": "flows", "interfaces": ["eth0"]}}})
+...     fleet.start({"monitors": {"flows": {"kind": "flows", "interfaces": ["eth0"]}}})   # --config
 ...     fleet.start_prometheus()
 ...     fleet.nodes[0].host.send_udp(fleet.nodes[1].host.ip, 7000, 100)
 ...     fleet.wait_for('sum by (node) (flow_packets_total{direction="ingress", dport="7000"})', {"node-2": 100})
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -130,18 +132,16 @@ class TestFleet:
         return node
 
     # -- the daemons --------------------------------------------------------------------------------
-    def start(self, declared: dict[str, Any], use_config: bool = True, timeout: float = 60) -> None:
-        """Start every node's `pynetmon serve` with the same declaration. `use_config`: given as
-        `--config FILE` (re-read when rewritten: `rewrite()`); otherwise its monitors are created through
-        REST once the daemons answer (what a client of the API does)."""
+    def start(self, declared: dict[str, Any], timeout: float = 60) -> None:
+        """Start every node's `pynetmon serve --config FILE`, the same `declared` config on each (as one
+        ConfigMap mounted on every node; `${NODE_NAME}` and `${NODE_NETNS}` differ); `rewrite()` changes it."""
         for node in self.nodes:
+            self._write_config(node, declared)
             args = [sys.executable, "-m", "pynetmon", "serve", "--listen", f"{node.host.ip}:{DAEMON_PORT}",
-                    "--token-file", str(node.workdir / "token"), "--capture-dir", str(node.workdir / "captures")]
-            if use_config:
-                self._write_config(node, declared)
-                args += ["--config", str(node.config_path), "--config-poll", "0.5"]
+                    "--token-file", str(node.workdir / "token"), "--capture-dir", str(node.workdir / "captures"),
+                    "--config", str(node.config_path), "--config-poll", "0.5"]
             node.log = open(node.workdir / "serve.log", "wb")  # noqa: SIM115 - closed in close()
-            env = {**os.environ, "NODE_NAME": node.name}
+            env = {**os.environ, "NODE_NAME": node.name, "NODE_NETNS": node.host.netns}
             node.process = node.host.popen(*args, stdout=subprocess.PIPE, stderr=node.log, env=env)
         deadline = time.monotonic() + timeout
         for node in self.nodes:
@@ -155,28 +155,13 @@ class TestFleet:
                 time.sleep(0.2)
             else:
                 raise Error(f"{node.name} not ready after {timeout} s:\n{node.log_text()}")
-        if not use_config:
-            for node in self.nodes:
-                self._create_through_rest(node, declared)
+        self.wait_applied(max(1.0, deadline - time.monotonic()))
 
     def _ready(self, node: Node) -> bool:
         try:
             return self.api(node, "GET", "/readyz").status_code == 200
         except httpx.HTTPError:
             return False
-
-    def _create_through_rest(self, node: Node, declared: dict[str, Any]) -> None:
-        for entry, spec in declared.get("monitors", {}).items():
-            for interface in spec.get("interfaces") or [None]:
-                name = f"{entry}.{interface}" if interface else entry
-                body = {"kind": spec["kind"], "interface": interface, "options": spec.get("options", {})}
-                if "netns" in spec:
-                    body["netns"] = spec["netns"]
-                r = self.api(node, "POST", f"/monitors/{name}", json=body)
-                if r.status_code != 201:
-                    raise Error(f"creating {name} on {node.name}: {r.status_code} {r.text}")
-        if declared.keys() - {"monitors"}:
-            raise Error("only `monitors` can be created through REST by this harness")
 
     def api(self, node: Node, method: str, path: str, **kw: Any) -> httpx.Response:
         """A REST call to a node's daemon with its token, from the monitoring namespace (as Prometheus and
@@ -207,9 +192,24 @@ class TestFleet:
             self._write_config(node, declared)
 
     def config_status(self, node: Node) -> dict[str, Any]:
+        """The node's `GET /config`."""
         r = self.api(node, "GET", "/config")
         r.raise_for_status()
         return r.json()
+
+    def wait_applied(self, timeout: float = 30) -> None:
+        """Wait until every node has applied the config file as it is now (its sha256), successfully."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            digest = hashlib.sha256(node.config_path.read_bytes()).hexdigest()
+            while True:
+                status = self.config_status(node)
+                if status.get("applied-sha256") == digest:
+                    break
+                if time.monotonic() > deadline:
+                    raise Error(f"{node.name} has not applied its config ({digest[:12]}) after {timeout} s: "
+                                f"{json.dumps(status.get('last-reload'))}\n{node.log_text()[-2000:]}")
+                time.sleep(0.3)
 
     # -- Prometheus ---------------------------------------------------------------------------------
     def start_prometheus(self, scrape_interval: str = "1s") -> None:
@@ -313,6 +313,11 @@ UDP_PORT = 7000  # nothing listens there: every datagram is also a NO_SOCKET dro
 PAYLOAD = 32  # Host.send_udp's default datagram
 FRAME_BYTES = 14 + 20 + 8 + PAYLOAD  # what the flows monitor counts per datagram (the frame as captured)
 FLOWS = {"kind": "flows", "interfaces": ["eth0"], "options": {"aggregate": ["proto", "dport"]}}
+# The ConfigMap before and after the change: flows unchanged, dns removed, drops (kernel drops in the node's
+# own namespace: a tracepoint sees every namespace) added.
+CONFIG_BEFORE = {"monitors": {"flows": FLOWS, "dns": {"kind": "dns", "interfaces": ["eth0"]}}}
+CONFIG_AFTER = {"monitors": {"flows": FLOWS, "drops": {"kind": "drops", "netns": "${NODE_NETNS}"}}}
+NO_SOCKET = 'drop_total{reason="NO_SOCKET"}'
 INGRESS = f'flow_packets_total{{direction="ingress", proto="udp", dport="{UDP_PORT}"}}'
 EGRESS = f'flow_packets_total{{direction="egress", proto="udp", dport="{UDP_PORT}"}}'
 INGRESS_BYTES = f'flow_bytes_total{{direction="ingress", proto="udp", dport="{UDP_PORT}"}}'
@@ -355,24 +360,36 @@ def checks(sent: dict[str, float], received: dict[str, float]) -> list[tuple[str
 
 
 def demo() -> int:
-    """`make fleet-demo`: three nodes, traffic among them, Prometheus' answers beside what was sent."""
-    def show(fleet: TestFleet, sent: dict[str, float], received: dict[str, float]) -> bool:
+    """`make fleet-demo`: three nodes, traffic among them, Prometheus' answers beside what was sent; then a
+    ConfigMap change on every node, and the answers again."""
+    def show(fleet: TestFleet, cases: list[tuple[str, dict[str, float], str]]) -> bool:
         ok = True
-        for promql, expected, by in checks(sent, received):
+        for promql, expected, by in cases:
             got = fleet.wait_for(promql, expected, by)
             ok &= got == expected
-            print(f"  {promql}\n    Prometheus: {_fmt(got)}   sent: {_fmt(expected)}   {'ok' if got == expected else 'DIFFERENT'}")
+            verdict = "ok" if got == expected else "DIFFERENT"
+            print(f"  {promql}\n    Prometheus: {_fmt(got)}   expected: {_fmt(expected)}   {verdict}")
         return ok
 
     started = time.monotonic()
     with TestFleet() as fleet:
         print(f"nodes: {', '.join(f'{n.name} {n.host.ip} (netns {n.host.netns})' for n in fleet.nodes)}")
-        fleet.start({"monitors": {"flows": FLOWS}}, use_config=False)
+        fleet.start(CONFIG_BEFORE)
         fleet.start_prometheus()
-        print(f"pynetmon serve on each node, Prometheus scraping them through file_sd ({time.monotonic() - started:.1f} s)")
+        print(f"pynetmon serve --config on each node (flows, dns), Prometheus scraping them through file_sd "
+              f"({time.monotonic() - started:.1f} s)")
         sent, received = send_matrix(fleet, {(0, 1): 100, (1, 2): 200, (2, 0): 300, (0, 2): 40})
         print(f"sent UDP to port {UDP_PORT}: node-1→node-2 100, node-2→node-3 200, node-3→node-1 300, node-1→node-3 40")
-        ok = show(fleet, sent, received)
+        ok = show(fleet, checks(sent, received))
+        fleet.rewrite(CONFIG_AFTER)
+        fleet.wait_applied()
+        changes = fleet.config_status(fleet.nodes[0])["last-reload"]["changes"]
+        print(f"config rewritten on every node (ConfigMap-style): node-1 {changes}")
+        sent2, received2 = send_matrix(fleet, {(1, 0): 10, (2, 1): 20, (0, 2): 30})
+        print("sent again: node-2→node-1 10, node-3→node-2 20, node-1→node-3 30; flows kept its counters, "
+              "drops counts from its start")
+        ok &= show(fleet, [*checks(add(sent, sent2), add(received, received2)),
+                           (f"sum by (node) ({NO_SOCKET})", received2, "node")])
     print(f"{'all equal' if ok else 'SOME DIFFER'} ({time.monotonic() - started:.1f} s)")
     return 0 if ok else 1
 
