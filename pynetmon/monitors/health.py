@@ -201,9 +201,14 @@ class HealthChecker:
         of a target nobody has checked before is whatever its first check says)."""
         with self._lock:
             states = {k: self.targets[k] for k in keys if k in self.targets}
-        futures = {k: self._pool.submit(probe, s.check, self.netns) for k, s in states.items()}
-        for key, future in futures.items():
-            error = future.result()
+        if not states:
+            return
+        # a pool of its own: the caller may hold a lock that the checker's callbacks are waiting for
+        with concurrent.futures.ThreadPoolExecutor(min(MAX_WORKERS, len(states)),
+                                                   thread_name_prefix="pynetmon-health-now") as pool:
+            futures = {k: pool.submit(probe, s.check, self.netns) for k, s in states.items()}
+            errors = {k: f.result() for k, f in futures.items()}
+        for key, error in errors.items():
             with self._lock:
                 state = states[key]
                 state.healthy, state.streak, state.last_error = error is None, 0, error
@@ -225,6 +230,11 @@ class HealthChecker:
         if self._thread is not None:
             self._thread.join()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    @property
+    def stopping(self) -> bool:
+        """True once close() began: callbacks waiting for their owner's lock should give up."""
+        return self._stop.is_set()
 
     def healthy(self, key: Hashable) -> bool:
         state = self.targets.get(key)

@@ -331,17 +331,31 @@ class LbMonitor(Monitor):
             return 0
         return round(b.weight * 100 * self._health.score(key))
 
+    def _lock_for_health(self) -> bool:
+        """Take the monitor's lock for a health callback, unless the monitor is closing: close() holds the
+        lock while it waits for the checker, so a callback must not wait for it forever."""
+        while not self._health.stopping:
+            if self.lock.acquire(timeout=0.1):
+                return True
+        return False
+
     def _score_changed(self, key: Hashable) -> None:
-        with self.lock:
+        if not self._lock_for_health():
+            return
+        try:
             if not hasattr(self, "_ids") or key not in self._ids:
                 return
             opts: LbOptions = self.options  # type: ignore[assignment]
             service = next((s for s in opts.services if _vip_key(s) == key[:3]), None)
             if service is not None:
                 self._write_service(service, self._slots[_vip_key(service)], self._ids)
+        finally:
+            self.lock.release()
 
     def _health_changed(self, key: Hashable, healthy: bool) -> None:
-        with self.lock:
+        if not self._lock_for_health():
+            return
+        try:
             if not hasattr(self, "_ids"):  # a change before _start finished its tables
                 return
             opts: LbOptions = self.options  # type: ignore[assignment]
@@ -356,6 +370,8 @@ class LbMonitor(Monitor):
             if not healthy and service.on_failure == "reset":
                 reset = self._reset_connections(self._ids[bkey])
                 self._transitions["reset_connections"] += reset
+        finally:
+            self.lock.release()
         event = {"event": "up" if healthy else "down", "service": f"{vip}:{port}/{proto}",
                  "backend": f"{address}:{bport}", "time_ns": time.time_ns()}
         if not healthy:
