@@ -46,6 +46,7 @@ from .testhosts import Host, _ip, _wait_operational
 
 DAEMON_PORT = 9000  # every node has its own namespace, so every daemon can listen on the usual port
 PROMETHEUS_PORT = 9090
+PODMAN = ("podman", "--runtime", "runc", "--cgroup-manager=cgroupfs")  # crun fails on this host's hybrid cgroups
 _counter = itertools.count()
 
 
@@ -60,6 +61,7 @@ class Node:
     process: subprocess.Popen | None = None
     log: Any = None
     config_version: int = 0
+    container: str | None = None  # the podman container the daemon runs in, if it does
     declared: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -81,9 +83,13 @@ class TestFleet:
 
     __test__ = False
 
-    def __init__(self, nodes: int = 3, prefix: str = "pnf"):
+    def __init__(self, nodes: int = 3, prefix: str = "pnf", image: str | None = None):
+        """`image`: node-1's daemon runs from this container image (podman, three capabilities, the shipped
+        seccomp profile, the config directory mounted as a ConfigMap volume would be) instead of this
+        checkout; the other nodes run this checkout."""
         if not 1 <= nodes <= 12:
             raise ValueError("a test fleet has 1 to 12 nodes")
+        self.image = image
         tag = f"{prefix}{os.getpid() % 100000}x{next(_counter)}"
         self.monitoring = f"{tag}mon"
         self.workdir = Path(tempfile.mkdtemp(prefix="pynetmon-fleet-"))
@@ -137,10 +143,13 @@ class TestFleet:
         ConfigMap mounted on every node; `${NODE_NAME}` and `${NODE_NETNS}` differ); `rewrite()` changes it."""
         for node in self.nodes:
             self._write_config(node, declared)
+            node.log = open(node.workdir / "serve.log", "wb")  # noqa: SIM115 - closed in close()
+            if self.image and node is self.nodes[0]:
+                node.process = self._run_image(node)
+                continue
             args = [sys.executable, "-m", "pynetmon", "serve", "--listen", f"{node.host.ip}:{DAEMON_PORT}",
                     "--token-file", str(node.workdir / "token"), "--capture-dir", str(node.workdir / "captures"),
                     "--config", str(node.config_path), "--config-poll", "0.5"]
-            node.log = open(node.workdir / "serve.log", "wb")  # noqa: SIM115 - closed in close()
             env = {**os.environ, "NODE_NAME": node.name, "NODE_NETNS": node.host.netns}
             node.process = node.host.popen(*args, stdout=subprocess.PIPE, stderr=node.log, env=env)
         deadline = time.monotonic() + timeout
@@ -148,6 +157,7 @@ class TestFleet:
             assert node.process is not None and node.process.stdout is not None
             line = node.process.stdout.readline().decode()  # the daemon's "listening on URL"
             if "listening on" not in line:
+                node.process.wait(timeout=30)
                 raise Error(f"pynetmon serve on {node.name} did not start: {line!r}\n{node.log_text()}")
             while time.monotonic() < deadline:
                 if self._ready(node):
@@ -156,6 +166,25 @@ class TestFleet:
             else:
                 raise Error(f"{node.name} not ready after {timeout} s:\n{node.log_text()}")
         self.wait_applied(max(1.0, deadline - time.monotonic()))
+
+    def _run_image(self, node: Node) -> subprocess.Popen:
+        """`podman run` in the foreground (SIGTERM reaches the daemon through podman's signal proxy) in the
+        node's namespace (what `--network host` is on a node), as docs/deploy.md runs the image. The node's
+        directory is /etc/pynetmon (token, and config/ as a ConfigMap volume: the `..data` swap shows
+        through); `${NODE_NETNS}` is the daemon's own namespace as the container sees it (no /run/netns)."""
+        seccomp = Path(__file__).resolve().parents[1] / "deploy" / "container" / "seccomp.json"
+        if not seccomp.exists():
+            raise Error(f"{seccomp} is missing: a fleet with an image node runs from a checkout")
+        nofile = os.sysconf("SC_OPEN_MAX")
+        node.container = f"{self.monitoring}-{node.name}"
+        return subprocess.Popen(
+            [*PODMAN, "run", "--rm", "--name", node.container, f"--network=ns:/run/netns/{node.host.netns}",
+             "--cap-drop=all", "--cap-add=BPF,NET_ADMIN,PERFMON", f"--security-opt=seccomp={seccomp}",
+             f"--ulimit=nofile={nofile}:{nofile}", "--ulimit=nproc=4096:4096", "-v", "/sys/fs/bpf:/sys/fs/bpf",
+             "-v", f"{node.workdir}:/etc/pynetmon:ro", "-e", f"NODE_NAME={node.name}", "-e", "NODE_NETNS=/proc/1/ns/net",
+             str(self.image), "--listen", f"{node.host.ip}:{DAEMON_PORT}", "--token-file", "/etc/pynetmon/token",
+             "--config", "/etc/pynetmon/config/config.json", "--config-poll", "0.5", "--capture-dir", "/tmp/captures"],
+            stdout=subprocess.PIPE, stderr=node.log)
 
     def _ready(self, node: Node) -> bool:
         try:
@@ -285,6 +314,8 @@ class TestFleet:
                         node.process.wait()
                 if node.process.stdout is not None:
                     node.process.stdout.close()
+            if node.container:
+                subprocess.run([*PODMAN, "rm", "-f", node.container], capture_output=True, check=False, timeout=60)
             if node.log is not None:
                 node.log.close()
         if self._prometheus is not None:

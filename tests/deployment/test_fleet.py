@@ -23,6 +23,11 @@ def assert_prometheus_sees(fleet: TestFleet, cases) -> None:
 
 
 def test_prometheus_sums_the_fleet_exactly_across_a_config_change(fleet):
+    check_fleet(fleet)
+
+
+def check_fleet(fleet: TestFleet) -> None:
+    """The whole scenario (also run by `make test-image` with node-1 from the container image)."""
     fleet.start(CONFIG_BEFORE)
     fleet.start_prometheus()
     names = [n.name for n in fleet.nodes]

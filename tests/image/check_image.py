@@ -124,3 +124,20 @@ def test_without_cap_bpf_the_entrypoint_says_what_to_fix(hosts):
         assert "fix: run with --cap-drop all --cap-add BPF,NET_ADMIN,PERFMON" in logs, logs
     finally:
         c.close()
+
+
+def test_fleet_with_a_node_from_the_image():
+    """tests/deployment/test_fleet.py's fleet with node-1's daemon in the slim image (three capabilities, the
+    shipped seccomp profile, its config directory mounted like a ConfigMap volume): the same exact PromQL
+    sums, and the ConfigMap rewrite reaches the container through the mount."""
+    from deployment.test_fleet import check_fleet
+
+    from pynetmon.testfleet import PODMAN, TestFleet
+    with TestFleet(image=f"{IMAGE}:slim") as fleet:
+        check_fleet(fleet)
+        container = fleet.nodes[0].container
+        assert container is not None
+        state = subprocess.run([*PODMAN, "inspect", "-f", "{{.State.Status}} {{.Config.Image}}", container],
+                               capture_output=True, text=True, check=True).stdout.split()
+        assert state == ["running", f"localhost/{IMAGE}:slim"], state
+
