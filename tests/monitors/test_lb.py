@@ -307,8 +307,9 @@ def test_udp_service_balances_flows_and_answers_from_the_vip(net):
            "backends": [{"address": net.hosts[i].ip, "port": port} for i in (1, 2, 3)]}
     got: dict[str, int] = {}
     with monitors.open("lb", interface="h0", netns=net.router, services=[svc]) as m:
-        for _ in range(60):  # one flow per socket (a new source port)
-            c = net.hosts[0].socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(60):  # one flow per socket, each from a port of its own (UDP has no SYN: a flow on a
+            c = net.hosts[0].socket(socket.AF_INET, socket.SOCK_DGRAM)  # reused 5-tuple is the old one)
+            c.bind(("0.0.0.0", 40000 + i))
             c.settimeout(3)
             c.sendto(b"q", (VIP, 53))
             reply, src = c.recvfrom(2048)
