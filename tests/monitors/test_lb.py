@@ -357,12 +357,13 @@ def test_health_score_scales_the_weight_of_a_flapping_backend(net):
         _wait(lambda: net.servers[0].health_calls >= 6, 10, "six checks of b1")
         time.sleep(0.1)
         snap = m.snapshot()
-        got = spread(net.hosts[0], 150)
+        got = spread(net.hosts[0], 300)
     stats = backends_by_name(net, snap)
     assert stats["b1"]["healthy"] and stats["b1"]["score"] == 0.5  # never `fall` failures in a row
     assert stats["b2"]["score"] == stats["b3"]["score"] == 1.0
-    # weights 0.5 : 1 : 1 → b1 gets a fifth (30 of 150), the others two fifths each
-    assert got["b1"] < 0.75 * min(got["b2"], got["b3"]), got
+    # weights 0.5 : 1 : 1 → b1 gets a fifth (60 of 300; unscaled it would get 100): below 80 in all but
+    # about 0.2% of runs, and above it in all but about 1% had the score no effect
+    assert got["b1"] < 80 and sum(got.values()) == 300, got
 
 
 def test_a_service_replaced_in_one_update_reuses_its_slot(net):

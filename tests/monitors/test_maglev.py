@@ -2,6 +2,8 @@
 a backend moves few slots of the others."""
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -53,8 +55,24 @@ def test_removing_one_backend_moves_few_other_slots(octets, data):
     assert gone not in after
     kept = [s for s in range(4099) if before[s] != gone]
     moved = sum(before[s] != after[s] for s in kept)
-    # `hash % n` would move about (n-1)/n of them; Maglev a few percent (the paper's figure 11)
-    assert moved <= 0.1 * len(kept)
+    # `hash % n` would move 1 - 1/(n-1) of them. Maglev usually moves 1-3%, but two backends that draw
+    # the same skip walk shifted copies of one permutation and may move more (hypothesis found 16% of
+    # three backends, [68, 148, 0]): never half of what `hash % n` moves
+    n = len(backends)
+    assert moved <= 0.5 * (1 - 1 / (n - 1)) * len(kept)
+
+
+def test_removing_one_backend_moves_one_percent_on_average():
+    rnd = random.Random(13)
+    shares = []
+    for _ in range(100):
+        backends = [(f"10.1.2.{o}:8080", 1) for o in rnd.sample(range(256), rnd.randrange(3, 11))]
+        gone = rnd.randrange(len(backends))
+        before = maglev_table(backends, 4099)
+        after = maglev_table([(n, 0 if i == gone else w) for i, (n, w) in enumerate(backends)], 4099)
+        kept = [s for s in range(4099) if before[s] != gone]
+        shares.append(sum(before[s] != after[s] for s in kept) / len(kept))
+    assert sum(shares) / len(shares) < 0.02 and sorted(shares)[94] < 0.05
 
 
 def test_zero_weights_and_bad_sizes():
