@@ -101,7 +101,25 @@ def _wait_operational(name: str, timeout: float = 10.0) -> None:
         time.sleep(0.005)
 
 
-class TestHosts:
+class _Namespaces:
+    """What every set of test hosts shares: the namespaces it created (`_created`), deleted on close()
+    (deleting a namespace deletes its veth ends, and with them the pairs), and `with`."""
+
+    _created: list[str]
+
+    def close(self) -> None:
+        for name in reversed(self._created):
+            _ip("netns", "del", name, check=False)  # deleting a namespace deletes its veth end, and the pair
+        self._created.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TestHosts(_Namespaces):
     """Two hosts, `a` and `b`, joined by a veth pair. Use as a context manager (or call close())."""
 
     __test__ = False
@@ -154,22 +172,11 @@ class TestHosts:
         and MACs: `a` and `b` are new Host objects)."""
         self._link()
 
-    def close(self) -> None:
-        for name in reversed(self._created):
-            _ip("netns", "del", name, check=False)  # deleting a namespace deletes its veth end, and the pair
-        self._created.clear()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __iter__(self) -> Iterator[Host]:
         return iter((self.a, self.b))
 
 
-class MiddleHosts:
+class MiddleHosts(_Namespaces):
     """Hosts `a` and `b` joined through a third namespace `m` (interfaces `left` to a, `right` to b).
 
     `routed=True`: m is an IPv4 router (a and b on two /30s, default routes through m, forwarding on),
@@ -233,17 +240,6 @@ class MiddleHosts:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        for name in reversed(self._created):
-            _ip("netns", "del", name, check=False)
-        self._created.clear()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 _SOL_PACKET, _PACKET_VNET_HDR, _SO_TIMESTAMPNS = 263, 15, 35  # linux; Python's socket module lacks them
@@ -339,7 +335,7 @@ class FrameRelay:
         self.close()
 
 
-class RouterHosts:
+class RouterHosts(_Namespaces):
     """`n` hosts around one router namespace: host i (`hosts[i]`, interface eth0) sits on its own /30 with
     a default route through the router, whose end of that link is `h{i}`. The router forwards IPv4.
     The place for a middle box that several hosts reach through different links (a load balancer with
@@ -391,14 +387,3 @@ class RouterHosts:
         except BaseException:
             self.close()
             raise
-
-    def close(self) -> None:
-        for name in reversed(self._created):
-            _ip("netns", "del", name, check=False)
-        self._created.clear()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

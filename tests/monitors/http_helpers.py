@@ -84,6 +84,12 @@ class StatusServer:
 
 def read_response(sock: socket.socket, buf: bytes = b"") -> tuple[int, bytes]:
     """Read one response with Content-Length; returns (status, what was read beyond it)."""
+    status, _, rest = read_message(sock, buf)
+    return status, rest
+
+
+def read_message(sock: socket.socket, buf: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Read one response with Content-Length; returns (status, body, what was read beyond it)."""
     while b"\r\n\r\n" not in buf:
         data = sock.recv(4096)
         if not data:
@@ -94,8 +100,11 @@ def read_response(sock: socket.socket, buf: bytes = b"") -> tuple[int, bytes]:
     length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")[1:]
                   if line.lower().startswith(b"content-length:"))
     while len(rest) < length:
-        rest += sock.recv(4096)
-    return status, rest[length:]
+        data = sock.recv(4096)
+        if not data:
+            raise ConnectionError("server closed in a response")
+        rest += data
+    return status, rest[:length], rest[length:]
 
 
 def request(host, addr: str, port: int, paths: list[str], family: int = socket.AF_INET,

@@ -8,6 +8,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from pynetmon.testhosts import Host
 
+from .http_helpers import read_message
+
 VIP = "192.0.2.80"  # TEST-NET-1: routed to the balancer by the client's default route, owned by nobody
 
 
@@ -63,25 +65,6 @@ class NamedBackend:
             self._server = None
 
 
-def _read_response(s: socket.socket) -> str:
-    """The body of one HTTP response with a Content-Length (the backend's name)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionResetError("connection closed before a response")
-        data += chunk
-    head, body = data.split(b"\r\n\r\n", 1)
-    assert head.startswith(b"HTTP/1.1 200"), head
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(body) < length:
-        chunk = s.recv(4096)
-        if not chunk:
-            raise ConnectionResetError("connection closed in a response")
-        body += chunk
-    return body.decode()
-
-
 class Client:
     """A keep-alive HTTP connection from `host` to `addr`:`port`; `get()` returns the serving backend's name."""
 
@@ -92,7 +75,9 @@ class Client:
 
     def get(self) -> str:
         self.sock.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
-        return _read_response(self.sock)
+        status, body, _ = read_message(self.sock)
+        assert status == 200, status
+        return body.decode()
 
     def peer(self) -> tuple[str, int]:
         return self.sock.getpeername()
