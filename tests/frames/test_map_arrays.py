@@ -283,12 +283,12 @@ def _sum_cpus(values):
     if isinstance(values[0], float):
         return math.fsum(values) if not any(math.isnan(v) for v in values) else math.nan
     if isinstance(values[0], int):
-        return sum(values) % (1 << 64) if all(v >= 0 for v in values) else sum(values)
+        return sum(values)  # wrapped to the field's 64-bit type in _flat, which knows its sign
     return values[0]
 
 
 def _flat(data, codec, path, out, summed, tag=None):
-    from pynetmon.btf_codec import ArrayCodec, BytesCodec, FloatCodec, StructCodec
+    from pynetmon.btf_codec import ArrayCodec, BytesCodec, FloatCodec, IntCodec, StructCodec
     from pynetmon.frames.table import ADDRESS_KINDS, format_address
     # A summed integer is no longer an address; bytes summed over CPUs are CPU 0's, still one.
     if tag in ADDRESS_KINDS and not (summed and isinstance(data, int)):
@@ -309,6 +309,9 @@ def _flat(data, codec, path, out, summed, tag=None):
         out[path] = data.split(b"\0", 1)[0].decode("utf-8", errors="replace")
     elif isinstance(codec, FloatCodec) and summed:
         out[path] = data
+    elif summed and isinstance(codec, IntCodec) and isinstance(data, int):  # 64-bit sums wrap, as documented
+        wrapped = data % (1 << 64)
+        out[path] = wrapped - (1 << 64) if codec.signed and wrapped >= 1 << 63 else wrapped
     else:
         out[path] = data
 
