@@ -3,18 +3,8 @@ from __future__ import annotations
 
 UDP_PORT = 7777
 
-# Counts UDP datagrams to UDP_PORT (one array slot), and packets/bytes per source address (a hash).
-COUNTER_CODE = r"""
-#include <uapi/linux/if_ether.h>
-#include <uapi/linux/ip.h>
-#include <uapi/linux/udp.h>
-
-struct flow_stats { uint64_t packets; uint64_t bytes; };
-
-BPF_ARRAY(UDP_PACKETS, uint64_t, 1);
-BPF_HASH(FLOWS, uint32_t, struct flow_stats, 1024);
-
-static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {
+# The start of a Polycube-style handle_rx that goes on only for UDP to `%(port)d` (eth, ip, udp in scope).
+UDP_TO_PORT = r"""static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {
     void *data = (void *)(long)ctx->data;
     void *data_end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
@@ -26,7 +16,20 @@ static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *m
     struct udphdr *udp = (void *)ip + ip->ihl * 4;
     if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(%(port)d))
         return RX_OK;
-    unsigned int slot = 0;
+"""
+
+# Counts UDP datagrams to UDP_PORT (one array slot), and packets/bytes per source address (a hash).
+COUNTER_CODE = r"""
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/udp.h>
+
+struct flow_stats { uint64_t packets; uint64_t bytes; };
+
+BPF_ARRAY(UDP_PACKETS, uint64_t, 1);
+BPF_HASH(FLOWS, uint32_t, struct flow_stats, 1024);
+
+""" + UDP_TO_PORT + r"""    unsigned int slot = 0;
     uint64_t *count = UDP_PACKETS.lookup(&slot);
     if (count)
         __sync_fetch_and_add(count, 1);

@@ -11,7 +11,7 @@ import time
 
 import requests
 
-from .dataplanes import UDP_PORT
+from .dataplanes import UDP_PORT, UDP_TO_PORT
 
 # Per destination (port and address, both as they sit in the packet: network order), an array of two
 # counters, and a per-CPU array: the three things Polycube reads differently.
@@ -26,19 +26,7 @@ BPF_ARRAY(COUNTS, uint64_t, 2);
 BPF_HASH(BY_DEST, struct dest, uint64_t, 64);
 BPF_PERCPU_ARRAY(PER_CPU, uint64_t, 1);
 
-static __always_inline int handle_rx(struct CTXTYPE *ctx, struct pkt_metadata *md) {
-    void *data = (void *)(long)ctx->data;
-    void *data_end = (void *)(long)ctx->data_end;
-    struct ethhdr *eth = data;
-    if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-        return RX_OK;
-    struct iphdr *ip = (void *)(eth + 1);
-    if ((void *)(ip + 1) > data_end || ip->protocol != IPPROTO_UDP)
-        return RX_OK;
-    struct udphdr *udp = (void *)ip + ip->ihl * 4;
-    if ((void *)(udp + 1) > data_end || udp->dest != bpf_htons(%(port)d))
-        return RX_OK;
-    unsigned int slot = 0;
+""" + UDP_TO_PORT + r"""    unsigned int slot = 0;
     uint64_t *count = COUNTS.lookup(&slot);
     if (count)
         __sync_fetch_and_add(count, 1);
