@@ -2,6 +2,7 @@
  * kernel (kernel/bpf/ringbuf.c) and libbpf's ringbuf.c. */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -247,6 +248,9 @@ int pynetmon_ring_write(struct pynetmon_ring *r, int fd, uint64_t max_records, s
         cons = pos;
         if (busy || (max_records && out->records >= max_records))
             return 0;
+        /* More to write: give way between chunks, unless the ring is filling up (see the header). */
+        if (avail_bytes(r) < (int64_t)(r->size / 2))
+            sched_yield();
     }
 }
 

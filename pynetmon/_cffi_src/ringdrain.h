@@ -42,7 +42,12 @@ int pynetmon_ring_drain(struct pynetmon_ring *r, struct pynetmon_sink *sink);
  * per call), at most `max_records` of them (0: no limit); the ring space is given back after each writev.
  * For records that are complete on their own, such as pcap records: no copy in user space at all.
  * Returns 0 or -errno of a failed write; `out` says what was written and, after a failure, how many
- * records were taken from the ring but not (wholly) written (the file may end inside the first of them). */
+ * records were taken from the ring but not (wholly) written (the file may end inside the first of them).
+ * Between two writev calls it yields the CPU (sched_yield) while the ring is less than half full: a batch
+ * of a megabyte takes about a millisecond to write, longer than a local UDP receiver's socket buffer
+ * lasts at small packets (~0.5 ms at 600k 64-byte datagrams/s), so a reader that shares that receiver's
+ * CPU and kept it for a whole batch made it drop datagrams; a chunk takes ~50 us. With more than half
+ * the ring waiting it writes on without yielding: losing captured packets would cost more. */
 struct pynetmon_ring_written {
     uint64_t records;
     uint64_t bytes;
