@@ -7,10 +7,11 @@ interleaved so that the three share the machine's state:
 - iperf3 TCP (one stream), filter "tcp port 5201";
 - iperf3 UDP with 18-byte payloads (60-byte frames) at the highest rate iperf3 reaches here,
   filter "udp port 5201";
-- the same UDP into a sink: b's interface drops the datagrams in XDP (benchmarks/c/udp_sink.bpf.c), so
+- the same UDP into a sink: b's interface drops the datagrams in XDP (benchmarks/c/capture_peers.bpf.c), so
   no receiving process has to be woken on the other CPU and the sending rate depends on a's path alone:
   the capture's cost in that path, without the receiver's share of the two cores;
-and modes: no capture; `tcpdump -i eth0 -w FILE -s 96 -B 8192 FILTER` in a's namespace; `pynetmon capture
+and modes: no capture; an empty tcx program on a's eth0 egress (what any capture at the TC hook costs at
+least); `tcpdump -i eth0 -w FILE -s 96 -B 8192 FILTER` in a's namespace; `pynetmon capture
 eth0 -n NS -w FILE -s 96 --ring-size 8388608 -f FILTER` (the CLI, a process like tcpdump; same buffer
 size: 8 MiB). Both write to a file on the same disk.
 
@@ -43,7 +44,7 @@ from pathlib import Path
 import pytest
 from rounds import env_int, fmt_spread, iperf_hosts, load_average, ratios, spread
 
-from pynetmon.link import attach_xdp
+from pynetmon.link import attach_tcx, attach_xdp
 from pynetmon.object import BPFObject
 from pynetmon.toolchain import compile_c
 
@@ -57,8 +58,8 @@ SCENARIOS = {
     "udp64": {"filter": "udp port 5201", "iperf": ["-u", "-b", "0", "-l", "18"]},
     "udp64-sink": {"filter": "udp port 5201", "iperf": ["-u", "-b", "0", "-l", "18"], "sink": True},
 }
-SINK_SOURCE = Path(__file__).resolve().parent / "c" / "udp_sink.bpf.c"
-MODES = ("none", "tcpdump", "pynetmon")
+PEERS_SOURCE = Path(__file__).resolve().parent / "c" / "capture_peers.bpf.c"
+MODES = ("none", "empty tc", "tcpdump", "pynetmon")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -73,7 +74,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_capture(mode: str, host, path: str, expr: str) -> subprocess.Popen | None:
-    if mode == "none":
+    if mode in ("none", "empty tc"):
         return None
     if mode == "tcpdump":
         proc = host.popen("tcpdump", "-i", "eth0", "-w", path, "-s", str(SNAPLEN), "-B", str(RING_BYTES // 1024),
@@ -145,15 +146,19 @@ def test_capture_against_tcpdump():
     results = {(s, m): [] for s in SCENARIOS for m in MODES}
     load_before = load_average()
     with iperf_hosts("pcb") as (a, b), tempfile.TemporaryDirectory(prefix="pynetmon-bench-") as workdir, \
-            BPFObject(compile_c(SINK_SOURCE.read_text(), use_cache=False), name="udp_sink") as sink:
-        sink.load()
+            BPFObject(compile_c(PEERS_SOURCE.read_text(), use_cache=False), name="capture_peers") as peers:
+        peers.load()
         for name, scenario in SCENARIOS.items():
             with contextlib.ExitStack() as stack:
                 if scenario.get("sink"):
-                    stack.enter_context(attach_xdp(sink.programs["udp_sink"], "eth0", "native", netns=b.netns))
+                    stack.enter_context(attach_xdp(peers.programs["udp_sink"], "eth0", "native", netns=b.netns))
                 for _ in range(RUNS):
                     for mode in MODES:
-                        results[(name, mode)].append(measure(a, b, scenario, mode, workdir))
+                        with contextlib.ExitStack() as empty:
+                            if mode == "empty tc":
+                                empty.enter_context(attach_tcx(peers.programs["tc_empty"], "eth0", "egress",
+                                                               netns=a.netns))
+                            results[(name, mode)].append(measure(a, b, scenario, mode, workdir))
     print_table(results, load_before)
 
 
@@ -174,23 +179,25 @@ def print_table(results: dict, load_before: str) -> None:
             if mode == "none":
                 print(f"| {name} | none | {unit} | 1.00 | - | - | - | - |")
                 continue
+            if mode == "empty tc":
+                print(f"| {name} | {mode} | {unit} | {fmt_spread(ratios([r['rate'] for r in runs], base), 3)} "
+                      "| - | - | - | - |")
+                continue
             per_packet[mode] = [r["cpu"] / r["captured"] * 1e6 if r["captured"] else float("nan") for r in runs]
             print(f"| {name} | {mode} | {unit} | {fmt_spread(ratios([r['rate'] for r in runs], base), 3)} | "
                   f"{med(r['captured'] for r in runs):.0f} | {med(r['dropped'] for r in runs):.0f} | "
                   f"{med(r['cpu'] for r in runs):.2f} | {fmt_spread(spread(per_packet[mode]))} |")
-        cost = ratios([r["sender_cpu"] for r in results[(name, "pynetmon")]],
-                      [r["sender_cpu"] for r in results[(name, "none")]])
-        cost_tcpdump = ratios([r["sender_cpu"] for r in results[(name, "tcpdump")]],
-                              [r["sender_cpu"] for r in results[(name, "none")]])
-        print(f"| {name} | sender CPU per unit sent vs no capture: pynetmon {fmt_spread(cost, 3)}, "
-              f"tcpdump {fmt_spread(cost_tcpdump, 3)} | | | | | | |")
+        cost = {mode: fmt_spread(ratios([r["sender_cpu"] for r in results[(name, mode)]],
+                                        [r["sender_cpu"] for r in results[(name, "none")]]), 3) for mode in MODES[1:]}
+        print(f"| {name} | sender CPU per unit sent vs no capture: pynetmon {cost['pynetmon']}, "
+              f"tcpdump {cost['tcpdump']}, empty tc {cost['empty tc']} | | | | | | |")
         if name == "udp64":
             sending = {mode: fmt_spread(ratios([r["sending"] for r in results[(name, mode)]],
                                                [r["sending"] for r in results[(name, "none")]]), 3)
                        for mode in MODES[1:]}
             lost = {mode: med(r["lost"] for r in results[(name, mode)]) for mode in MODES}
             print(f"| {name} | sending rate vs no capture: pynetmon {sending['pynetmon']}, tcpdump "
-                  f"{sending['tcpdump']}; datagrams lost at the receiver (median per run): none {lost['none']:.0f}, "
+                  f"{sending['tcpdump']}, empty tc {sending['empty tc']}; datagrams lost at the receiver (median per run): none {lost['none']:.0f}, "
                   f"pynetmon {lost['pynetmon']:.0f}, tcpdump {lost['tcpdump']:.0f} | | | | | | |")
         ahead = ratios([r["rate"] for r in results[(name, "pynetmon")]], [r["rate"] for r in results[(name, "tcpdump")]])
         print(f"| {name} | pynetmon/tcpdump throughput | | {fmt_spread(ahead, 3)} | | | | |")
